@@ -1,0 +1,162 @@
+//! `deltadrop run` and `deltadrop table` on local folders.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use deltadrop::clock::SystemClock;
+use deltadrop::config::Config;
+use deltadrop::delta::TableLocation;
+use deltadrop::inspect;
+use deltadrop::mail::OutboxMailer;
+use deltadrop::run::{run_file, RunResult};
+use deltadrop::steps::RunInput;
+use deltadrop::storage::LocalBucket;
+use deltadrop::{Environment, Error, Result};
+
+/// Builds the local environment: the folder as bucket, `.eml` files as mail.
+pub fn environment(
+    bucket: &Path,
+    config: Option<&Path>,
+    outbox: Option<&Path>,
+) -> Result<Environment> {
+    let storage = LocalBucket::new(bucket)?;
+    let config_path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| storage.root().join("deltadrop.toml"));
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::ConfigError {
+        field: config_path.display().to_string(),
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    let config = Config::from_toml(&text, &config_path.display().to_string())?;
+    let outbox = outbox
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| storage.root().join("_deltadrop").join("outbox"));
+    Ok(Environment {
+        config: Arc::new(config),
+        storage: Arc::new(storage),
+        mailer: Arc::new(OutboxMailer::new(outbox)),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// The key of `file` in the bucket: given as a key, or as a path inside the bucket folder.
+fn key_in_bucket(bucket: &LocalBucket, file: &str) -> Result<String> {
+    let as_path = PathBuf::from(file);
+    if let Ok(absolute) = as_path.canonicalize() {
+        if let Ok(relative) = absolute.strip_prefix(bucket.root()) {
+            return Ok(relative.to_string_lossy().replace('\\', "/"));
+        }
+        return Err(Error::InvalidInput {
+            message: format!(
+                "{file} is outside the bucket {}: copy it under the feed's incoming prefix first",
+                bucket.root().display()
+            ),
+        });
+    }
+    if bucket.path(file).map(|p| p.is_file()).unwrap_or(false) {
+        return Ok(file.trim_start_matches("./").to_string());
+    }
+    Err(Error::ObjectNotFound {
+        key: file.to_string(),
+    })
+}
+
+pub async fn run(
+    file: &str,
+    bucket: &Path,
+    config: Option<&Path>,
+    outbox: Option<&Path>,
+) -> Result<ExitCode> {
+    let env = environment(bucket, config, outbox)?;
+    let local = LocalBucket::new(bucket)?;
+    let key = key_in_bucket(&local, file)?;
+    let run = RunInput::new(&env.config, &key, env.clock.as_ref())?;
+    println!("run {} · feed {} · {}", run.run_id, run.feed, key);
+    let result = run_file(&env, run, &|line| println!("  {line}")).await;
+    print_summary(&result);
+    Ok(if result.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn print_summary(result: &RunResult) {
+    match (&result.error, &result.report.upsert) {
+        (None, Some(upsert)) => println!(
+            "done: {:?}; {} inserted, {} updated, {} deleted; {} is at version {}",
+            upsert.outcome,
+            upsert.rows_inserted,
+            upsert.rows_updated,
+            upsert.rows_deleted,
+            upsert.table,
+            upsert.version.map_or("-".into(), |v| v.to_string())
+        ),
+        (Some(e), _) => println!("FAILED: {}: {e}", e.name()),
+        (None, None) => println!("done"),
+    }
+    match &result.notification {
+        Ok(n) => {
+            if let Some(path) = &n.delivered {
+                println!("email: {path}");
+            }
+        }
+        Err(e) => println!("email not sent: {e}"),
+    }
+}
+
+pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<ExitCode> {
+    let url = if location.contains("://") {
+        url::Url::parse(location).map_err(|e| Error::InvalidInput {
+            message: format!("{location}: {e}"),
+        })?
+    } else {
+        let path = Path::new(location)
+            .canonicalize()
+            .map_err(|e| Error::storage(location, e))?;
+        url::Url::from_directory_path(&path).map_err(|_| Error::InvalidInput {
+            message: format!("{location} is not a folder"),
+        })?
+    };
+    let table = TableLocation::new(url, Default::default());
+    let summary = inspect::summarize(&table, history).await?;
+    println!("table    {}", summary.location);
+    println!("version  {}", summary.version);
+    println!("rows     {}", summary.rows);
+    println!("files    {}", summary.files);
+    println!("schema");
+    for (name, data_type) in &summary.columns {
+        println!("  {name:<24} {data_type}");
+    }
+    println!("recent operations (newest first)");
+    for entry in &summary.history {
+        println!(
+            "  v{:<4} {:<20} {:<14} {:<40} {}",
+            entry.version,
+            entry
+                .time
+                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            entry.operation,
+            entry.rows,
+            entry.file.as_deref().unwrap_or("")
+        );
+    }
+    if rows > 0 {
+        let batches = inspect::rows(&table, &[], rows).await?;
+        let shown: usize = batches.iter().map(|b| b.num_rows()).sum();
+        println!("first {shown} rows");
+        let pretty = deltalake::arrow::util::pretty::pretty_format_batches(&batches)
+            .map_err(|e| Error::delta(summary.location.clone(), e))?;
+        println!("{pretty}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For the demo: a bucket-relative table as a location.
+pub fn table_location(env: &Environment, table: &str) -> Result<TableLocation> {
+    Ok(TableLocation::new(
+        env.storage.table_url(table)?,
+        env.storage.table_storage_options(),
+    ))
+}

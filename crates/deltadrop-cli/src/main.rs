@@ -1,0 +1,91 @@
+//! The `deltadrop` command: the pipeline on a local folder used as the bucket.
+
+mod demo;
+mod local;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Turn files that land in a bucket into up-to-date Delta Lake tables.
+///
+/// Locally, a folder plays the bucket and another folder the mail outbox; each file goes through
+/// the same steps as on AWS: stage → archive → upsert → notify (quarantine → notify on failure).
+#[derive(Parser)]
+#[command(name = "deltadrop", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process one file of the bucket through all four steps.
+    ///
+    /// Exit status: 0 loaded; 1 the file failed and was quarantined (see the email);
+    /// 2 nothing was processed (bad arguments, configuration, or no such file).
+    Run {
+        /// The file: a key inside the bucket (incoming/orders/a.csv) or a path to it.
+        file: String,
+        /// The folder used as the bucket.
+        #[arg(long)]
+        bucket: PathBuf,
+        /// The configuration [default: <bucket>/deltadrop.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where emails are written as .eml files [default: <bucket>/_deltadrop/outbox].
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+    },
+    /// Create a demo bucket with a config and two files, load both, and show the result.
+    Demo {
+        /// The demo folder (replaced if it holds an earlier demo).
+        #[arg(long, default_value = "deltadrop-demo")]
+        dir: PathBuf,
+    },
+    /// Show a Delta table: version, row count, schema, recent operations and some rows.
+    Table {
+        /// A table folder or URL (file:///..., s3://...).
+        location: String,
+        /// How many recent operations to list.
+        #[arg(long, default_value_t = 5)]
+        history: usize,
+        /// How many rows to print (sorted by the first column).
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DELTADROP_LOG")
+                .unwrap_or_else(|_| "warn,deltalake_core::operations::merge=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run {
+            file,
+            bucket,
+            config,
+            outbox,
+        } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
+        Command::Demo { dir } => demo::run(&dir).await,
+        Command::Table {
+            location,
+            history,
+            rows,
+        } => local::show_table(&location, history, rows).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {} ({})", e, e.name());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The `deltadrop.toml` configuration: where things live and one entry per feed.
+//!
+//! Parsing is strict (unknown fields are errors) and every validation error names the field,
+//! e.g. `feeds[1].keys`, and says what is expected.
+
+use std::collections::{BTreeMap, HashSet};
+
+use deltalake::arrow::datatypes::{DataType, TimeUnit};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub locations: Locations,
+    #[serde(default)]
+    pub notifications: Notifications,
+    pub feeds: Vec<Feed>,
+}
+
+/// Bucket-relative prefixes for the files and tables deltadrop manages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Locations {
+    /// Processed files move here, keeping their full key: `archive/incoming/orders/a.csv`.
+    pub archive: String,
+    /// Failed files move here, with `<name>.error.json` beside them.
+    pub quarantine: String,
+    /// Each run writes its staging table under `<staging><run id>/`.
+    pub staging: String,
+}
+
+impl Default for Locations {
+    fn default() -> Self {
+        Locations {
+            archive: "archive/".into(),
+            quarantine: "quarantine/".into(),
+            staging: "_deltadrop/staging/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notifications {
+    /// The sender address (on AWS: an SES-verified identity).
+    pub from: String,
+    /// Recipients for feeds that do not name their own.
+    pub recipients: Vec<String>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Notifications {
+            from: "deltadrop@localhost".into(),
+            recipients: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    pub name: String,
+    /// A key prefix (`incoming/orders/`) or a glob (`incoming/*/orders-*.csv.gz`).
+    pub incoming: String,
+    /// Chosen from the key's suffix when absent (`.csv`, `.jsonl`/`.ndjson`, `.json`, `.parquet`).
+    pub format: Option<FileFormat>,
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// Bucket-relative prefix (`tables/orders`) or a URL (`s3://other/orders`, `file:///data/orders`).
+    pub table: String,
+    pub keys: Vec<String>,
+    /// When set, a row never replaces a row with a higher value in this column.
+    pub sequence_column: Option<String>,
+    pub change_type: Option<ChangeType>,
+    #[serde(default)]
+    pub schema_policy: SchemaPolicy,
+    /// Overrides the feed-level default recipients.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Column types for text formats where inference is not wanted (new tables, new columns).
+    #[serde(default)]
+    pub column_types: BTreeMap<String, ColumnType>,
+    /// How many records of a text file are sampled to infer the types of columns the target
+    /// table does not have yet.
+    #[serde(default = "default_infer_rows")]
+    pub infer_rows: usize,
+}
+
+fn default_infer_rows() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    /// One JSON object per line.
+    #[serde(alias = "ndjson")]
+    Jsonl,
+    /// One JSON array of objects.
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Compression is chosen by the key's suffix: `.gz` or `.zst`.
+    pub fn from_key(key: &str) -> Compression {
+        if key.ends_with(".gz") {
+            Compression::Gzip
+        } else if key.ends_with(".zst") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvOptions {
+    pub header: bool,
+    pub delimiter: String,
+    pub quote: String,
+    /// Field values read as null (compared before any trimming).
+    pub null_values: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: ",".into(),
+            quote: "\"".into(),
+            null_values: vec!["".into()],
+        }
+    }
+}
+
+impl CsvOptions {
+    pub fn delimiter_byte(&self) -> u8 {
+        self.delimiter.as_bytes()[0]
+    }
+    pub fn quote_byte(&self) -> u8 {
+        self.quote.as_bytes()[0]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeType {
+    /// The column that says what happened to the row; it is not written to the table.
+    pub column: String,
+    /// The value of that column that means "delete this key".
+    pub delete_value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// New columns are added to the target table; missing columns are written as null.
+    #[default]
+    Additive,
+    /// The file must have exactly the target table's columns.
+    Strict,
+}
+
+/// Column types a feed may declare, named as in Delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Long,
+    Integer,
+    Double,
+    Boolean,
+    Date,
+    Timestamp,
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Long => DataType::Int64,
+            ColumnType::Integer => DataType::Int32,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration; `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| Error::config(source, e.to_string().trim_end().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (field, prefix) in [
+            ("locations.archive", &self.locations.archive),
+            ("locations.quarantine", &self.locations.quarantine),
+            ("locations.staging", &self.locations.staging),
+        ] {
+            if prefix.is_empty() || !prefix.ends_with('/') || prefix.starts_with('/') {
+                return Err(Error::config(
+                    field,
+                    format!("expected a relative prefix ending in '/', like \"archive/\", got {prefix:?}"),
+                ));
+            }
+        }
+        if self.feeds.is_empty() {
+            return Err(Error::config(
+                "feeds",
+                "expected at least one [[feeds]] entry",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, feed) in self.feeds.iter().enumerate() {
+            let field = |name: &str| format!("feeds[{i}].{name}");
+            if !names.insert(feed.name.as_str()) {
+                return Err(Error::config(
+                    field("name"),
+                    format!("feed name {:?} is used twice", feed.name),
+                ));
+            }
+            feed.validate(&field, &self.locations)?;
+        }
+        Ok(())
+    }
+
+    /// The feed for a key: the first whose `incoming` pattern matches.
+    pub fn feed_for_key(&self, key: &str) -> Result<&Feed> {
+        self.feeds
+            .iter()
+            .find(|f| f.matches(key))
+            .ok_or_else(|| Error::NoMatchingFeed {
+                key: key.to_string(),
+            })
+    }
+
+    pub fn feed_named(&self, name: &str) -> Result<&Feed> {
+        self.feeds
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| Error::InvalidInput {
+                message: format!("no feed named {name:?} in the configuration"),
+            })
+    }
+
+    /// The recipients for a feed: its own, else the default list.
+    pub fn recipients_for(&self, feed: Option<&Feed>) -> Vec<String> {
+        match feed {
+            Some(f) if !f.recipients.is_empty() => f.recipients.clone(),
+            _ => self.notifications.recipients.clone(),
+        }
+    }
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+impl Feed {
+    fn validate(&self, field: &dyn Fn(&str) -> String, locations: &Locations) -> Result<()> {
+        let nonempty = |name: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(Error::config(field(name), "expected a non-empty string"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("name", &self.name)?;
+        nonempty("incoming", &self.incoming)?;
+        nonempty("table", &self.table)?;
+        if is_glob(&self.incoming) {
+            glob::Pattern::new(&self.incoming)
+                .map_err(|e| Error::config(field("incoming"), format!("invalid glob: {e}")))?;
+        }
+        for (name, prefix) in [
+            ("archive", &locations.archive),
+            ("quarantine", &locations.quarantine),
+            ("staging", &locations.staging),
+        ] {
+            if self.incoming.starts_with(prefix.as_str()) {
+                return Err(Error::config(
+                    field("incoming"),
+                    format!("must not be inside the {name} prefix {prefix:?}"),
+                ));
+            }
+        }
+        if self.keys.is_empty() {
+            return Err(Error::config(
+                field("keys"),
+                "expected at least one key column, like keys = [\"id\"]",
+            ));
+        }
+        if let Some(k) = self.keys.iter().find(|k| k.trim().is_empty()) {
+            return Err(Error::config(
+                field("keys"),
+                format!("key column names must not be empty, got {k:?}"),
+            ));
+        }
+        if let Some(change) = &self.change_type {
+            if self.keys.contains(&change.column)
+                || self.sequence_column.as_ref() == Some(&change.column)
+            {
+                return Err(Error::config(
+                    field("change_type.column"),
+                    "must not be a key or the sequence column",
+                ));
+            }
+        }
+        let single_byte = |name: &str, value: &str| {
+            if value.len() != 1 {
+                Err(Error::config(
+                    field(name),
+                    format!("expected exactly one ASCII character, got {value:?}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        single_byte("csv.delimiter", &self.csv.delimiter)?;
+        single_byte("csv.quote", &self.csv.quote)?;
+        if self.infer_rows == 0 {
+            return Err(Error::config(
+                field("infer_rows"),
+                "expected a positive number of rows",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, key: &str) -> bool {
+        if is_glob(&self.incoming) {
+            glob::Pattern::new(&self.incoming)
+                .map(|p| p.matches(key))
+                .unwrap_or(false)
+        } else {
+            key.starts_with(&self.incoming)
+        }
+    }
+
+    /// The file format: configured, or from the key's suffix.
+    pub fn format_for(&self, key: &str) -> Result<FileFormat> {
+        if let Some(format) = self.format {
+            return Ok(format);
+        }
+        let stem = key
+            .strip_suffix(".gz")
+            .or_else(|| key.strip_suffix(".zst"))
+            .unwrap_or(key)
+            .to_ascii_lowercase();
+        let by_suffix = [
+            (".csv", FileFormat::Csv),
+            (".jsonl", FileFormat::Jsonl),
+            (".ndjson", FileFormat::Jsonl),
+            (".json", FileFormat::Json),
+            (".parquet", FileFormat::Parquet),
+        ];
+        by_suffix
+            .iter()
+            .find(|(suffix, _)| stem.ends_with(suffix))
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                Error::config(
+                    format!("feed {:?}.format", self.name),
+                    format!("cannot tell the format of {key} from its suffix: set format = \"csv\" | \"jsonl\" | \"json\" | \"parquet\""),
+                )
+            })
+    }
+
+    /// Columns of the file that are not data for the table (the change-type column).
+    pub fn is_control_column(&self, column: &str) -> bool {
+        self.change_type
+            .as_ref()
+            .is_some_and(|c| c.column == column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[feeds]]
+name = "orders"
+incoming = "incoming/orders/"
+table = "tables/orders"
+keys = ["id"]
+"#;
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = Config::from_toml(MINIMAL, "deltadrop.toml").unwrap();
+        assert_eq!(c.locations.archive, "archive/");
+        assert_eq!(c.locations.staging, "_deltadrop/staging/");
+        let f = &c.feeds[0];
+        assert_eq!(f.schema_policy, SchemaPolicy::Additive);
+        assert!(f.csv.header);
+        assert_eq!(
+            f.format_for("incoming/orders/a.csv.gz").unwrap(),
+            FileFormat::Csv
+        );
+        assert_eq!(
+            f.format_for("incoming/orders/a.ndjson.zst").unwrap(),
+            FileFormat::Jsonl
+        );
+        assert!(f.format_for("incoming/orders/a.txt").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = MINIMAL.replace("keys = [\"id\"]", "keys = []");
+        let e = Config::from_toml(&bad, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("feeds[0].keys"), "{e}");
+
+        let typo = MINIMAL.replace("keys", "key");
+        let e = Config::from_toml(&typo, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("unknown field `key`"), "{e}");
+
+        let delimiter = format!("{MINIMAL}[feeds.csv]\ndelimiter = \";;\"\n");
+        let e = Config::from_toml(&delimiter, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("feeds[0].csv.delimiter"), "{e}");
+    }
+
+    #[test]
+    fn feeds_match_by_prefix_or_glob() {
+        let text = format!(
+            "{MINIMAL}\n[[feeds]]\nname = \"events\"\nincoming = \"incoming/*/events-*.json*\"\ntable = \"t/e\"\nkeys = [\"id\"]\n"
+        );
+        let c = Config::from_toml(&text, "x").unwrap();
+        assert_eq!(
+            c.feed_for_key("incoming/orders/a.csv").unwrap().name,
+            "orders"
+        );
+        assert_eq!(
+            c.feed_for_key("incoming/eu/events-1.jsonl").unwrap().name,
+            "events"
+        );
+        assert_eq!(
+            c.feed_for_key("other/a.csv").unwrap_err().name(),
+            "NoMatchingFeed"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Small helpers over delta-rs: open a table that may not exist, create one, remove one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::{StructField, StructType};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
+use futures::{StreamExt, TryStreamExt};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Where a Delta table lives and how to reach it.
+#[derive(Debug, Clone)]
+pub struct TableLocation {
+    pub url: Url,
+    pub options: HashMap<String, String>,
+}
+
+impl TableLocation {
+    pub fn new(url: Url, options: HashMap<String, String>) -> Self {
+        TableLocation { url, options }
+    }
+
+    pub fn name(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn error(&self, err: impl std::fmt::Display) -> Error {
+        Error::delta(self.name(), err)
+    }
+
+    /// A handle on the location, loaded when a table exists there.
+    pub async fn handle(&self) -> Result<DeltaTable> {
+        if self.url.scheme() == "file" {
+            if let Ok(path) = self.url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| Error::storage(self.name(), e))?;
+            }
+        }
+        let mut table = DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(|e| self.error(e))?
+            .with_storage_options(self.options.clone())
+            .build()
+            .map_err(|e| self.error(e))?;
+        // Checking first keeps delta-rs from logging an error for every table not created yet.
+        if !table
+            .verify_deltatable_existence()
+            .await
+            .map_err(|e| self.error(e))?
+        {
+            return Ok(table);
+        }
+        match table.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// The table, or `None` when there is no Delta table at the location yet.
+    pub async fn open(&self) -> Result<Option<DeltaTable>> {
+        let table = self.handle().await?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Creates an empty table with the given columns; fails if one exists.
+    pub async fn create(
+        &self,
+        schema: &Schema,
+        commit_info: HashMap<String, serde_json::Value>,
+    ) -> Result<DeltaTable> {
+        let table = self.handle().await?;
+        let columns: Vec<StructField> = delta_schema(schema)
+            .map_err(|e| self.error(e))?
+            .fields()
+            .cloned()
+            .collect();
+        table
+            .create()
+            .with_columns(columns)
+            .with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default()
+                    .with_metadata(commit_info),
+            )
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Deletes every object of the table (data, log, checkpoints).
+    pub async fn remove(&self) -> Result<()> {
+        let table = self.handle().await?;
+        let store = table.object_store();
+        let listed = store.list(None).map_ok(|meta| meta.location).boxed();
+        store
+            .delete_stream(listed)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| Error::storage(self.name(), e))?;
+        if self.url.scheme() == "file" {
+            if let Ok(path) = self.url.to_file_path() {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The table's arrow schema.
+pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
+    let state = table
+        .snapshot()
+        .map_err(|e| Error::delta(table.table_url().to_string(), e))?;
+    Ok(state.snapshot().arrow_schema())
+}
+
+/// Converts an arrow schema to a Delta one; types Delta cannot store are a schema mismatch.
+pub fn delta_schema(schema: &Schema) -> Result<StructType, String> {
+    let schema: Arc<Schema> = Arc::new(schema.clone());
+    let kernel: StructType = schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| format!("a column type cannot be stored in Delta: {e}"))?;
+    Ok(kernel)
+}

@@ -1,0 +1,145 @@
+//! Reading a table back for people: version, row count, schema, recent operations, rows.
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::prelude::{Expr, SessionContext};
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::delta::{arrow_schema, TableLocation};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSummary {
+    pub location: String,
+    pub version: u64,
+    pub rows: u64,
+    pub files: usize,
+    /// (name, type) in table order.
+    pub columns: Vec<(String, String)>,
+    /// Newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub time: Option<DateTime<Utc>>,
+    pub operation: String,
+    /// Row counts from the operation's metrics, e.g. `inserted 3, updated 2`.
+    pub rows: String,
+    /// The incoming file deltadrop applied in this commit.
+    pub file: Option<String>,
+}
+
+async fn open(location: &TableLocation) -> Result<DeltaTable> {
+    location.open().await?.ok_or_else(|| Error::DeltaError {
+        table: location.name(),
+        message: "no Delta table here (no _delta_log)".into(),
+    })
+}
+
+fn row_metrics(info: &std::collections::HashMap<String, serde_json::Value>) -> String {
+    let Some(metrics) = info.get("operationMetrics").and_then(|m| m.as_object()) else {
+        return String::new();
+    };
+    let wanted = [
+        ("num_target_rows_inserted", "inserted"),
+        ("num_target_rows_updated", "updated"),
+        ("num_target_rows_deleted", "deleted"),
+        ("num_added_rows", "added"),
+    ];
+    wanted
+        .iter()
+        .filter_map(|(key, label)| metrics.get(*key).map(|v| format!("{label} {v}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub async fn summarize(location: &TableLocation, history: usize) -> Result<TableSummary> {
+    let table = open(location).await?;
+    let error = |e: &dyn std::fmt::Display| Error::delta(location.name(), e);
+    let version = table.version().unwrap_or(0);
+    let schema = arrow_schema(&table)?;
+    let files = table.get_file_uris().map_err(|e| error(&e))?.count();
+    let ctx = SessionContext::new();
+    let provider = table.table_provider().await.map_err(|e| error(&e))?;
+    let rows = ctx
+        .read_table(provider)
+        .map_err(|e| error(&e))?
+        .count()
+        .await
+        .map_err(|e| error(&e))? as u64;
+    let commits: Vec<_> = table
+        .history(Some(history))
+        .try_collect()
+        .await
+        .map_err(|e| error(&e))?;
+    let history = commits
+        .into_iter()
+        .enumerate()
+        .map(|(i, commit)| HistoryEntry {
+            version: version.saturating_sub(i as u64),
+            time: commit.timestamp.and_then(DateTime::from_timestamp_millis),
+            operation: commit.operation.clone().unwrap_or_default(),
+            rows: row_metrics(&commit.info),
+            file: commit
+                .info
+                .get("deltadrop")
+                .and_then(|d| d.get("file"))
+                .and_then(|f| f.as_str())
+                .map(str::to_string),
+        })
+        .collect();
+    Ok(TableSummary {
+        location: location.name(),
+        version,
+        rows,
+        files,
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), crate::read::type_name(f.data_type())))
+            .collect(),
+        history,
+    })
+}
+
+/// Up to `limit` rows, ordered by the given columns (or by the first column).
+pub async fn rows(
+    location: &TableLocation,
+    order_by: &[String],
+    limit: usize,
+) -> Result<Vec<RecordBatch>> {
+    let table = open(location).await?;
+    let error = |e: &dyn std::fmt::Display| Error::delta(location.name(), e);
+    let ctx = SessionContext::new();
+    let provider = table.table_provider().await.map_err(|e| error(&e))?;
+    let frame = ctx.read_table(provider).map_err(|e| error(&e))?;
+    let order: Vec<String> = if order_by.is_empty() {
+        frame
+            .schema()
+            .fields()
+            .iter()
+            .take(1)
+            .map(|f| f.name().clone())
+            .collect()
+    } else {
+        order_by.to_vec()
+    };
+    let sort = order
+        .iter()
+        .map(|c| {
+            Expr::Column(deltalake::datafusion::common::Column::new_unqualified(c))
+                .sort(true, false)
+        })
+        .collect();
+    frame
+        .sort(sort)
+        .and_then(|f| f.limit(0, Some(limit)))
+        .map_err(|e| error(&e))?
+        .collect()
+        .await
+        .map_err(|e| error(&e))
+}

@@ -1,0 +1,21 @@
+//! deltadrop: turn files that land in a bucket into up-to-date Delta Lake tables.
+//!
+//! The pipeline is four steps ([`steps::stage`], [`steps::archive`] or [`steps::quarantine`],
+//! [`steps::upsert`], [`steps::notify`]) over an [`Environment`] that the caller builds: the
+//! configuration, the bucket ([`storage::ObjectStorage`]), the mailer and the clock. The Lambda
+//! handlers run one step each; [`run::run_file`] runs them all in the state machine's order.
+
+pub mod clock;
+pub mod config;
+pub mod delta;
+pub mod environment;
+pub mod error;
+pub mod inspect;
+pub mod mail;
+pub mod read;
+pub mod run;
+pub mod steps;
+pub mod storage;
+
+pub use environment::Environment;
+pub use error::{Error, Result};

@@ -1,0 +1,221 @@
+//! The success and failure emails, as plain text and HTML from the same rows of facts.
+
+use chrono::{DateTime, Utc};
+
+use super::Email;
+use crate::error::Error;
+use crate::steps::{Report, UpsertOutcome};
+
+/// Escapes text for HTML element content and attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The file name part of a key, for subjects.
+fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+fn duration(report: &Report, now: DateTime<Utc>) -> String {
+    match &report.run {
+        Some(run) => {
+            let millis = (now - run.started_at).num_milliseconds().max(0);
+            format!("{:.1} s", millis as f64 / 1000.0)
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// A cause from Step Functions is often the Lambda's JSON error; show its message.
+fn readable_cause(cause: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(cause)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| cause.to_string())
+}
+
+fn build(
+    subject: String,
+    heading: &str,
+    intro: &str,
+    rows: &[(&str, String)],
+    footer: &str,
+) -> Email {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let mut text = format!("{heading}\n\n{intro}\n\n");
+    for (label, value) in rows {
+        text.push_str(&format!("{label:<width$}  {value}\n"));
+    }
+    text.push_str(&format!("\n{footer}\n"));
+
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n<h2>{}</h2>\n<p>{}</p>\n<table cellpadding=\"4\">\n",
+        escape_html(heading),
+        escape_html(intro)
+    );
+    for (label, value) in rows {
+        html.push_str(&format!(
+            "<tr><th align=\"left\">{}</th><td><code>{}</code></td></tr>\n",
+            escape_html(label),
+            escape_html(value)
+        ));
+    }
+    html.push_str(&format!(
+        "</table>\n<p>{}</p>\n</body></html>\n",
+        escape_html(footer)
+    ));
+    Email {
+        from: String::new(),
+        to: Vec::new(),
+        subject,
+        text,
+        html,
+    }
+}
+
+fn run_rows(report: &Report) -> Vec<(&'static str, String)> {
+    match &report.run {
+        Some(run) => vec![
+            ("Feed", run.feed.clone()),
+            ("File", run.key.clone()),
+            ("Run", run.run_id.clone()),
+            (
+                "Started",
+                run.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+        ],
+        None => Vec::new(),
+    }
+}
+
+pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
+    let (feed, key) = report
+        .run
+        .as_ref()
+        .map(|r| (r.feed.as_str(), r.key.as_str()))
+        .unwrap_or(("?", "?"));
+    let mut rows = run_rows(report);
+    if let Some(stage) = &report.stage {
+        rows.push(("Rows staged", stage.rows.to_string()));
+        if !stage.new_columns.is_empty() && report.upsert.as_ref().is_some_and(|u| !u.created_table)
+        {
+            rows.push(("New columns", stage.new_columns.join(", ")));
+        }
+    }
+    let summary = match &report.upsert {
+        Some(upsert) => {
+            rows.push(("Table", upsert.table.clone()));
+            rows.push(("Rows inserted", upsert.rows_inserted.to_string()));
+            rows.push(("Rows updated", upsert.rows_updated.to_string()));
+            rows.push(("Rows deleted", upsert.rows_deleted.to_string()));
+            let version = upsert.version.map_or("none".to_string(), |v| v.to_string());
+            rows.push(("Table version", version.clone()));
+            match upsert.outcome {
+                UpsertOutcome::Applied => format!(
+                    "{} inserted, {} updated, {} deleted; table version {version}",
+                    upsert.rows_inserted, upsert.rows_updated, upsert.rows_deleted
+                ),
+                UpsertOutcome::AlreadyApplied => {
+                    "already applied before; nothing changed".to_string()
+                }
+                UpsertOutcome::NothingToApply => "no rows in the file; nothing changed".to_string(),
+            }
+        }
+        None => "loaded".to_string(),
+    };
+    rows.push(("Duration", duration(report, now)));
+    if let Some(archive) = &report.archive {
+        rows.push(("Archived to", archive.archived_to.clone()));
+    }
+    build(
+        format!("[deltadrop] {feed}: {} loaded ({summary})", file_name(key)),
+        &format!("{} was loaded into {feed}", file_name(key)),
+        &format!("Result: {summary}."),
+        &rows,
+        "Sent by deltadrop.",
+    )
+}
+
+pub fn render_failure(report: &Report, now: DateTime<Utc>) -> Email {
+    let (feed, key) = report
+        .run
+        .as_ref()
+        .map(|r| (r.feed.as_str(), r.key.as_str()))
+        .unwrap_or(("?", "?"));
+    let (name, cause) = report
+        .failure
+        .as_ref()
+        .map(|f| (f.error.clone(), readable_cause(&f.cause)))
+        .unwrap_or_else(|| ("Unknown".into(), "unknown".into()));
+    let mut rows = run_rows(report);
+    rows.push(("Error", name.clone()));
+    rows.push(("Cause", cause.clone()));
+    rows.push(("What to do", Error::advice(&name).to_string()));
+    let whereabouts = match (&report.quarantine, &report.archive) {
+        (Some(q), _) => format!(
+            "{} (error report: {}.error.json)",
+            q.quarantined_to, q.quarantined_to
+        ),
+        (None, Some(a)) => a.archived_to.clone(),
+        (None, None) => report
+            .run
+            .as_ref()
+            .map_or("unknown".into(), |r| r.key.clone()),
+    };
+    rows.push(("File is now at", whereabouts));
+    rows.push(("Duration", duration(report, now)));
+    build(
+        format!("[deltadrop] FAILED {feed}: {} ({name})", file_name(key)),
+        &format!("{} could not be loaded into {feed}", file_name(key)),
+        &format!("{name}: {cause}"),
+        &rows,
+        "The target table was not changed by this file. Sent by deltadrop.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::{Failure, RunInput};
+
+    #[test]
+    fn failure_email_escapes_html_and_names_error_cause_and_advice() {
+        let report = Report {
+            run: Some(RunInput {
+                run_id: "r1".into(),
+                key: "incoming/<script>.csv".into(),
+                feed: "orders".into(),
+                started_at: Utc::now(),
+            }),
+            failure: Some(Failure {
+                error: "MalformedFile".into(),
+                cause: r#"{"errorType":"MalformedFile","errorMessage":"a.csv, line 3: expected 2 fields, found 3"}"#.into(),
+            }),
+            ..Default::default()
+        };
+        let email = render_failure(&report, Utc::now());
+        assert!(email.subject.contains("FAILED orders"));
+        assert!(email
+            .text
+            .contains("a.csv, line 3: expected 2 fields, found 3"));
+        assert!(email.text.contains("Ask the sender"));
+        assert!(email.html.contains("&lt;script&gt;.csv"));
+        assert!(!email.html.contains("<script>"));
+    }
+}

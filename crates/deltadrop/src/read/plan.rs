@@ -1,0 +1,138 @@
+//! The staging schema of one file: which columns, with which types, checked against the feed's
+//! keys and schema policy before a single row is written.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::ReadSpec;
+use crate::config::SchemaPolicy;
+use crate::error::{Error, Result};
+
+/// The staging table's extra column: the line (or record) each row came from. It orders
+/// duplicate keys ("the last row wins") and is never written to the target.
+pub const LINE_COLUMN: &str = "_deltadrop_line";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// Data columns, then the change-type column (when configured), then [`LINE_COLUMN`].
+    pub schema: SchemaRef,
+    /// File columns the target table does not have.
+    pub new_columns: Vec<String>,
+}
+
+/// Builds the plan. `fixed_columns` says whether the format has a fixed column list (CSV,
+/// Parquet), so that a column missing from the file is a strict-policy violation; JSON records
+/// simply omit keys. `new_column_type` gives the type of a column the target does not have.
+pub(crate) fn make_plan(
+    spec: &ReadSpec<'_>,
+    file_columns: &[String],
+    fixed_columns: bool,
+    new_column_type: &dyn Fn(&str) -> Result<DataType>,
+) -> Result<Plan> {
+    let feed = spec.feed;
+    let file = spec.file;
+    let mut seen = HashSet::new();
+    for name in file_columns {
+        if name.trim().is_empty() {
+            return Err(Error::malformed(
+                file,
+                None,
+                "the header has an empty column name",
+            ));
+        }
+        if name == LINE_COLUMN {
+            return Err(Error::SchemaMismatch {
+                file: file.into(),
+                message: format!("column name '{LINE_COLUMN}' is reserved for deltadrop"),
+            });
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(Error::malformed(
+                file,
+                None,
+                format!("column '{name}' appears twice in the header"),
+            ));
+        }
+    }
+    for key in &feed.keys {
+        if !seen.contains(key.as_str()) {
+            return Err(Error::MissingKeyColumn {
+                file: file.into(),
+                column: key.clone(),
+                found: file_columns.join(", "),
+            });
+        }
+    }
+    if let Some(sequence) = &feed.sequence_column {
+        if !seen.contains(sequence.as_str()) {
+            return Err(Error::SchemaMismatch {
+                file: file.into(),
+                message: format!("the sequence column '{sequence}' is missing"),
+            });
+        }
+    }
+
+    let data_columns: Vec<&String> = file_columns
+        .iter()
+        .filter(|c| !feed.is_control_column(c))
+        .collect();
+    let target_fields: Vec<Field> = spec
+        .target
+        .as_ref()
+        .map(|t| t.fields().iter().map(|f| f.as_ref().clone()).collect())
+        .unwrap_or_default();
+    let in_target = |name: &str| target_fields.iter().any(|f| f.name() == name);
+    let new_columns: Vec<String> = data_columns
+        .iter()
+        .filter(|c| !in_target(c))
+        .map(|c| c.to_string())
+        .collect();
+
+    if spec.target.is_some() && feed.schema_policy == SchemaPolicy::Strict {
+        if !new_columns.is_empty() {
+            return Err(Error::SchemaMismatch {
+                file: file.into(),
+                message: format!(
+                    "new column(s) {} not in the target table, and the feed's schema_policy is strict",
+                    new_columns.join(", ")
+                ),
+            });
+        }
+        let missing: Vec<&str> = target_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| !seen.contains(name))
+            .collect();
+        if fixed_columns && !missing.is_empty() {
+            return Err(Error::SchemaMismatch {
+                file: file.into(),
+                message: format!(
+                    "column(s) {} of the target table are missing, and the feed's schema_policy is strict",
+                    missing.join(", ")
+                ),
+            });
+        }
+    }
+
+    let mut fields: Vec<Field> = target_fields
+        .into_iter()
+        .map(|f| f.with_nullable(true))
+        .collect();
+    for name in &new_columns {
+        let data_type = match feed.column_types.get(name) {
+            Some(declared) => declared.arrow_type(),
+            None => new_column_type(name)?,
+        };
+        fields.push(Field::new(name, data_type, true));
+    }
+    if let Some(change) = &feed.change_type {
+        fields.push(Field::new(&change.column, DataType::Utf8, true));
+    }
+    fields.push(Field::new(LINE_COLUMN, DataType::Int64, false));
+    Ok(Plan {
+        schema: Arc::new(Schema::new(fields)),
+        new_columns,
+    })
+}

@@ -1,0 +1,165 @@
+//! Collects the string values of text records (CSV, JSON) into batches. The first batch is the
+//! sample that fixes the plan; every batch is conformed to it and handed to the sink.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray, StringBuilder};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+use super::conform::conform;
+use super::infer::infer_type;
+use super::plan::{make_plan, Plan};
+use super::{ReadSpec, ReadSummary, BATCH_ROWS};
+use crate::error::{Error, Position, Result};
+
+pub(crate) struct TextBatcher<'a, 's> {
+    spec: &'a ReadSpec<'s>,
+    columns: Vec<String>,
+    index: HashMap<String, usize>,
+    builders: Vec<StringBuilder>,
+    positions: Vec<u64>,
+    position: fn(u64) -> Position,
+    /// CSV has a fixed header; JSON records may bring new keys while the sample is read.
+    fixed_columns: bool,
+    plan: Option<Plan>,
+    rows: u64,
+    sink: &'a mut dyn FnMut(RecordBatch) -> Result<()>,
+}
+
+impl<'a, 's> TextBatcher<'a, 's> {
+    pub fn new(
+        spec: &'a ReadSpec<'s>,
+        columns: Vec<String>,
+        fixed_columns: bool,
+        position: fn(u64) -> Position,
+        sink: &'a mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Self {
+        let mut batcher = TextBatcher {
+            spec,
+            columns: Vec::new(),
+            index: HashMap::new(),
+            builders: Vec::new(),
+            positions: Vec::with_capacity(BATCH_ROWS),
+            position,
+            fixed_columns,
+            plan: None,
+            rows: 0,
+            sink,
+        };
+        for name in columns {
+            batcher.add_column(name);
+        }
+        batcher
+    }
+
+    pub fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    fn add_column(&mut self, name: String) -> usize {
+        let mut builder = StringBuilder::new();
+        builder.append_nulls(self.positions.len());
+        self.index.insert(name.clone(), self.columns.len());
+        self.columns.push(name);
+        self.builders.push(builder);
+        self.columns.len() - 1
+    }
+
+    /// The index of a named column (JSON). A key first seen after the sample fixed the plan
+    /// cannot be typed any more, so it fails the file with its line.
+    pub fn column_index(&mut self, name: &str, at: u64) -> Result<usize> {
+        if let Some(&i) = self.index.get(name) {
+            return Ok(i);
+        }
+        if self.plan.is_some() {
+            return Err(Error::malformed(
+                self.spec.file,
+                Some((self.position)(at)),
+                format!(
+                    "field '{name}' first appears after the first {} records that fixed the file's columns; \
+                     declare it in the feed's column_types or put it in an early record",
+                    self.rows
+                ),
+            ));
+        }
+        Ok(self.add_column(name.to_string()))
+    }
+
+    /// Appends one record: the n-th value belongs to column n; columns beyond the values are
+    /// null.
+    pub fn push<'v>(
+        &mut self,
+        at: u64,
+        values: impl IntoIterator<Item = Option<&'v str>>,
+    ) -> Result<()> {
+        let mut values = values.into_iter();
+        for builder in self.builders.iter_mut() {
+            builder.append_option(values.next().flatten());
+        }
+        self.positions.push(at);
+        let threshold = if self.plan.is_none() {
+            BATCH_ROWS.max(self.spec.feed.infer_rows)
+        } else {
+            BATCH_ROWS
+        };
+        if self.positions.len() >= threshold {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true))
+            .collect();
+        let raw = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| Error::malformed(self.spec.file, None, e.to_string()))?;
+        if self.plan.is_none() {
+            let sample_rows = self.spec.feed.infer_rows.min(raw.num_rows());
+            let new_column_type = |name: &str| -> Result<DataType> {
+                let column = raw.column_by_name(name).map(|c| c.slice(0, sample_rows));
+                let strings = column
+                    .as_ref()
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                Ok(strings.map(infer_type).unwrap_or(DataType::Utf8))
+            };
+            self.plan = Some(make_plan(
+                self.spec,
+                &self.columns,
+                self.fixed_columns,
+                &new_column_type,
+            )?);
+        }
+        let plan = self.plan.as_ref().expect("plan fixed above");
+        let batch = conform(self.spec, plan, &raw, &self.positions, self.position)?;
+        self.rows += batch.num_rows() as u64;
+        self.positions.clear();
+        (self.sink)(batch)
+    }
+
+    pub fn finish(mut self) -> Result<ReadSummary> {
+        self.flush()?;
+        Ok(ReadSummary {
+            rows: self.rows,
+            columns: self.columns,
+            new_columns: self
+                .plan
+                .as_ref()
+                .map(|p| p.new_columns.clone())
+                .unwrap_or_default(),
+            schema: self.plan.map(|p| p.schema),
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The whole pipeline for one file, in the state machine's order:
+//! Stage → Archive → Upsert → Notify, and on any failure Quarantine → Notify.
+//! The local runner and the tests use this; on AWS, Step Functions does the same with the
+//! same steps (see `infra/statemachine/pipeline.asl.json`).
+
+use crate::environment::Environment;
+use crate::error::Error;
+use crate::steps::{
+    archive, notify, quarantine, stage, upsert, Failure, NotifyOutput, Report, RunInput,
+};
+
+/// What happened to one file.
+#[derive(Debug)]
+pub struct RunResult {
+    pub report: Report,
+    /// The error that failed the run, if any.
+    pub error: Option<Error>,
+    /// The notification, or why it could not be sent.
+    pub notification: Result<NotifyOutput, Error>,
+}
+
+impl RunResult {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+async fn load(
+    env: &Environment,
+    run: &RunInput,
+    report: &mut Report,
+    progress: &dyn Fn(&str),
+) -> Result<(), Error> {
+    progress(&format!("stage: reading {}", env.storage.display(&run.key)));
+    let staged = stage(env, run).await?;
+    progress(&format!(
+        "stage: {} rows, {} columns{} → {}",
+        staged.rows,
+        staged.columns.len(),
+        if staged.new_columns.is_empty() {
+            String::new()
+        } else {
+            format!(" (new: {})", staged.new_columns.join(", "))
+        },
+        staged
+            .staging_table
+            .as_deref()
+            .unwrap_or("no staging table (no rows)")
+    ));
+    report.stage = Some(staged);
+
+    let archived = archive(env, run).await?;
+    progress(&format!("archive: moved to {}", archived.archived_to));
+    report.archive = Some(archived);
+
+    let staged = report.stage.as_ref().expect("set above");
+    let merged = upsert(env, run, staged).await?;
+    progress(&format!(
+        "upsert: {:?}: {} inserted, {} updated, {} deleted → {} version {}",
+        merged.outcome,
+        merged.rows_inserted,
+        merged.rows_updated,
+        merged.rows_deleted,
+        merged.table,
+        merged.version.map_or("-".into(), |v| v.to_string())
+    ));
+    report.upsert = Some(merged);
+    Ok(())
+}
+
+pub async fn run_file(env: &Environment, run: RunInput, progress: &dyn Fn(&str)) -> RunResult {
+    let mut report = Report {
+        run: Some(run.clone()),
+        ..Default::default()
+    };
+    let error = load(env, &run, &mut report, progress).await.err();
+    if let Some(e) = &error {
+        progress(&format!("failed: {}: {e}", e.name()));
+        let failure = Failure::from(e);
+        match quarantine(env, &run, &failure).await {
+            Ok(q) => {
+                progress(&format!(
+                    "quarantine: moved to {} with {}",
+                    q.quarantined_to, q.report_key
+                ));
+                report.quarantine = Some(q);
+            }
+            Err(qe) => progress(&format!("quarantine failed: {}: {qe}", qe.name())),
+        }
+        report.failure = Some(failure);
+    }
+    let notification = notify(env, &report).await;
+    match &notification {
+        Ok(n) => progress(&format!(
+            "notify: {:?} → {}",
+            n.subject,
+            n.delivered
+                .as_deref()
+                .unwrap_or("not sent (no recipients configured)")
+        )),
+        Err(e) => progress(&format!("notify failed: {e}")),
+    }
+    RunResult {
+        report,
+        error,
+        notification,
+    }
+}

@@ -1,0 +1,59 @@
+//! Notify: email the run's summary or its failure.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ArchiveOutput, Failure, QuarantineOutput, RunInput, StageOutput, UpsertOutput};
+use crate::environment::Environment;
+use crate::error::Result;
+use crate::mail::{render_failure, render_success};
+
+/// Everything known about a run when it ends: the state document Step Functions carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub run: Option<RunInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upsert: Option<UpsertOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyOutput {
+    pub subject: String,
+    pub recipients: Vec<String>,
+    /// Where the mailer delivered it (message id or file), absent when nobody is configured.
+    pub delivered: Option<String>,
+}
+
+pub async fn notify(env: &Environment, report: &Report) -> Result<NotifyOutput> {
+    let feed = report
+        .run
+        .as_ref()
+        .and_then(|r| env.config.feed_named(&r.feed).ok());
+    let recipients = env.config.recipients_for(feed);
+    let now = env.clock.now();
+    let mut email = if report.failure.is_some() {
+        render_failure(report, now)
+    } else {
+        render_success(report, now)
+    };
+    email.from = env.config.notifications.from.clone();
+    email.to = recipients.clone();
+    let delivered = if recipients.is_empty() {
+        tracing::warn!(subject = %email.subject, "no recipients configured; the email was not sent");
+        None
+    } else {
+        Some(env.mailer.send(&email).await?)
+    };
+    Ok(NotifyOutput {
+        subject: email.subject,
+        recipients,
+        delivered,
+    })
+}

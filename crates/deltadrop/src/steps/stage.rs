@@ -1,0 +1,147 @@
+//! Stage: read the incoming file and write it as this run's staging Delta table.
+
+use std::collections::HashMap;
+
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::DeltaTable;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use super::RunInput;
+use crate::config::Compression;
+use crate::delta::{arrow_schema, TableLocation};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::read::{read_file, ReadSpec};
+
+/// Staging files roll over at this size, so no single object grows with the input.
+const STAGING_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageOutput {
+    pub rows: u64,
+    /// Size of the file as stored.
+    pub bytes: u64,
+    /// SHA-256 of the file as stored: with the key, the file's identity for exactly-once.
+    pub sha256: String,
+    pub columns: Vec<String>,
+    /// Columns the target table does not have yet.
+    pub new_columns: Vec<String>,
+    /// The staging table; absent when the file holds no rows.
+    pub staging_table: Option<String>,
+    pub target_table: String,
+}
+
+pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
+    run.validate()?;
+    let feed = env.config.feed_named(&run.feed)?.clone();
+    let format = feed.format_for(&run.key)?;
+    let target = env.table(&feed.table)?;
+    let target_schema = match target.open().await? {
+        Some(table) => Some(arrow_schema(&table)?),
+        None => None,
+    };
+    let staging = env.staging_table(&run.run_id)?;
+    let reader = SyncIoBridge::new(env.storage.reader(&run.key).await?);
+
+    // Parsing is CPU work on a blocking thread; batches cross a small channel to the writer.
+    let (sender, receiver) = mpsc::channel::<RecordBatch>(2);
+    let key = run.key.clone();
+    let reading = tokio::task::spawn_blocking(move || {
+        let spec = ReadSpec {
+            file: &key,
+            feed: &feed,
+            format,
+            compression: Compression::from_key(&key),
+            target: target_schema,
+        };
+        read_file(reader, &spec, &mut |batch| {
+            sender
+                .blocking_send(batch)
+                .map_err(|_| Error::InvalidInput {
+                    message: "the staging writer stopped".into(),
+                })
+        })
+    });
+    let writing = StagingWriter::receive_all(&staging, receiver, run);
+    let (read, written) = tokio::join!(reading, writing);
+    let read = read.map_err(|e| Error::InvalidInput {
+        message: format!("the file reader stopped unexpectedly: {e}"),
+    });
+
+    let outcome = match (read, written) {
+        // A writer failure closes the channel, which the reader sees as its own error.
+        (_, Err(write_error)) => Err(write_error),
+        (Err(e) | Ok(Err(e)), Ok(_)) => Err(e),
+        (Ok(Ok(summary)), Ok(writer)) => match writer {
+            Some(writer) => writer.commit().await.map(|()| (summary, true)),
+            None => Ok((summary, false)),
+        },
+    };
+    match outcome {
+        Ok((summary, has_table)) => Ok(StageOutput {
+            rows: summary.rows,
+            bytes: summary.bytes,
+            sha256: summary.sha256,
+            columns: summary.columns,
+            new_columns: summary.new_columns,
+            staging_table: has_table.then(|| staging.name()),
+            target_table: target.name(),
+        }),
+        Err(e) => {
+            // Leave nothing half-written behind; the error that matters is the first one.
+            if let Err(cleanup) = staging.remove().await {
+                tracing::warn!(error = %cleanup, "could not remove the staging table after a failure");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Streams batches into a new staging table; commits only once the whole file was read.
+struct StagingWriter {
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    location: TableLocation,
+}
+
+impl StagingWriter {
+    /// Creates the table from the first batch's schema; `None` when no batch arrives.
+    async fn receive_all(
+        location: &TableLocation,
+        mut receiver: mpsc::Receiver<RecordBatch>,
+        run: &RunInput,
+    ) -> Result<Option<StagingWriter>> {
+        let Some(first) = receiver.recv().await else {
+            return Ok(None);
+        };
+        let info = HashMap::from([(
+            "deltadrop".to_string(),
+            serde_json::json!({"run_id": run.run_id, "file": run.key, "role": "staging"}),
+        )]);
+        let table = location.create(&first.schema(), info).await?;
+        let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(error)?
+            .with_target_file_size(STAGING_FILE_BYTES);
+        writer.write(first).await.map_err(error)?;
+        while let Some(batch) = receiver.recv().await {
+            writer.write(batch).await.map_err(error)?;
+        }
+        Ok(Some(StagingWriter {
+            table,
+            writer,
+            location: location.clone(),
+        }))
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        self.writer
+            .flush_and_commit(&mut self.table)
+            .await
+            .map_err(|e| Error::delta(self.location.name(), e))?;
+        Ok(())
+    }
+}

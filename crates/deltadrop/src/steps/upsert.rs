@@ -1,0 +1,379 @@
+//! Upsert: MERGE the staging table into the target on the feed's keys, exactly once per file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deltalake::datafusion::common::Column;
+use deltalake::datafusion::functions_window::expr_fn::row_number;
+use deltalake::datafusion::logical_expr::ExprFunctionExt;
+use deltalake::datafusion::prelude::{lit, DataFrame, Expr, SessionContext};
+use deltalake::errors::DeltaTableError;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::Transaction;
+use deltalake::operations::merge::MergeMetrics;
+use deltalake::DeltaTable;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{RunInput, StageOutput};
+use crate::config::{Feed, SchemaPolicy};
+use crate::delta::TableLocation;
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::read::LINE_COLUMN;
+
+/// How often a MERGE that lost to a concurrent commit is re-run from a fresh snapshot.
+pub const MAX_ATTEMPTS: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+const RANK_COLUMN: &str = "_deltadrop_rank";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsertOutcome {
+    /// The rows were merged in this run.
+    Applied,
+    /// This file (same key, same content) was merged before: nothing changed.
+    AlreadyApplied,
+    /// The file held no rows.
+    NothingToApply,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertOutput {
+    pub outcome: UpsertOutcome,
+    pub table: String,
+    /// The table version after this step (absent when no table exists).
+    pub version: Option<u64>,
+    pub created_table: bool,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_deleted: u64,
+    pub rows_copied: u64,
+    pub files_scanned: u64,
+    pub files_skipped: u64,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub attempts: u32,
+    /// The application transaction id that records this file in the table.
+    pub file_identity: String,
+}
+
+impl UpsertOutput {
+    fn unchanged(
+        outcome: UpsertOutcome,
+        table: &TableLocation,
+        version: Option<u64>,
+        identity: String,
+    ) -> Self {
+        UpsertOutput {
+            outcome,
+            table: table.name(),
+            version,
+            created_table: false,
+            rows_inserted: 0,
+            rows_updated: 0,
+            rows_deleted: 0,
+            rows_copied: 0,
+            files_scanned: 0,
+            files_skipped: 0,
+            files_added: 0,
+            files_removed: 0,
+            attempts: 1,
+            file_identity: identity,
+        }
+    }
+}
+
+/// The application transaction id of a file: its key and content hash.
+pub fn file_identity(run: &RunInput, stage: &StageOutput) -> String {
+    format!("deltadrop:{}@sha256:{}", run.key, stage.sha256)
+}
+
+pub async fn upsert(
+    env: &Environment,
+    run: &RunInput,
+    stage: &StageOutput,
+) -> Result<UpsertOutput> {
+    run.validate()?;
+    let feed = env.config.feed_named(&run.feed)?;
+    let target = env.table(&feed.table)?;
+    let identity = file_identity(run, stage);
+    let Some(staging_name) = &stage.staging_table else {
+        let version = target.open().await?.and_then(|t| t.version());
+        return Ok(UpsertOutput::unchanged(
+            UpsertOutcome::NothingToApply,
+            &target,
+            version,
+            identity,
+        ));
+    };
+    let staging = env.staging_table(&run.run_id)?;
+    if staging.name() != *staging_name {
+        return Err(Error::InvalidInput {
+            message: format!(
+                "staging table {staging_name} does not belong to run {}",
+                run.run_id
+            ),
+        });
+    }
+    let staged = staging.open().await?.ok_or_else(|| Error::InvalidInput {
+        message: format!(
+            "the staging table {staging_name} does not exist (was this run already upserted?)"
+        ),
+    })?;
+
+    let mut attempt = 1;
+    let output = loop {
+        match merge_once(env, feed, run, &target, &staged, &identity).await {
+            Ok(mut output) => {
+                output.attempts = attempt;
+                break output;
+            }
+            Err(Attempt::Conflict(reason)) if attempt < MAX_ATTEMPTS => {
+                let delay = backoff(attempt);
+                tracing::info!(attempt, ?delay, %reason, table = %target.name(), "commit conflict; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(Attempt::Conflict(_)) => {
+                return Err(Error::CommitConflict {
+                    table: target.name(),
+                    attempts: attempt,
+                })
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+        }
+    };
+    if let Err(e) = staging.remove().await {
+        tracing::warn!(error = %e, staging = %staging.name(), "merged, but the staging table could not be removed");
+    }
+    Ok(output)
+}
+
+enum Attempt {
+    Conflict(String),
+    Failed(Error),
+}
+
+impl From<Error> for Attempt {
+    fn from(e: Error) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(10))
+        .min(BACKOFF_CAP);
+    let millis =
+        rand::thread_rng().gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64);
+    Duration::from_millis(millis)
+}
+
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::MaxCommitAttempts(_)
+            }
+    )
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+fn qualified(relation: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(relation), name))
+}
+
+/// One MERGE from a fresh snapshot of the target.
+async fn merge_once(
+    env: &Environment,
+    feed: &Feed,
+    run: &RunInput,
+    target: &TableLocation,
+    staged: &DeltaTable,
+    identity: &str,
+) -> Result<UpsertOutput, Attempt> {
+    let delta_error = |e: DeltaTableError| {
+        if is_conflict(&e) {
+            Attempt::Conflict(e.to_string())
+        } else {
+            Attempt::Failed(Error::delta(target.name(), e))
+        }
+    };
+    let ctx = SessionContext::new();
+    let source = deduplicated_source(&ctx, feed, staged)
+        .await
+        .map_err(|e| Attempt::Failed(Error::delta(staged.table_url().to_string(), e)))?;
+    let data_columns: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| !feed.is_control_column(name))
+        .collect();
+
+    let (table, created_table) = match target.open().await? {
+        Some(table) => (table, false),
+        None => {
+            let schema = deltalake::arrow::datatypes::Schema::new(
+                source
+                    .schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| data_columns.contains(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            let info = HashMap::from([(
+                "deltadrop".to_string(),
+                serde_json::json!({"run_id": run.run_id, "file": run.key}),
+            )]);
+            match target.create(&schema, info).await {
+                Ok(table) => (table, true),
+                // Another run created it first: start over from its snapshot.
+                Err(e) => return Err(Attempt::Conflict(format!("creating the table: {e}"))),
+            }
+        }
+    };
+    let state = table.snapshot().map_err(delta_error)?;
+    if state
+        .transaction_version(table.log_store().as_ref(), identity)
+        .await
+        .map_err(delta_error)?
+        .is_some()
+    {
+        return Ok(UpsertOutput::unchanged(
+            UpsertOutcome::AlreadyApplied,
+            target,
+            table.version(),
+            identity.to_string(),
+        ));
+    }
+
+    let now = env.clock.now().timestamp_millis();
+    let commit = CommitProperties::default()
+        .with_metadata([(
+            "deltadrop".to_string(),
+            serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
+        )])
+        .with_application_transaction(Transaction::new_with_last_update(identity, 1, Some(now)));
+
+    let predicate = feed
+        .keys
+        .iter()
+        .map(|k| qualified("target", k).eq(qualified("source", k)))
+        .reduce(Expr::and)
+        .expect("validated: at least one key");
+    // A row never replaces a newer one: with a sequence column, only a source row whose sequence
+    // is not older than the target's may update or delete it.
+    let not_older = feed.sequence_column.as_ref().map(|s| {
+        qualified("target", s)
+            .is_null()
+            .or(qualified("source", s).gt_eq(qualified("target", s)))
+    });
+    let is_delete = feed.change_type.as_ref().map(|c| {
+        qualified("source", &c.column)
+            .is_not_null()
+            .and(qualified("source", &c.column).eq(lit(c.delete_value.clone())))
+    });
+    let all_of = |parts: Vec<Option<Expr>>| parts.into_iter().flatten().reduce(Expr::and);
+
+    let mut merge = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_commit_properties(commit);
+    if let Some(is_delete) = &is_delete {
+        let condition = all_of(vec![Some(is_delete.clone()), not_older.clone()]);
+        merge = merge
+            .when_matched_delete(|delete| match condition {
+                Some(c) => delete.predicate(c),
+                None => delete,
+            })
+            .map_err(delta_error)?;
+    }
+    let not_delete = is_delete.map(|d| !d);
+    let update_condition = all_of(vec![not_older, not_delete.clone()]);
+    merge = merge
+        .when_matched_update(|mut update| {
+            if let Some(c) = update_condition {
+                update = update.predicate(c);
+            }
+            for name in &data_columns {
+                update = update.update(Column::new_unqualified(name), qualified("source", name));
+            }
+            update
+        })
+        .map_err(delta_error)?
+        .when_not_matched_insert(|mut insert| {
+            if let Some(c) = not_delete {
+                insert = insert.predicate(c);
+            }
+            for name in &data_columns {
+                insert = insert.set(Column::new_unqualified(name), qualified("source", name));
+            }
+            insert
+        })
+        .map_err(delta_error)?;
+    let (table, metrics) = merge.await.map_err(delta_error)?;
+    Ok(applied(target, &table, &metrics, created_table, identity))
+}
+
+fn applied(
+    target: &TableLocation,
+    table: &DeltaTable,
+    m: &MergeMetrics,
+    created_table: bool,
+    identity: &str,
+) -> UpsertOutput {
+    UpsertOutput {
+        outcome: UpsertOutcome::Applied,
+        table: target.name(),
+        version: table.version(),
+        created_table,
+        rows_inserted: m.num_target_rows_inserted as u64,
+        rows_updated: m.num_target_rows_updated as u64,
+        rows_deleted: m.num_target_rows_deleted as u64,
+        rows_copied: m.num_target_rows_copied as u64,
+        files_scanned: m.num_target_files_scanned as u64,
+        files_skipped: m.num_target_files_skipped_during_scan as u64,
+        files_added: m.num_target_files_added as u64,
+        files_removed: m.num_target_files_removed as u64,
+        attempts: 1,
+        file_identity: identity.to_string(),
+    }
+}
+
+/// The staged rows with one row per key: the highest sequence value wins, then the last line.
+/// delta-rs fails (or inserts twice) when several source rows carry the same key.
+async fn deduplicated_source(
+    ctx: &SessionContext,
+    feed: &Feed,
+    staged: &DeltaTable,
+) -> Result<DataFrame, DeltaTableError> {
+    let rows = ctx.read_table(staged.table_provider().await?)?;
+    let mut order = Vec::new();
+    if let Some(sequence) = &feed.sequence_column {
+        order.push(column(sequence).sort(false, false));
+    }
+    order.push(column(LINE_COLUMN).sort(false, false));
+    let rank = row_number()
+        .partition_by(feed.keys.iter().map(|k| column(k)).collect())
+        .order_by(order)
+        .build()?;
+    Ok(rows
+        .with_column(RANK_COLUMN, rank)?
+        .filter(column(RANK_COLUMN).eq(lit(1u64)))?
+        .drop_columns(&[RANK_COLUMN, LINE_COLUMN])?)
+}

@@ -1,0 +1,61 @@
+//! The bucket the pipeline reads files from and moves them within.
+//!
+//! Delta tables are not written through this trait: delta-rs has its own object stores. The
+//! trait only says where tables live ([`ObjectStorage::table_url`]) and with which options.
+
+mod local;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+use url::Url;
+
+pub use local::LocalBucket;
+
+use crate::error::{Error, Result};
+
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+#[async_trait]
+pub trait ObjectStorage: Send + Sync {
+    /// A URL-like name of a key for messages: `file:///data/bucket/a.csv`, `s3://bucket/a.csv`.
+    fn display(&self, key: &str) -> String;
+
+    /// The URL of the bucket's root, used to resolve bucket-relative table locations.
+    fn root_url(&self) -> Url;
+
+    /// Storage options delta-rs needs to reach tables here (endpoint, region, ...).
+    fn table_storage_options(&self) -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    /// The object's size, or `None` when there is no such object.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Streams the object's bytes.
+    async fn reader(&self, key: &str) -> Result<ObjectReader>;
+
+    /// Writes a whole (small) object.
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
+
+    /// Copies an object; the destination is replaced when it exists.
+    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Resolves a table location: a URL as is, anything else relative to the bucket's root.
+    fn table_url(&self, table: &str) -> Result<Url> {
+        let url = if table.contains("://") {
+            Url::parse(table)
+                .map_err(|e| Error::config("table", format!("{table:?} is not a valid URL: {e}")))?
+        } else {
+            let relative = format!("{}/", table.trim_matches('/'));
+            self.root_url().join(&relative).map_err(|e| {
+                Error::config("table", format!("{table:?} is not a valid location: {e}"))
+            })?
+        };
+        Ok(url)
+    }
+}
