@@ -143,7 +143,7 @@ pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<E
         );
     }
     if rows > 0 {
-        let batches = inspect::rows(&table, &[], rows).await?;
+        let batches = inspect::rows(&table, &[], Some(rows)).await?;
         let shown: usize = batches.iter().map(|b| b.num_rows()).sum();
         println!("first {shown} rows");
         let pretty = deltalake::arrow::util::pretty::pretty_format_batches(&batches)

@@ -106,11 +106,11 @@ pub async fn summarize(location: &TableLocation, history: usize) -> Result<Table
     })
 }
 
-/// Up to `limit` rows, ordered by the given columns (or by the first column).
+/// Up to `limit` rows (all with `None`), ordered by the given columns (or by the first column).
 pub async fn rows(
     location: &TableLocation,
     order_by: &[String],
-    limit: usize,
+    limit: Option<usize>,
 ) -> Result<Vec<RecordBatch>> {
     let table = open(location).await?;
     let error = |e: &dyn std::fmt::Display| Error::delta(location.name(), e);
@@ -137,7 +137,7 @@ pub async fn rows(
         .collect();
     frame
         .sort(sort)
-        .and_then(|f| f.limit(0, Some(limit)))
+        .and_then(|f| f.limit(0, limit))
         .map_err(|e| error(&e))?
         .collect()
         .await

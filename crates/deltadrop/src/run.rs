@@ -29,7 +29,7 @@ async fn load(
     env: &Environment,
     run: &RunInput,
     report: &mut Report,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Error> {
     progress(&format!("stage: reading {}", env.storage.display(&run.key)));
     let staged = stage(env, run).await?;
@@ -68,7 +68,11 @@ async fn load(
     Ok(())
 }
 
-pub async fn run_file(env: &Environment, run: RunInput, progress: &dyn Fn(&str)) -> RunResult {
+pub async fn run_file(
+    env: &Environment,
+    run: RunInput,
+    progress: &(dyn Fn(&str) + Sync),
+) -> RunResult {
     let mut report = Report {
         run: Some(run.clone()),
         ..Default::default()

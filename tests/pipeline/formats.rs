@@ -1,0 +1,154 @@
+//! Every format and compression loads the same rows.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::parquet::arrow::ArrowWriter;
+
+use crate::support::{gzip, zstd, Harness};
+
+const CSV: &str = "id,name,amount,day,active\n\
+1,Ada,10.5,2024-01-01,true\n\
+2,\"Grace, Hopper\",20,2024-01-02,false\n\
+3,\"Line \"\"quoted\"\"\",,2024-01-03,\n";
+
+const TSV: &str = "id\tname\tamount\tday\tactive\n\
+1\tAda\t10.5\t2024-01-01\ttrue\n\
+2\t'Grace, Hopper'\t20\t2024-01-02\tfalse\n\
+3\tLine \"quoted\"\tNA\t2024-01-03\tNA\n";
+
+const JSONL: &str = r#"{"id": 1, "name": "Ada", "amount": 10.5, "day": "2024-01-01", "active": true}
+{"id": 2, "name": "Grace, Hopper", "amount": 20, "day": "2024-01-02", "active": false}
+
+{"id": 3, "name": "Line \"quoted\"", "amount": null, "day": "2024-01-03"}
+"#;
+
+const EXPECTED: [&str; 3] = [
+    "1|Ada|10.5|2024-01-01|true",
+    "2|Grace, Hopper|20.0|2024-01-02|false",
+    "3|Line \"quoted\"|∅|2024-01-03|∅",
+];
+
+fn json_array() -> String {
+    let objects: Vec<&str> = JSONL.lines().filter(|l| !l.trim().is_empty()).collect();
+    format!("[\n  {}\n]\n", objects.join(",\n  "))
+}
+
+fn parquet() -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("day", DataType::Date32, true),
+        Field::new("active", DataType::Boolean, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 2, 3])),
+        Arc::new(StringArray::from(vec![
+            "Ada",
+            "Grace, Hopper",
+            "Line \"quoted\"",
+        ])),
+        Arc::new(Float64Array::from(vec![Some(10.5), Some(20.0), None])),
+        Arc::new(Date32Array::from(vec![19723, 19724, 19725])),
+        Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+fn feed(name: &str, extra: &str) -> String {
+    format!(
+        "[[feeds]]\nname = \"{name}\"\nincoming = \"incoming/{name}/\"\ntable = \"tables/{name}\"\nkeys = [\"id\"]\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn every_format_and_compression_loads_the_same_rows() {
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("csv", "data.csv", CSV.as_bytes().to_vec()),
+        ("csv_gz", "data.csv.gz", gzip(CSV.as_bytes())),
+        ("csv_zst", "data.csv.zst", zstd(CSV.as_bytes())),
+        ("tsv", "data.tsv", TSV.as_bytes().to_vec()),
+        ("jsonl", "data.jsonl", JSONL.as_bytes().to_vec()),
+        ("jsonl_gz", "data.ndjson.gz", gzip(JSONL.as_bytes())),
+        ("json", "data.json", json_array().into_bytes()),
+        ("json_zst", "data.json.zst", zstd(json_array().as_bytes())),
+        ("parquet", "data.parquet", parquet()),
+        ("parquet_gz", "data.parquet.gz", gzip(&parquet())),
+    ];
+    let mut config = String::new();
+    for (name, _, _) in &cases {
+        let extra = if *name == "tsv" {
+            "format = \"csv\"\n[feeds.csv]\ndelimiter = \"\\t\"\nquote = \"'\"\nnull_values = [\"\", \"NA\"]"
+        } else {
+            ""
+        };
+        config.push_str(&feed(name, extra));
+    }
+    let h = Harness::new(&config);
+    for (name, file, body) in cases {
+        let key = format!("incoming/{name}/{file}");
+        let result = h.load(&key, body).await;
+        assert_eq!(result.report.stage.as_ref().unwrap().rows, 3, "{name}");
+        let table = format!("tables/{name}");
+        assert_eq!(h.rows(&table, &["id"]).await, EXPECTED, "{name}");
+        assert_eq!(
+            h.columns(&table).await,
+            ["id", "name", "amount", "day", "active"],
+            "{name}"
+        );
+        assert!(h.exists(&format!("archive/{key}")), "{name} archived");
+        assert!(!h.exists(&key), "{name} moved away");
+    }
+    assert!(h.staging_is_empty());
+}
+
+#[tokio::test]
+async fn empty_and_header_only_files_load_zero_rows() {
+    let h = Harness::new(&format!("{}{}", feed("csv", ""), feed("json", "")));
+    h.load("incoming/csv/first.csv", CSV).await;
+    for (key, body) in [
+        ("incoming/csv/empty.csv", ""),
+        ("incoming/csv/header.csv", "id,name,amount,day,active\n"),
+        ("incoming/json/empty.json", ""),
+        ("incoming/json/empty-array.json", "[]"),
+    ] {
+        let result = h.load(key, body).await;
+        assert_eq!(result.report.stage.as_ref().unwrap().rows, 0, "{key}");
+        let upsert = result.report.upsert.as_ref().unwrap();
+        assert_eq!(
+            upsert.outcome,
+            deltadrop::steps::UpsertOutcome::NothingToApply,
+            "{key}"
+        );
+        assert!(h.exists(&format!("archive/{key}")));
+    }
+    assert_eq!(h.version("tables/csv").await, Some(1));
+    assert_eq!(h.version("tables/json").await, None);
+}
+
+#[tokio::test]
+async fn a_large_file_streams_in_many_batches() {
+    let h = Harness::new(&feed("csv", ""));
+    let mut text = String::from("id,name,amount\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("{i},name {i},{}.25\n", i % 1000));
+    }
+    let result = h
+        .load("incoming/csv/big.csv.gz", gzip(text.as_bytes()))
+        .await;
+    assert_eq!(result.report.stage.as_ref().unwrap().rows, 50_000);
+    assert_eq!(result.report.upsert.as_ref().unwrap().rows_inserted, 50_000);
+    let summary = deltadrop::inspect::summarize(&h.table("tables/csv"), 1)
+        .await
+        .unwrap();
+    assert_eq!(summary.rows, 50_000);
+}

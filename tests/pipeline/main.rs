@@ -1,0 +1,10 @@
+//! End-to-end tests of the pipeline on real files and real Delta tables in a temporary folder.
+
+mod support;
+
+mod cli;
+mod concurrency;
+mod crosscheck;
+mod formats;
+mod malformed;
+mod upsert;

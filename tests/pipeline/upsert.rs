@@ -1,0 +1,271 @@
+//! MERGE semantics: updates and inserts, composite keys, duplicates, sequence order, deletes,
+//! schema policies, exactly-once.
+
+use deltadrop::steps::UpsertOutcome;
+
+use crate::support::Harness;
+
+const ORDERS: &str = r#"
+[notifications]
+recipients = ["ops@example.com"]
+
+[[feeds]]
+name = "orders"
+incoming = "incoming/orders/"
+table = "tables/orders"
+keys = ["id"]
+"#;
+
+#[tokio::test]
+async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
+    let h = Harness::new(ORDERS);
+    let first = h
+        .load(
+            "incoming/orders/1.csv",
+            "id,name,qty\n1,a,10\n2,b,20\n3,c,30\n",
+        )
+        .await;
+    let upsert = first.report.upsert.unwrap();
+    assert!(upsert.created_table);
+    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (3, 0));
+
+    let second = h
+        .load("incoming/orders/2.csv", "id,name,qty\n2,b2,21\n4,d,40\n")
+        .await;
+    let upsert = second.report.upsert.unwrap();
+    assert_eq!(
+        (
+            upsert.rows_inserted,
+            upsert.rows_updated,
+            upsert.rows_deleted
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(upsert.version, Some(2));
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|a|10", "2|b2|21", "3|c|30", "4|d|40"]
+    );
+
+    let emails = h.emails();
+    assert_eq!(emails.len(), 2);
+    assert!(emails[1].contains("Subject: [deltadrop] orders: 2.csv loaded (1 inserted, 1 updated, 0 deleted; table version 2)"));
+    assert!(emails[1].contains("archive/incoming/orders/2.csv"));
+    assert!(h.staging_is_empty());
+}
+
+#[tokio::test]
+async fn composite_keys_match_on_all_columns() {
+    let h = Harness::new(&ORDERS.replace("keys = [\"id\"]", "keys = [\"region\", \"id\"]"));
+    h.load(
+        "incoming/orders/1.csv",
+        "region,id,qty\neu,1,10\nus,1,11\neu,2,20\n",
+    )
+    .await;
+    h.load("incoming/orders/2.csv", "region,id,qty\nus,1,99\nus,2,5\n")
+        .await;
+    assert_eq!(
+        h.rows("tables/orders", &["region", "id"]).await,
+        ["eu|1|10", "eu|2|20", "us|1|99", "us|2|5"]
+    );
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_one_file_the_last_row_wins() {
+    let h = Harness::new(ORDERS);
+    h.load("incoming/orders/1.csv", "id,name\n1,old\n").await;
+    // Key 1 matches a target row, key 2 is new: both appear twice.
+    let result = h
+        .load(
+            "incoming/orders/2.csv",
+            "id,name\n1,first\n2,x\n1,last\n2,y\n",
+        )
+        .await;
+    let upsert = result.report.upsert.unwrap();
+    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (1, 1));
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|last", "2|y"]);
+}
+
+#[tokio::test]
+async fn with_a_sequence_column_older_rows_never_win() {
+    let h = Harness::new(&ORDERS.replace(
+        "keys = [\"id\"]",
+        "keys = [\"id\"]\nsequence_column = \"seq\"",
+    ));
+    // In one file the highest sequence wins, not the last line.
+    h.load(
+        "incoming/orders/1.csv",
+        "id,name,seq\n1,newest,3\n1,older,2\n2,b,1\n",
+    )
+    .await;
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|newest|3", "2|b|1"]
+    );
+    // A late file with older versions of key 1 changes nothing for it, but updates key 2.
+    let late = h
+        .load(
+            "incoming/orders/0.csv",
+            "id,name,seq\n1,stale,1\n2,b2,2\n3,c,1\n",
+        )
+        .await;
+    let upsert = late.report.upsert.unwrap();
+    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (1, 1));
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|newest|3", "2|b2|2", "3|c|1"]
+    );
+    // An equal sequence is not older: it replaces.
+    h.load("incoming/orders/3.csv", "id,name,seq\n1,same-seq,3\n")
+        .await;
+    assert_eq!(h.rows("tables/orders", &["id"]).await[0], "1|same-seq|3");
+}
+
+#[tokio::test]
+async fn rows_flagged_as_deletes_are_removed_and_the_flag_is_not_stored() {
+    let config = ORDERS.replace(
+        "keys = [\"id\"]",
+        "keys = [\"id\"]\nsequence_column = \"seq\"\nchange_type = { column = \"op\", delete_value = \"D\" }",
+    );
+    let h = Harness::new(&config);
+    h.load(
+        "incoming/orders/1.csv",
+        "id,name,seq,op\n1,a,1,I\n2,b,1,I\n3,c,1,I\n",
+    )
+    .await;
+    // Delete 1; an older delete of 2 must not win; deleting unknown key 9 inserts nothing.
+    let result = h
+        .load(
+            "incoming/orders/2.csv",
+            "id,name,seq,op\n1,a,2,D\n2,b,0,D\n9,z,1,D\n3,c2,2,U\n",
+        )
+        .await;
+    let upsert = result.report.upsert.unwrap();
+    assert_eq!(
+        (
+            upsert.rows_inserted,
+            upsert.rows_updated,
+            upsert.rows_deleted
+        ),
+        (0, 1, 1)
+    );
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["2|b|1", "3|c2|2"]);
+    assert_eq!(h.columns("tables/orders").await, ["id", "name", "seq"]);
+}
+
+#[tokio::test]
+async fn additive_policy_adds_new_columns_and_nulls_missing_ones() {
+    let h = Harness::new(ORDERS);
+    h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
+    let result = h
+        .load("incoming/orders/2.csv", "id,color\n1,red\n2,blue\n")
+        .await;
+    assert_eq!(result.report.stage.unwrap().new_columns, ["color"]);
+    assert_eq!(h.columns("tables/orders").await, ["id", "name", "color"]);
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|∅|red", "2|∅|blue"]
+    );
+}
+
+#[tokio::test]
+async fn strict_policy_accepts_exactly_the_target_columns_in_any_order() {
+    let h = Harness::new(&ORDERS.replace(
+        "keys = [\"id\"]",
+        "keys = [\"id\"]\nschema_policy = \"strict\"",
+    ));
+    h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
+    h.load("incoming/orders/2.csv", "name,id\nb,2\n").await;
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|a", "2|b"]);
+    // New or missing columns are refused (see malformed.rs for the quarantine side).
+    h.put("incoming/orders/3.csv", "id,name,extra\n3,c,x\n")
+        .await;
+    assert_eq!(
+        h.run("incoming/orders/3.csv").await.error.unwrap().name(),
+        "SchemaMismatch"
+    );
+}
+
+#[tokio::test]
+async fn values_are_cast_to_the_target_types() {
+    let h = Harness::new(ORDERS);
+    h.load("incoming/orders/1.csv", "id,price,day\n1,1.5,2024-01-01\n")
+        .await;
+    // "2" fits a double column; the inferred type of a later file does not matter.
+    h.load("incoming/orders/2.csv", "id,price,day\n2,2,2024-02-01\n")
+        .await;
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|1.5|2024-01-01", "2|2.0|2024-02-01"]
+    );
+    h.put(
+        "incoming/orders/3.csv",
+        "id,price,day\n3,1.0,2024-01-01\n4,cheap,2024-01-01\n",
+    )
+    .await;
+    let error = h.run("incoming/orders/3.csv").await.error.unwrap();
+    assert_eq!(error.name(), "InvalidValue");
+    assert_eq!(
+        error.to_string(),
+        "incoming/orders/3.csv, line 3, column 'price': value \"cheap\" is not a valid double"
+    );
+}
+
+#[tokio::test]
+async fn the_same_file_twice_is_applied_once() {
+    let h = Harness::new(ORDERS);
+    let body = "id,name\n1,a\n2,b\n";
+    h.load("incoming/orders/1.csv", body).await;
+    h.load("incoming/orders/2.csv", "id,name\n1,changed\n")
+        .await;
+    let version = h.version("tables/orders").await;
+    // The first file comes again (same key, same bytes): it must not undo the change.
+    let again = h.load("incoming/orders/1.csv", body).await;
+    let upsert = again.report.upsert.unwrap();
+    assert_eq!(upsert.outcome, UpsertOutcome::AlreadyApplied);
+    assert_eq!(upsert.version, version);
+    assert_eq!(h.version("tables/orders").await, version);
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|changed", "2|b"]);
+    assert!(h
+        .emails()
+        .last()
+        .unwrap()
+        .contains("already applied before; nothing changed"));
+    // Different bytes under the same key are a new file.
+    let changed = h
+        .load("incoming/orders/1.csv", "id,name\n1,a\n2,b\n3,c\n")
+        .await;
+    assert_eq!(
+        changed.report.upsert.unwrap().outcome,
+        UpsertOutcome::Applied
+    );
+}
+
+#[tokio::test]
+async fn steps_are_safe_to_rerun_after_a_partial_move() {
+    use deltadrop::steps::{archive, quarantine, Failure, RunInput};
+    let h = Harness::new(ORDERS);
+    h.put("incoming/orders/1.csv", "id\n1\n").await;
+    let run = RunInput::new(
+        &h.env.config,
+        "incoming/orders/1.csv",
+        &deltadrop::clock::SystemClock,
+    )
+    .unwrap();
+    // A crash after the copy but before the delete leaves the file in both places.
+    h.put("archive/incoming/orders/1.csv", "id\n1\n").await;
+    archive(&h.env, &run).await.unwrap();
+    assert!(!h.exists("incoming/orders/1.csv") && h.exists("archive/incoming/orders/1.csv"));
+    // Running archive again (Step Functions retry) is a success, not a loss.
+    archive(&h.env, &run).await.unwrap();
+    // A later failure quarantines the file from the archive, twice without harm.
+    let failure = Failure {
+        error: "CommitConflict".into(),
+        cause: "test".into(),
+    };
+    quarantine(&h.env, &run, &failure).await.unwrap();
+    quarantine(&h.env, &run, &failure).await.unwrap();
+    assert!(h.exists("quarantine/incoming/orders/1.csv"));
+    assert!(h.exists("quarantine/incoming/orders/1.csv.error.json"));
+    assert!(!h.exists("archive/incoming/orders/1.csv"));
+}
