@@ -89,7 +89,7 @@ fn build(
 }
 
 fn run_rows(report: &Report) -> Vec<(&'static str, String)> {
-    match &report.run {
+    let mut rows = match &report.run {
         Some(run) => vec![
             ("Feed", run.feed.clone()),
             ("File", run.key.clone()),
@@ -101,7 +101,11 @@ fn run_rows(report: &Report) -> Vec<(&'static str, String)> {
             ),
         ],
         None => Vec::new(),
+    };
+    if let Some(url) = &report.execution_url {
+        rows.push(("Execution", url.clone()));
     }
+    rows
 }
 
 pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {

@@ -21,6 +21,9 @@ pub struct Report {
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<QuarantineOutput>,
+    /// A link to the run, e.g. the execution in the Step Functions console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

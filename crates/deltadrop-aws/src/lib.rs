@@ -1,0 +1,13 @@
+//! deltadrop on AWS: the S3 bucket, the SES mailer, the trigger that starts Step Functions
+//! executions, and the five Lambda functions (each binary in `crates/lambda-*` is one call to
+//! [`lambda::serve`]).
+
+pub mod context;
+pub mod handlers;
+pub mod lambda;
+pub mod s3;
+pub mod ses;
+pub mod trigger;
+
+pub use context::{AwsContext, Settings};
+pub use handlers::{invoke, Function};

@@ -1,0 +1,255 @@
+//! The trigger: S3 ObjectCreated notifications (through SQS) start one Step Functions execution
+//! per file, under a deterministic name so that a duplicated notification starts nothing new.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
+use chrono::{DateTime, Utc};
+use deltadrop::config::Config;
+use deltadrop::steps::{sanitize, RunInput};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// An S3 event notification, reduced to what the trigger reads (emulators send fewer fields
+/// than AWS; this accepts both).
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3Notification {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<S3Record>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Record {
+    #[serde(default)]
+    pub event_name: Option<String>,
+    pub event_time: DateTime<Utc>,
+    pub s3: S3Entity,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3Entity {
+    pub bucket: S3BucketRef,
+    pub object: S3ObjectRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3BucketRef {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ObjectRef {
+    pub key: String,
+    #[serde(default)]
+    pub e_tag: Option<String>,
+    #[serde(default)]
+    pub sequencer: Option<String>,
+}
+
+/// What the trigger did with one notified object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Triggered {
+    Started {
+        key: String,
+        execution: String,
+    },
+    /// The same file was notified before: its execution exists already.
+    Duplicate {
+        key: String,
+        execution: String,
+    },
+    /// Not a file for deltadrop: a test event, a folder marker, or no feed matches.
+    Skipped {
+        key: String,
+        reason: String,
+    },
+}
+
+/// S3 event keys are URL-encoded with '+' for spaces (`my+file.csv` is `my file.csv`).
+pub fn decode_key(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A valid execution name (`[A-Za-z0-9_-]`, at most 80 characters) that is the same for the same
+/// object version: a readable tail of the key and a hash of bucket, key and ETag (or sequencer).
+pub fn execution_name(bucket: &str, key: &str, version: &str) -> String {
+    let digest = hex::encode(Sha256::digest(
+        format!("{bucket}\n{key}\n{version}").as_bytes(),
+    ));
+    let file = key.rsplit('/').next().unwrap_or(key);
+    // sanitize keeps at most 40 characters: 40 + 1 + 24 stays under 80.
+    format!("{}-{}", sanitize(file), &digest[..24])
+}
+
+/// The run for one S3 record, or why there is none.
+pub fn run_for_record(config: &Config, record: &S3Record) -> Result<(String, RunInput), Triggered> {
+    let key = decode_key(&record.s3.object.key);
+    if !record
+        .event_name
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("ObjectCreated:")
+    {
+        return Err(Triggered::Skipped {
+            key,
+            reason: format!("event {:?}", record.event_name),
+        });
+    }
+    if key.is_empty() || key.ends_with('/') {
+        return Err(Triggered::Skipped {
+            key,
+            reason: "a folder marker".into(),
+        });
+    }
+    let feed = match config.feed_for_key(&key) {
+        Ok(feed) => feed,
+        Err(e) => {
+            return Err(Triggered::Skipped {
+                key,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let bucket = &record.s3.bucket.name;
+    let version = record
+        .s3
+        .object
+        .e_tag
+        .clone()
+        .or_else(|| record.s3.object.sequencer.clone())
+        .unwrap_or_default();
+    let name = execution_name(bucket, &key, &version);
+    let run = RunInput {
+        run_id: name.clone(),
+        key,
+        feed: feed.name.clone(),
+        started_at: record.event_time,
+    };
+    Ok((name, run))
+}
+
+/// Starts (or recognises) the execution for every record of one S3 event.
+async fn start_all(
+    config: &Config,
+    sfn: &aws_sdk_sfn::Client,
+    state_machine_arn: &str,
+    event: &S3Notification,
+) -> Result<Vec<Triggered>, String> {
+    let mut done = Vec::new();
+    for record in &event.records {
+        let (name, run) = match run_for_record(config, record) {
+            Ok(found) => found,
+            Err(skipped) => {
+                tracing::warn!(?skipped, "not starting an execution");
+                done.push(skipped);
+                continue;
+            }
+        };
+        let input = serde_json::json!({ "run": run }).to_string();
+        let started = sfn
+            .start_execution()
+            .state_machine_arn(state_machine_arn)
+            .name(&name)
+            .input(input)
+            .send()
+            .await;
+        match started {
+            Ok(_) => done.push(Triggered::Started {
+                key: run.key,
+                execution: name,
+            }),
+            Err(e) if e.code() == Some("ExecutionAlreadyExists") => {
+                done.push(Triggered::Duplicate {
+                    key: run.key,
+                    execution: name,
+                })
+            }
+            Err(e) => return Err(format!("StartExecution {name}: {}", DisplayErrorContext(e))),
+        }
+    }
+    Ok(done)
+}
+
+/// Handles one SQS batch. A message that fails is reported alone (partial batch response), so
+/// it is retried without re-running the others. `s3:TestEvent` messages are acknowledged.
+pub async fn handle_batch(
+    config: &Config,
+    sfn: &aws_sdk_sfn::Client,
+    state_machine_arn: &str,
+    batch: &SqsEvent,
+) -> (SqsBatchResponse, Vec<Triggered>) {
+    let mut response = SqsBatchResponse::default();
+    let mut done = Vec::new();
+    for message in &batch.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or("");
+        let value: serde_json::Value = match serde_json::from_str(body) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "not JSON; leaving it for the dead-letter queue");
+                response.batch_item_failures.push(failure(id));
+                continue;
+            }
+        };
+        if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+            done.push(Triggered::Skipped {
+                key: String::new(),
+                reason: "s3:TestEvent".into(),
+            });
+            continue;
+        }
+        let outcome = match serde_json::from_value::<S3Notification>(value) {
+            Ok(event) => start_all(config, sfn, state_machine_arn, &event).await,
+            Err(e) => Err(format!("not an S3 event: {e}")),
+        };
+        match outcome {
+            Ok(mut triggered) => done.append(&mut triggered),
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "could not start the execution; will retry");
+                response.batch_item_failures.push(failure(id));
+            }
+        }
+    }
+    (response, done)
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut item = BatchItemFailure::default();
+    item.item_identifier = id;
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_decoded_and_names_are_valid_and_stable() {
+        assert_eq!(
+            decode_key("incoming/my+file%C3%A9.csv"),
+            "incoming/my fileé.csv"
+        );
+        let a = execution_name("b", "incoming/orders/my file (1).csv", "\"etag\"");
+        assert_eq!(
+            a,
+            execution_name("b", "incoming/orders/my file (1).csv", "\"etag\"")
+        );
+        assert_ne!(
+            a,
+            execution_name("b", "incoming/orders/my file (1).csv", "\"other\"")
+        );
+        assert!(
+            a.len() <= 80
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{a}"
+        );
+        let long = execution_name("b", &"x".repeat(300), "e");
+        assert!(long.len() <= 80, "{}", long.len());
+    }
+}

@@ -1,0 +1,100 @@
+//! Static checks of `infra/statemachine/pipeline.asl.json` against the handlers' error names.
+
+use std::collections::BTreeSet;
+
+use deltadrop::Error;
+use serde_json::Value;
+
+pub fn definition() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/statemachine/pipeline.asl.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn error_names(state: &Value, field: &str) -> Vec<String> {
+    state[field]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .flat_map(|r| {
+                    r["ErrorEquals"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.as_str().unwrap().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_transition_exists_and_every_error_name_is_one_the_handlers_return() {
+    let asl = definition();
+    let states = asl["States"].as_object().unwrap();
+    assert!(states.contains_key(asl["StartAt"].as_str().unwrap()));
+    let mut reachable = BTreeSet::new();
+    for (name, state) in states {
+        let mut targets: Vec<&str> = state["Next"].as_str().into_iter().collect();
+        for catch in state["Catch"].as_array().into_iter().flatten() {
+            targets.push(catch["Next"].as_str().unwrap());
+        }
+        for target in targets {
+            assert!(
+                states.contains_key(target),
+                "{name} goes to missing state {target}"
+            );
+            reachable.insert(target.to_string());
+        }
+        let ends = state["End"].as_bool() == Some(true)
+            || state["Type"] == "Fail"
+            || state["Type"] == "Succeed";
+        assert!(
+            ends || state["Next"].is_string(),
+            "{name} neither ends nor goes anywhere"
+        );
+        for error in error_names(state, "Retry")
+            .into_iter()
+            .chain(error_names(state, "Catch"))
+        {
+            let builtin = error.starts_with("States.") || error.starts_with("Lambda.");
+            assert!(
+                builtin || Error::NAMES.contains(&error.as_str()),
+                "{name} matches unknown error {error}"
+            );
+        }
+    }
+    for name in states.keys() {
+        assert!(
+            name == asl["StartAt"].as_str().unwrap() || reachable.contains(name),
+            "{name} is unreachable"
+        );
+    }
+}
+
+#[test]
+fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_error() {
+    let asl = definition();
+    let states = &asl["States"];
+    for step in ["Stage", "Archive", "Upsert"] {
+        let catch = &states[step]["Catch"][0];
+        assert_eq!(catch["ErrorEquals"][0], "States.ALL", "{step}");
+        assert_eq!(catch["Next"], "Quarantine", "{step}");
+        assert_eq!(catch["ResultPath"], "$.failure", "{step}");
+        // A bad file is never retried: retrying cannot fix it.
+        for name in Error::BAD_FILE_NAMES {
+            assert!(
+                !error_names(&states[step], "Retry").contains(&name.to_string()),
+                "{step} retries {name}"
+            );
+        }
+    }
+    assert!(error_names(&states["Upsert"], "Retry").contains(&"CommitConflict".to_string()));
+    assert_eq!(states["Quarantine"]["Next"], "NotifyFailure");
+    assert_eq!(states["NotifyFailure"]["Next"], "Failed");
+    assert_eq!(states["Failed"]["ErrorPath"], "$.failure.Error");
+    assert_eq!(states["Upsert"]["Next"], "NotifySuccess");
+}
