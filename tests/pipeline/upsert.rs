@@ -27,6 +27,15 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
         .await;
     let upsert = first.report.upsert.unwrap();
     assert!(upsert.created_table);
+    let table = h.table("tables/orders").open().await.unwrap().unwrap();
+    let configuration = table.snapshot().unwrap().metadata().configuration().clone();
+    assert_eq!(
+        configuration
+            .get("delta.targetFileSize")
+            .map(String::as_str),
+        Some("67108864"),
+        "the feed's target_file_mb (default 64) is the table's delta.targetFileSize"
+    );
     assert_eq!((upsert.rows_inserted, upsert.rows_updated), (3, 0));
 
     let second = h

@@ -88,6 +88,14 @@ pub struct Feed {
     /// table does not have yet.
     #[serde(default = "default_infer_rows")]
     pub infer_rows: usize,
+    /// Target size of the table's data files (`delta.targetFileSize`, set when the first file
+    /// creates the table). Smaller files let a MERGE skip more of them when keys are clustered.
+    #[serde(default = "default_target_file_mb")]
+    pub target_file_mb: u64,
+}
+
+fn default_target_file_mb() -> u64 {
+    64
 }
 
 fn default_infer_rows() -> usize {
@@ -338,6 +346,12 @@ impl Feed {
         };
         single_byte("csv.delimiter", &self.csv.delimiter)?;
         single_byte("csv.quote", &self.csv.quote)?;
+        if self.target_file_mb == 0 {
+            return Err(Error::config(
+                field("target_file_mb"),
+                "expected a positive size in MB",
+            ));
+        }
         if self.infer_rows == 0 {
             return Err(Error::config(
                 field("infer_rows"),

@@ -64,10 +64,11 @@ impl TableLocation {
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// Creates an empty table with the given columns; fails if one exists.
+    /// Creates an empty table with the given columns and table properties; fails if one exists.
     pub async fn create(
         &self,
         schema: &Schema,
+        properties: HashMap<String, Option<String>>,
         commit_info: HashMap<String, serde_json::Value>,
     ) -> Result<DeltaTable> {
         let table = self.handle().await?;
@@ -79,6 +80,7 @@ impl TableLocation {
         table
             .create()
             .with_columns(columns)
+            .with_configuration(properties)
             .with_commit_properties(
                 deltalake::kernel::transaction::CommitProperties::default()
                     .with_metadata(commit_info),

@@ -108,12 +108,17 @@ fn run_rows(report: &Report) -> Vec<(&'static str, String)> {
     rows
 }
 
-pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
-    let (feed, key) = report
+/// The run's feed and key, or `?` for a report without a run.
+fn feed_and_key(report: &Report) -> (&str, &str) {
+    report
         .run
         .as_ref()
         .map(|r| (r.feed.as_str(), r.key.as_str()))
-        .unwrap_or(("?", "?"));
+        .unwrap_or(("?", "?"))
+}
+
+pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
+    let (feed, key) = feed_and_key(report);
     let mut rows = run_rows(report);
     if let Some(stage) = &report.stage {
         rows.push(("Rows staged", stage.rows.to_string()));
@@ -157,11 +162,7 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
 }
 
 pub fn render_failure(report: &Report, now: DateTime<Utc>) -> Email {
-    let (feed, key) = report
-        .run
-        .as_ref()
-        .map(|r| (r.feed.as_str(), r.key.as_str()))
-        .unwrap_or(("?", "?"));
+    let (feed, key) = feed_and_key(report);
     let (name, cause) = report
         .failure
         .as_ref()

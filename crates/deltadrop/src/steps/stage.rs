@@ -121,7 +121,9 @@ impl StagingWriter {
             "deltadrop".to_string(),
             serde_json::json!({"run_id": run.run_id, "file": run.key, "role": "staging"}),
         )]);
-        let table = location.create(&first.schema(), info).await?;
+        let table = location
+            .create(&first.schema(), HashMap::new(), info)
+            .await?;
         let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(error)?

@@ -237,7 +237,11 @@ async fn merge_once(
                 "deltadrop".to_string(),
                 serde_json::json!({"run_id": run.run_id, "file": run.key}),
             )]);
-            match target.create(&schema, info).await {
+            let properties = HashMap::from([(
+                "delta.targetFileSize".to_string(),
+                Some((feed.target_file_mb * 1024 * 1024).to_string()),
+            )]);
+            match target.create(&schema, properties, info).await {
                 Ok(table) => (table, true),
                 // Another run created it first: start over from its snapshot.
                 Err(e) => return Err(Attempt::Conflict(format!("creating the table: {e}"))),

@@ -1,0 +1,49 @@
+"""The peer: the same work done with the Python `deltalake` package and pyarrow, as a Python
+Lambda would do it. One piece of work per process; prints one JSON line.
+
+    peer.py write <csv> <table>   CSV -> new Delta table (streamed record batches)
+    peer.py merge <csv> <table>   MERGE the CSV into the table on o_orderkey
+"""
+import json
+import os
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.csv as csv
+from deltalake import DeltaTable, write_deltalake
+
+SCHEMA = pa.schema([
+    ("o_orderkey", pa.int64()), ("o_custkey", pa.int64()), ("o_orderstatus", pa.string()),
+    ("o_totalprice", pa.float64()), ("o_orderdate", pa.date32()), ("o_orderpriority", pa.string()),
+    ("o_clerk", pa.string()), ("o_shippriority", pa.int64()), ("o_comment", pa.string()),
+])
+
+
+def reader(path):
+    return csv.open_csv(path, convert_options=csv.ConvertOptions(column_types=SCHEMA),
+                        read_options=csv.ReadOptions(block_size=1 << 20))
+
+
+def main(command, path, table):
+    started = time.perf_counter()
+    if command == "write":
+        write_deltalake(table, reader(path), mode="append")
+        result = {}
+    else:
+        source = reader(path).read_all()
+        metrics = (DeltaTable(table)
+                   .merge(source=source, predicate="t.o_orderkey = s.o_orderkey",
+                          source_alias="s", target_alias="t")
+                   .when_matched_update_all().when_not_matched_insert_all().execute())
+        result = {"inserted": metrics.get("num_target_rows_inserted"),
+                  "updated": metrics.get("num_target_rows_updated"),
+                  "files_scanned": metrics.get("num_target_files_scanned")}
+    seconds = time.perf_counter() - started
+    size = os.path.getsize(path)
+    result.update({"seconds": seconds, "mb_per_s": size / 1e6 / seconds})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

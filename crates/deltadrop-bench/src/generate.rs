@@ -1,0 +1,167 @@
+//! A deterministic generator of files shaped like TPC-H `orders`: unique `o_orderkey`, numbers,
+//! dates and ~50-character comments. The same arguments always give the same bytes.
+
+use std::io::{self, Write};
+
+pub const HEADER: &str =
+    "o_orderkey,o_custkey,o_orderstatus,o_totalprice,o_orderdate,o_orderpriority,o_clerk,o_shippriority,o_comment\n";
+
+/// splitmix64: small, fast, and good enough to spread values.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const WORDS: [&str; 24] = [
+    "furiously",
+    "special",
+    "deposits",
+    "sleep",
+    "quickly",
+    "final",
+    "accounts",
+    "haggle",
+    "blithely",
+    "regular",
+    "packages",
+    "boost",
+    "carefully",
+    "ironic",
+    "requests",
+    "nag",
+    "slyly",
+    "express",
+    "pinto",
+    "beans",
+    "theodolites",
+    "wake",
+    "even",
+    "foxes",
+];
+const PRIORITIES: [&str; 5] = ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"];
+const STATUSES: [&str; 3] = ["F", "O", "P"];
+
+/// Writes one order row for `key`; `variant` changes every value but the key (for updates).
+pub fn write_row(out: &mut impl Write, key: u64, variant: u64) -> io::Result<()> {
+    let mut rng = Rng::new(key.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ variant);
+    let custkey = 1 + rng.below(150_000);
+    let status = STATUSES[rng.below(3) as usize];
+    let cents = 90_000 + rng.below(50_000_000);
+    let day = rng.below(2405); // 1992-01-01 + up to 2405 days (mid 1998)
+    let (year, month, mday) = civil_from_days(8035 + day as i64);
+    let priority = PRIORITIES[rng.below(5) as usize];
+    let clerk = 1 + rng.below(1000);
+    let mut comment = String::with_capacity(64);
+    while comment.len() < 44 {
+        if !comment.is_empty() {
+            comment.push(' ');
+        }
+        comment.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    writeln!(
+        out,
+        "{key},{custkey},{status},{}.{:02},{year:04}-{month:02}-{mday:02},{priority},Clerk#{clerk:09},0,{comment}",
+        cents / 100,
+        cents % 100
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    (year, month, day)
+}
+
+/// The initial file: keys 1..=rows in order.
+pub fn orders(out: &mut impl Write, rows: u64) -> io::Result<()> {
+    out.write_all(HEADER.as_bytes())?;
+    for key in 1..=rows {
+        write_row(out, key, 0)?;
+    }
+    Ok(())
+}
+
+/// An update file: 90% existing keys (spread over the whole table) with changed values, 10% new
+/// keys after the base. With `narrow`, the existing keys are one contiguous range instead.
+pub fn updates(out: &mut impl Write, base_rows: u64, rows: u64, narrow: bool) -> io::Result<()> {
+    out.write_all(HEADER.as_bytes())?;
+    let existing = rows * 9 / 10;
+    // A stride coprime to base_rows visits distinct keys.
+    let mut stride = base_rows / existing.max(1) | 1;
+    while gcd(stride, base_rows) != 1 {
+        stride += 2;
+    }
+    for i in 0..existing {
+        let key = if narrow {
+            base_rows / 2 + i
+        } else {
+            1 + (i * stride) % base_rows
+        };
+        write_row(out, key, 1)?;
+    }
+    for i in 0..rows - existing {
+        write_row(out, base_rows + 1 + i, 1)?;
+    }
+    Ok(())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_deterministic_and_sized_like_tpch_orders() {
+        let mut a = Vec::new();
+        orders(&mut a, 1000).unwrap();
+        let mut b = Vec::new();
+        orders(&mut b, 1000).unwrap();
+        assert_eq!(a, b);
+        let bytes_per_row = (a.len() - HEADER.len()) / 1000;
+        assert!((100..130).contains(&bytes_per_row), "{bytes_per_row}");
+        assert_eq!(civil_from_days(8035), (1992, 1, 1));
+    }
+
+    #[test]
+    fn updates_hit_distinct_existing_keys_and_add_new_ones() {
+        let mut out = Vec::new();
+        updates(&mut out, 10_000, 1_000, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let keys: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), 1_000);
+        assert_eq!(keys.iter().filter(|&&k| k <= 10_000).count(), 900);
+    }
+}

@@ -1,0 +1,3 @@
+//! The benchmark data generator (the `deltadrop-bench` binary runs the measurements).
+
+pub mod generate;

@@ -1,0 +1,164 @@
+//! `deltadrop-bench`: generates benchmark data and runs one measurable piece of work per process
+//! (so `scripts/bench` can record each one's time and peak memory). Prints one JSON line.
+
+use deltadrop_bench::generate;
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use deltadrop::clock::SystemClock;
+use deltadrop::config::Config;
+use deltadrop::mail::OutboxMailer;
+use deltadrop::steps::{stage, upsert, RunInput};
+use deltadrop::storage::LocalBucket;
+use deltadrop::Environment;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "deltadrop-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a TPC-H orders-like CSV with keys 1..=rows.
+    Orders { rows: u64, out: PathBuf },
+    /// Writes an update file: 90% existing keys of a base of `base_rows` with changed values, 10% new.
+    Updates {
+        base_rows: u64,
+        rows: u64,
+        out: PathBuf,
+        /// The existing keys form one narrow range instead of being spread over the table.
+        #[arg(long)]
+        narrow: bool,
+    },
+    /// The baseline: parse the CSV with arrow-csv (known schema), nothing else.
+    Parse { file: PathBuf },
+    /// deltadrop's stage step: the CSV into a staging Delta table.
+    Stage { file: PathBuf, work: PathBuf },
+    /// stage + upsert of the file into `<work>/tables/orders` (creating it or merging into it).
+    Upsert { file: PathBuf, work: PathBuf },
+}
+
+const CONFIG: &str = r#"
+[[feeds]]
+name = "orders"
+incoming = "incoming/"
+table = "tables/orders"
+keys = ["o_orderkey"]
+"#;
+
+fn environment(work: &Path) -> Environment {
+    let bucket = LocalBucket::new(work).expect("work folder");
+    Environment {
+        config: Arc::new(Config::from_toml(CONFIG, "bench").expect("static config")),
+        storage: Arc::new(bucket),
+        mailer: Arc::new(OutboxMailer::new(work.join("outbox"))),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+/// The bench bucket in `work` with `file` in it, and a run for the file.
+fn prepare(file: &Path, work: &Path) -> (Environment, RunInput) {
+    let env = environment(work);
+    let key = place(file, work);
+    let run = RunInput::new(&env.config, &key, &SystemClock).expect("the bench feed matches");
+    (env, run)
+}
+
+/// Links (or copies) the file into the bucket's incoming folder; not part of any timing.
+fn place(file: &Path, work: &Path) -> String {
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let target = work.join("incoming").join(&name);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&target);
+    if std::fs::hard_link(file, &target).is_err() {
+        std::fs::copy(file, &target).unwrap();
+    }
+    format!("incoming/{name}")
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn parse(file: &Path) -> serde_json::Value {
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("o_orderkey", DataType::Int64, true),
+        Field::new("o_custkey", DataType::Int64, true),
+        Field::new("o_orderstatus", DataType::Utf8, true),
+        Field::new("o_totalprice", DataType::Float64, true),
+        Field::new("o_orderdate", DataType::Date32, true),
+        Field::new("o_orderpriority", DataType::Utf8, true),
+        Field::new("o_clerk", DataType::Utf8, true),
+        Field::new("o_shippriority", DataType::Int64, true),
+        Field::new("o_comment", DataType::Utf8, true),
+    ]));
+    let started = Instant::now();
+    let reader = arrow_csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .with_batch_size(8192)
+        .build(File::open(file).unwrap())
+        .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(file).unwrap().len();
+    json!({"rows": rows, "seconds": seconds, "mb_per_s": mb(bytes) / seconds, "rows_per_s": rows as f64 / seconds})
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Orders { rows, out } => {
+            let mut writer = BufWriter::new(File::create(&out).unwrap());
+            generate::orders(&mut writer, rows).unwrap();
+            json!({"file": out, "rows": rows})
+        }
+        Command::Updates {
+            base_rows,
+            rows,
+            out,
+            narrow,
+        } => {
+            let mut writer = BufWriter::new(File::create(&out).unwrap());
+            generate::updates(&mut writer, base_rows, rows, narrow).unwrap();
+            json!({"file": out, "rows": rows})
+        }
+        Command::Parse { file } => parse(&file),
+        Command::Stage { file, work } => {
+            let (env, run) = prepare(&file, &work);
+            let started = Instant::now();
+            let staged = stage(&env, &run)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
+            let seconds = started.elapsed().as_secs_f64();
+            json!({"rows": staged.rows, "seconds": seconds, "mb_per_s": mb(staged.bytes) / seconds,
+                   "rows_per_s": staged.rows as f64 / seconds})
+        }
+        Command::Upsert { file, work } => {
+            let (env, run) = prepare(&file, &work);
+            let started = Instant::now();
+            let staged = stage(&env, &run)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
+            let staged_at = Instant::now();
+            let merged = upsert(&env, &run, &staged)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
+            json!({"rows": staged.rows, "stage_seconds": (staged_at - started).as_secs_f64(),
+                   "upsert_seconds": staged_at.elapsed().as_secs_f64(), "seconds": started.elapsed().as_secs_f64(),
+                   "inserted": merged.rows_inserted, "updated": merged.rows_updated,
+                   "files_scanned": merged.files_scanned, "files_skipped": merged.files_skipped,
+                   "version": merged.version})
+        }
+    };
+    println!("{result}");
+}
