@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 /// than AWS; this accepts both).
 #[derive(Debug, Clone, Deserialize)]
 pub struct S3Notification {
-    #[serde(rename = "Records", default)]
+    /// Required: a message without records is not an S3 event (it ends in the dead-letter queue).
+    #[serde(rename = "Records")]
     pub records: Vec<S3Record>,
 }
 
@@ -227,6 +228,60 @@ fn failure(id: String) -> BatchItemFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
+
+    fn message(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.into());
+        m
+    }
+
+    #[tokio::test]
+    async fn only_the_message_that_fails_is_reported_and_test_events_are_acknowledged() {
+        // No request reaches Step Functions in this test: the client only has to exist.
+        let sfn = aws_sdk_sfn::Client::from_conf(
+            aws_sdk_sfn::Config::builder()
+                .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
+                .region(aws_sdk_sfn::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let config = Config::from_toml(
+            "[[feeds]]\nname = \"o\"\nincoming = \"incoming/\"\ntable = \"t\"\nkeys = [\"id\"]\n",
+            "test",
+        )
+        .unwrap();
+        let mut batch = SqsEvent::default();
+        batch.records = vec![
+            message(
+                "test-event",
+                r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#,
+            ),
+            message("garbage", "this is not JSON"),
+            message("not-s3", r#"{"hello": "world"}"#),
+            message(
+                "folder",
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{"bucket":{"name":"b"},"object":{"key":"incoming/sub/"}}}]}"#,
+            ),
+        ];
+        let (response, done) = handle_batch(
+            &config,
+            &sfn,
+            "arn:aws:states:us-east-1:1:stateMachine:x",
+            &batch,
+        )
+        .await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["garbage", "not-s3"]);
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(
+            matches!(&done[1], Triggered::Skipped { reason, .. } if reason == "a folder marker")
+        );
+    }
 
     #[test]
     fn keys_are_decoded_and_names_are_valid_and_stable() {
