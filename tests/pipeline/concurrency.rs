@@ -41,12 +41,20 @@ async fn concurrent_merges_into_one_table_lose_no_rows() {
         1 + FILES * ROWS,
         "attempts: {attempts:?}"
     );
-    let merges = summary
-        .history
-        .iter()
-        .filter(|e| e.operation == "MERGE")
-        .count();
-    assert_eq!(merges, FILES);
+    // The first file to win writes the table; every other one merges into it.
+    let count = |operation: &str| {
+        summary
+            .history
+            .iter()
+            .filter(|e| e.operation == operation)
+            .count()
+    };
+    assert_eq!(
+        (count("WRITE"), count("MERGE")),
+        (1, FILES - 1),
+        "{:?}",
+        summary.history
+    );
     assert!(
         attempts.iter().any(|&a| a > 1),
         "no conflict happened, the test proves nothing: {attempts:?}"

@@ -131,7 +131,7 @@ async fn empty_and_header_only_files_load_zero_rows() {
         );
         assert!(h.exists(&format!("archive/{key}")));
     }
-    assert_eq!(h.version("tables/csv").await, Some(1));
+    assert_eq!(h.version("tables/csv").await, Some(0));
     assert_eq!(h.version("tables/json").await, None);
 }
 

@@ -50,7 +50,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
         ),
         (1, 1, 0)
     );
-    assert_eq!(upsert.version, Some(2));
+    assert_eq!(upsert.version, Some(1));
     assert_eq!(
         h.rows("tables/orders", &["id"]).await,
         ["1|a|10", "2|b2|21", "3|c|30", "4|d|40"]
@@ -58,7 +58,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
 
     let emails = h.emails();
     assert_eq!(emails.len(), 2);
-    assert!(emails[1].contains("Subject: [deltadrop] orders: 2.csv loaded (1 inserted, 1 updated, 0 deleted; table version 2)"));
+    assert!(emails[1].contains("Subject: [deltadrop] orders: 2.csv loaded (1 inserted, 1 updated, 0 deleted; table version 1)"));
     assert!(emails[1].contains("archive/incoming/orders/2.csv"));
     assert!(h.staging_is_empty());
 }

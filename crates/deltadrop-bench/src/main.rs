@@ -4,7 +4,7 @@
 use deltadrop_bench::generate;
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +17,8 @@ use deltadrop::steps::{stage, upsert, RunInput};
 use deltadrop::storage::LocalBucket;
 use deltadrop::Environment;
 use serde_json::json;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 #[command(name = "deltadrop-bench")]
@@ -54,41 +56,46 @@ table = "tables/orders"
 keys = ["o_orderkey"]
 "#;
 
-fn environment(work: &Path) -> Environment {
-    let bucket = LocalBucket::new(work).expect("work folder");
-    Environment {
-        config: Arc::new(Config::from_toml(CONFIG, "bench").expect("static config")),
+fn environment(work: &Path) -> BenchResult<Environment> {
+    let bucket = LocalBucket::new(work)?;
+    Ok(Environment {
+        config: Arc::new(Config::from_toml(CONFIG, "bench")?),
         storage: Arc::new(bucket),
         mailer: Arc::new(OutboxMailer::new(work.join("outbox"))),
         clock: Arc::new(SystemClock),
-    }
+    })
 }
 
 /// The bench bucket in `work` with `file` in it, and a run for the file.
-fn prepare(file: &Path, work: &Path) -> (Environment, RunInput) {
-    let env = environment(work);
-    let key = place(file, work);
-    let run = RunInput::new(&env.config, &key, &SystemClock).expect("the bench feed matches");
-    (env, run)
+fn prepare(file: &Path, work: &Path) -> BenchResult<(Environment, RunInput)> {
+    let env = environment(work)?;
+    let key = place(file, work)?;
+    let run = RunInput::new(&env.config, &key, &SystemClock)?;
+    Ok((env, run))
 }
 
 /// Links (or copies) the file into the bucket's incoming folder; not part of any timing.
-fn place(file: &Path, work: &Path) -> String {
-    let name = file.file_name().unwrap().to_string_lossy().to_string();
-    let target = work.join("incoming").join(&name);
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+fn place(file: &Path, work: &Path) -> BenchResult<String> {
+    let name = file
+        .file_name()
+        .ok_or("the file has no name")?
+        .to_string_lossy()
+        .to_string();
+    let incoming = work.join("incoming");
+    std::fs::create_dir_all(&incoming)?;
+    let target = incoming.join(&name);
     let _ = std::fs::remove_file(&target);
     if std::fs::hard_link(file, &target).is_err() {
-        std::fs::copy(file, &target).unwrap();
+        std::fs::copy(file, &target)?;
     }
-    format!("incoming/{name}")
+    Ok(format!("incoming/{name}"))
 }
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn parse(file: &Path) -> serde_json::Value {
+fn parse(file: &Path) -> BenchResult<serde_json::Value> {
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
     let schema = Arc::new(Schema::new(vec![
         Field::new("o_orderkey", DataType::Int64, true),
@@ -105,21 +112,26 @@ fn parse(file: &Path) -> serde_json::Value {
     let reader = arrow_csv::ReaderBuilder::new(schema)
         .with_header(true)
         .with_batch_size(8192)
-        .build(File::open(file).unwrap())
-        .unwrap();
-    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        .build(File::open(file)?)?;
+    let mut rows = 0;
+    for batch in reader {
+        rows += batch?.num_rows();
+    }
     let seconds = started.elapsed().as_secs_f64();
-    let bytes = std::fs::metadata(file).unwrap().len();
-    json!({"rows": rows, "seconds": seconds, "mb_per_s": mb(bytes) / seconds, "rows_per_s": rows as f64 / seconds})
+    let bytes = std::fs::metadata(file)?.len();
+    Ok(
+        json!({"rows": rows, "seconds": seconds, "mb_per_s": mb(bytes) / seconds, "rows_per_s": rows as f64 / seconds}),
+    )
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> BenchResult<()> {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Orders { rows, out } => {
-            let mut writer = BufWriter::new(File::create(&out).unwrap());
-            generate::orders(&mut writer, rows).unwrap();
+            let mut writer = BufWriter::new(File::create(&out)?);
+            generate::orders(&mut writer, rows)?;
+            writer.flush()?;
             json!({"file": out, "rows": rows})
         }
         Command::Updates {
@@ -128,13 +140,14 @@ async fn main() {
             out,
             narrow,
         } => {
-            let mut writer = BufWriter::new(File::create(&out).unwrap());
-            generate::updates(&mut writer, base_rows, rows, narrow).unwrap();
+            let mut writer = BufWriter::new(File::create(&out)?);
+            generate::updates(&mut writer, base_rows, rows, narrow)?;
+            writer.flush()?;
             json!({"file": out, "rows": rows})
         }
-        Command::Parse { file } => parse(&file),
+        Command::Parse { file } => parse(&file)?,
         Command::Stage { file, work } => {
-            let (env, run) = prepare(&file, &work);
+            let (env, run) = prepare(&file, &work)?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -144,7 +157,7 @@ async fn main() {
                    "rows_per_s": staged.rows as f64 / seconds})
         }
         Command::Upsert { file, work } => {
-            let (env, run) = prepare(&file, &work);
+            let (env, run) = prepare(&file, &work)?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -161,4 +174,5 @@ async fn main() {
         }
     };
     println!("{result}");
+    Ok(())
 }

@@ -1,18 +1,20 @@
 //! Upsert: MERGE the staging table into the target on the feed's keys, exactly once per file.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::Column;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
-use deltalake::datafusion::prelude::{lit, DataFrame, Expr, SessionContext};
+use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
 use deltalake::operations::merge::MergeMetrics;
+use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use futures::TryStreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -209,7 +211,8 @@ async fn merge_once(
             Attempt::Failed(Error::delta(target.name(), e))
         }
     };
-    let ctx = SessionContext::new();
+    // delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
+    let ctx: SessionContext = deltalake::delta_datafusion::DeltaSessionContext::default().into();
     let source = deduplicated_source(&ctx, feed, staged)
         .await
         .map_err(|e| Attempt::Failed(Error::delta(staged.table_url().to_string(), e)))?;
@@ -221,32 +224,15 @@ async fn merge_once(
         .filter(|name| !feed.is_control_column(name))
         .collect();
 
-    let (table, created_table) = match target.open().await? {
-        Some(table) => (table, false),
-        None => {
-            let schema = deltalake::arrow::datatypes::Schema::new(
-                source
-                    .schema()
-                    .fields()
-                    .iter()
-                    .filter(|f| data_columns.contains(f.name()))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-            let info = HashMap::from([(
-                "deltadrop".to_string(),
-                serde_json::json!({"run_id": run.run_id, "file": run.key}),
-            )]);
-            let properties = HashMap::from([(
-                "delta.targetFileSize".to_string(),
-                Some((feed.target_file_mb * 1024 * 1024).to_string()),
-            )]);
-            match target.create(&schema, properties, info).await {
-                Ok(table) => (table, true),
-                // Another run created it first: start over from its snapshot.
-                Err(e) => return Err(Attempt::Conflict(format!("creating the table: {e}"))),
-            }
-        }
+    let now = env.clock.now().timestamp_millis();
+    let commit = CommitProperties::default()
+        .with_metadata([(
+            "deltadrop".to_string(),
+            serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
+        )])
+        .with_application_transaction(Transaction::new_with_last_update(identity, 1, Some(now)));
+    let Some(table) = target.open().await? else {
+        return first_load(feed, target, &ctx, source, commit, identity).await;
     };
     let state = table.snapshot().map_err(delta_error)?;
     if state
@@ -262,14 +248,6 @@ async fn merge_once(
             identity.to_string(),
         ));
     }
-
-    let now = env.clock.now().timestamp_millis();
-    let commit = CommitProperties::default()
-        .with_metadata([(
-            "deltadrop".to_string(),
-            serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
-        )])
-        .with_application_transaction(Transaction::new_with_last_update(identity, 1, Some(now)));
 
     let predicate = feed
         .keys
@@ -331,21 +309,20 @@ async fn merge_once(
         })
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
-    Ok(applied(target, &table, &metrics, created_table, identity))
+    Ok(applied(target, &table, &metrics, identity))
 }
 
 fn applied(
     target: &TableLocation,
     table: &DeltaTable,
     m: &MergeMetrics,
-    created_table: bool,
     identity: &str,
 ) -> UpsertOutput {
     UpsertOutput {
         outcome: UpsertOutcome::Applied,
         table: target.name(),
         version: table.version(),
-        created_table,
+        created_table: false,
         rows_inserted: m.num_target_rows_inserted as u64,
         rows_updated: m.num_target_rows_updated as u64,
         rows_deleted: m.num_target_rows_deleted as u64,
@@ -356,6 +333,103 @@ fn applied(
         files_removed: m.num_target_files_removed as u64,
         attempts: 1,
         file_identity: identity.to_string(),
+    }
+}
+
+/// The first file of a table writes it (one commit: schema, properties, rows and the file's
+/// application transaction) instead of merging into an empty table. Two first files racing:
+/// one commit wins version 0, the other conflicts and merges into the winner's table.
+async fn first_load(
+    feed: &Feed,
+    target: &TableLocation,
+    ctx: &SessionContext,
+    source: DataFrame,
+    commit: CommitProperties,
+    identity: &str,
+) -> Result<UpsertOutput, Attempt> {
+    let delta_error = |e: DeltaTableError| {
+        if is_conflict(&e) {
+            Attempt::Conflict(e.to_string())
+        } else {
+            Attempt::Failed(Error::delta(target.name(), e))
+        }
+    };
+    let plan_error = |e: deltalake::datafusion::error::DataFusionError| {
+        Attempt::Failed(Error::delta(target.name(), e))
+    };
+    let mut rows = source;
+    if let Some(change) = &feed.change_type {
+        // Deletes of keys the table never had: nothing to write.
+        let flag = column(&change.column);
+        rows = rows
+            .filter(
+                flag.clone()
+                    .is_null()
+                    .or(flag.not_eq(lit(change.delete_value.clone()))),
+            )
+            .map_err(plan_error)?
+            .drop_columns(&[change.column.as_str()])
+            .map_err(plan_error)?;
+    }
+    // The staging scan yields string views; the table stores plain strings, as every reader expects.
+    let plain_types: Vec<Expr> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => {
+                cast(column(f.name()), DataType::Utf8).alias(f.name())
+            }
+            DataType::BinaryView | DataType::LargeBinary => {
+                cast(column(f.name()), DataType::Binary).alias(f.name())
+            }
+            _ => column(f.name()),
+        })
+        .collect();
+    let rows = rows.select(plain_types).map_err(plan_error)?;
+    let properties = [(
+        "delta.targetFileSize".to_string(),
+        Some((feed.target_file_mb * 1024 * 1024).to_string()),
+    )];
+    let table = target
+        .handle()
+        .await?
+        .write(Vec::new())
+        .with_input_plan(rows.logical_plan().clone())
+        .with_session_state(Arc::new(ctx.state()))
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_configuration(properties)
+        // No internal retry: a lost race for version 0 must not become a second blind append.
+        .with_commit_properties(commit.with_max_retries(0))
+        .await
+        .map_err(delta_error)?;
+    let written = last_commit_metric(&table, "num_added_rows").await;
+    let mut output = UpsertOutput::unchanged(
+        UpsertOutcome::Applied,
+        target,
+        table.version(),
+        identity.to_string(),
+    );
+    output.created_table = true;
+    output.rows_inserted = written;
+    output.files_added = last_commit_metric(&table, "num_added_files").await;
+    Ok(output)
+}
+
+/// A number from the operation metrics of the table's last commit (0 when absent).
+async fn last_commit_metric(table: &DeltaTable, name: &str) -> u64 {
+    let Ok(commits) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
+        return 0;
+    };
+    let metric = commits
+        .first()
+        .and_then(|c| c.info.get("operationMetrics"))
+        .and_then(|m| m.get(name))
+        .cloned();
+    match metric {
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
     }
 }
 
