@@ -401,8 +401,19 @@ async fn first_load(
         .with_configuration(properties)
         // No internal retry: a lost race for version 0 must not become a second blind append.
         .with_commit_properties(commit.with_max_retries(0))
-        .await
-        .map_err(delta_error)?;
+        .await;
+    let table = match table {
+        Ok(table) => table,
+        // Whatever the error says, a table that exists now means another run created it first.
+        Err(e) => match target.open().await {
+            Ok(Some(_)) => {
+                return Err(Attempt::Conflict(format!(
+                    "the table was created meanwhile: {e}"
+                )))
+            }
+            _ => return Err(delta_error(e)),
+        },
+    };
     let written = last_commit_metric(&table, "num_added_rows").await;
     let mut output = UpsertOutput::unchanged(
         UpsertOutcome::Applied,
