@@ -159,6 +159,17 @@ enum Attempt {
     Failed(Error),
 }
 
+impl Attempt {
+    /// A conflict is worth another attempt from a fresh snapshot; anything else fails the step.
+    fn from_delta(target: &TableLocation, e: DeltaTableError) -> Attempt {
+        if is_conflict(&e) {
+            Attempt::Conflict(e.to_string())
+        } else {
+            Attempt::Failed(Error::delta(target.name(), e))
+        }
+    }
+}
+
 impl From<Error> for Attempt {
     fn from(e: Error) -> Self {
         Attempt::Failed(e)
@@ -204,13 +215,7 @@ async fn merge_once(
     staged: &DeltaTable,
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
-    let delta_error = |e: DeltaTableError| {
-        if is_conflict(&e) {
-            Attempt::Conflict(e.to_string())
-        } else {
-            Attempt::Failed(Error::delta(target.name(), e))
-        }
-    };
+    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     // delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
     let ctx: SessionContext = deltalake::delta_datafusion::DeltaSessionContext::default().into();
     let source = deduplicated_source(&ctx, feed, staged)
@@ -347,13 +352,7 @@ async fn first_load(
     commit: CommitProperties,
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
-    let delta_error = |e: DeltaTableError| {
-        if is_conflict(&e) {
-            Attempt::Conflict(e.to_string())
-        } else {
-            Attempt::Failed(Error::delta(target.name(), e))
-        }
-    };
+    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     let plan_error = |e: deltalake::datafusion::error::DataFusionError| {
         Attempt::Failed(Error::delta(target.name(), e))
     };
