@@ -113,7 +113,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode> {
         }
     }
     println!();
-    let table = local::table_location(&env, &env.config.feeds[0].table)?;
+    let table = env.table(&env.config.feeds[0].table)?;
     let path = table
         .url
         .to_file_path()

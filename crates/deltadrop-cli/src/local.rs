@@ -152,11 +152,3 @@ pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<E
     }
     Ok(ExitCode::SUCCESS)
 }
-
-/// For the demo: a bucket-relative table as a location.
-pub fn table_location(env: &Environment, table: &str) -> Result<TableLocation> {
-    Ok(TableLocation::new(
-        env.storage.table_url(table)?,
-        env.storage.table_storage_options(),
-    ))
-}
