@@ -87,19 +87,17 @@ impl AwsContext {
 }
 
 async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config> {
+    let unreadable = |e: &dyn std::fmt::Display| Error::ConfigError {
+        field: storage.display(key),
+        message: format!("cannot read the configuration: {e}"),
+    };
     let mut text = String::new();
     storage
         .reader(key)
         .await
-        .map_err(|e| Error::ConfigError {
-            field: storage.display(key),
-            message: format!("cannot read the configuration: {e}"),
-        })?
+        .map_err(|e| unreadable(&e))?
         .read_to_string(&mut text)
         .await
-        .map_err(|e| Error::ConfigError {
-            field: storage.display(key),
-            message: format!("cannot read the configuration: {e}"),
-        })?;
+        .map_err(|e| unreadable(&e))?;
     Config::from_toml(&text, &storage.display(key))
 }
