@@ -47,12 +47,70 @@ fn parquet_file() -> Vec<u8> {
     out
 }
 
+/// Rows past the CSV sample (8192 records) go through the fast path: a CSV of `rows` good rows
+/// where `row` (0-based) is replaced by `bad`, and every 1000th row has a quoted two-line name.
+/// The bad row is on line `row + 2 + row / 1000` (the header, then the extra lines before it).
+fn long_csv(rows: usize, row: usize, bad: &str) -> Vec<u8> {
+    let mut text = String::from("id,name,amount,day\n");
+    for i in 0..rows {
+        if i == row {
+            text.push_str(bad);
+        } else if i % 1000 == 999 {
+            text.push_str(&format!("{i},\"two\nlines\",{i}.5,2024-01-01\n"));
+        } else {
+            text.push_str(&format!("{i},name-{i},{i}.5,2024-01-01\n"));
+        }
+    }
+    text.into_bytes()
+}
+
 /// (key, content, expected error name, text the message must contain)
 fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
     let big_csv: String = std::iter::once("id,name,amount,day\n".to_string())
-        .chain((0..5000).map(|i| format!("{i},name-{i},{i}.5,2024-01-01\n")))
+        .chain((0..20_000).map(|i| format!("{i},name-{i},{i}.5,2024-01-01\n")))
         .collect();
     vec![
+        (
+            "csv/late-wrong-number.csv",
+            long_csv(20_000, 15_000, "15000,x,lots,2024-01-01\n"),
+            "InvalidValue",
+            "line 15017, column 'amount': value \"lots\" is not a valid double",
+        ),
+        (
+            "csv/late-bad-date.csv",
+            long_csv(20_000, 9_000, "9000,x,1.5,2024-13-01\n"),
+            "InvalidValue",
+            "line 9011, column 'day': value \"2024-13-01\" is not a valid date",
+        ),
+        (
+            "csv/late-too-many-fields.csv",
+            long_csv(20_000, 12_345, "12345,x,1.5,2024-01-01,extra\n"),
+            "MalformedFile",
+            "line 12359: expected 4 fields, found 5",
+        ),
+        (
+            "csv/late-null-key.csv",
+            long_csv(20_000, 19_999, ",x,1.5,2024-01-01\n"),
+            "NullKey",
+            "line 20020: key column 'id' is null",
+        ),
+        (
+            "csv/late-invalid-utf8.csv",
+            {
+                let mut data = long_csv(20_000, 10_000, "10000,caf?,1.5,2024-01-01\n");
+                let at = data.windows(4).position(|w| w == b"caf?").unwrap() + 3;
+                data[at] = 0xe9;
+                data
+            },
+            "MalformedFile",
+            "line 10012: field 2 is not valid UTF-8",
+        ),
+        (
+            "csv/late-unclosed-quote.csv",
+            long_csv(20_000, 19_000, "19000,\"open,1.5,2024-01-01\n"),
+            "MalformedFile",
+            "quote unclosed",
+        ),
         (
             "csv/too-many-fields.csv",
             b"id,name,amount,day\n1,a,1.5,2024-01-01\n2,b,2,2024-01-02,extra\n".to_vec(),

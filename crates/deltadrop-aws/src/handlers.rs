@@ -129,10 +129,7 @@ async fn run(ctx: &AwsContext, function: Function, payload: Value) -> Result<Val
                 None => output(steps::archive(env, &request.run).await?),
             }
         }
-        Function::Upsert => {
-            let request: UpsertRequest = parse(function, payload)?;
-            output(steps::upsert(env, &request.run, &request.stage).await?)
-        }
+        Function::Upsert => upsert(ctx, parse(function, payload)?).await,
         Function::Notify => {
             let mut request: NotifyRequest = parse(function, payload)?;
             if let Some(arn) = &request.execution_arn {
@@ -141,6 +138,22 @@ async fn run(ctx: &AwsContext, function: Function, payload: Value) -> Result<Val
             output(steps::notify(env, &request.report).await?)
         }
     }
+}
+
+#[cfg(feature = "merge")]
+async fn upsert(ctx: &AwsContext, request: UpsertRequest) -> Result<Value, Error> {
+    output(steps::upsert(&ctx.env, &request.run, &request.stage).await?)
+}
+
+/// Only the upsert function's binary is built with MERGE; a deployment that points the Upsert
+/// state at another binary gets this error instead of a crash.
+#[cfg(not(feature = "merge"))]
+async fn upsert(_: &AwsContext, _: UpsertRequest) -> Result<Value, Error> {
+    Err(Error::InvalidInput {
+        message: "this binary was built without the `merge` feature: the Upsert state must invoke \
+                  the upsert function"
+            .into(),
+    })
 }
 
 /// Runs one function on one payload, logging the outcome.

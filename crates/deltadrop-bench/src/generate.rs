@@ -103,10 +103,12 @@ pub fn orders(out: &mut impl Write, rows: u64) -> io::Result<()> {
 }
 
 /// An update file: 90% existing keys (spread over the whole table) with changed values, 10% new
-/// keys after the base. With `narrow`, the existing keys are one contiguous range instead.
+/// keys after the base. With `narrow`, every row updates one contiguous range of existing keys
+/// from the middle of the table (a late correction of one period), so the file's key range
+/// covers a small part of the table.
 pub fn updates(out: &mut impl Write, base_rows: u64, rows: u64, narrow: bool) -> io::Result<()> {
     out.write_all(HEADER.as_bytes())?;
-    let existing = rows * 9 / 10;
+    let existing = if narrow { rows } else { rows * 9 / 10 };
     // A stride coprime to base_rows visits distinct keys.
     let mut stride = base_rows / existing.max(1) | 1;
     while gcd(stride, base_rows) != 1 {
@@ -150,18 +152,28 @@ mod tests {
         assert_eq!(civil_from_days(8035), (1992, 1, 1));
     }
 
-    #[test]
-    fn updates_hit_distinct_existing_keys_and_add_new_ones() {
+    fn update_keys(base_rows: u64, rows: u64, narrow: bool) -> Vec<u64> {
         let mut out = Vec::new();
-        updates(&mut out, 10_000, 1_000, false).unwrap();
+        updates(&mut out, base_rows, rows, narrow).unwrap();
         let text = String::from_utf8(out).unwrap();
-        let keys: Vec<u64> = text
-            .lines()
+        text.lines()
             .skip(1)
             .map(|l| l.split(',').next().unwrap().parse().unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn updates_hit_distinct_existing_keys_and_add_new_ones() {
+        let keys = update_keys(10_000, 1_000, false);
         let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), 1_000);
         assert_eq!(keys.iter().filter(|&&k| k <= 10_000).count(), 900);
+    }
+
+    #[test]
+    fn narrow_updates_are_one_range_of_existing_keys() {
+        let keys = update_keys(10_000, 1_000, true);
+        let expected: Vec<u64> = (5_000..6_000).collect();
+        assert_eq!(keys, expected);
     }
 }

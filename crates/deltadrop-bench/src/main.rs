@@ -45,7 +45,14 @@ enum Command {
     /// deltadrop's stage step: the CSV into a staging Delta table.
     Stage { file: PathBuf, work: PathBuf },
     /// stage + upsert of the file into `<work>/tables/orders` (creating it or merging into it).
-    Upsert { file: PathBuf, work: PathBuf },
+    Upsert {
+        file: PathBuf,
+        work: PathBuf,
+        /// The feed's `target_file_mb` (used when the table is created): smaller files let a
+        /// MERGE of a narrow key range skip more of them.
+        #[arg(long)]
+        target_file_mb: Option<u64>,
+    },
 }
 
 const CONFIG: &str = r#"
@@ -56,10 +63,14 @@ table = "tables/orders"
 keys = ["o_orderkey"]
 "#;
 
-fn environment(work: &Path) -> BenchResult<Environment> {
+fn environment(work: &Path, target_file_mb: Option<u64>) -> BenchResult<Environment> {
     let bucket = LocalBucket::new(work)?;
+    let mut config = CONFIG.to_string();
+    if let Some(mb) = target_file_mb {
+        config.push_str(&format!("target_file_mb = {mb}\n"));
+    }
     Ok(Environment {
-        config: Arc::new(Config::from_toml(CONFIG, "bench")?),
+        config: Arc::new(Config::from_toml(&config, "bench")?),
         storage: Arc::new(bucket),
         mailer: Arc::new(OutboxMailer::new(work.join("outbox"))),
         clock: Arc::new(SystemClock),
@@ -67,8 +78,12 @@ fn environment(work: &Path) -> BenchResult<Environment> {
 }
 
 /// The bench bucket in `work` with `file` in it, and a run for the file.
-fn prepare(file: &Path, work: &Path) -> BenchResult<(Environment, RunInput)> {
-    let env = environment(work)?;
+fn prepare(
+    file: &Path,
+    work: &Path,
+    target_file_mb: Option<u64>,
+) -> BenchResult<(Environment, RunInput)> {
+    let env = environment(work, target_file_mb)?;
     let key = place(file, work)?;
     let run = RunInput::new(&env.config, &key, &SystemClock)?;
     Ok((env, run))
@@ -147,7 +162,7 @@ async fn main() -> BenchResult<()> {
         }
         Command::Parse { file } => parse(&file)?,
         Command::Stage { file, work } => {
-            let (env, run) = prepare(&file, &work)?;
+            let (env, run) = prepare(&file, &work, None)?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -156,8 +171,12 @@ async fn main() -> BenchResult<()> {
             json!({"rows": staged.rows, "seconds": seconds, "mb_per_s": mb(staged.bytes) / seconds,
                    "rows_per_s": staged.rows as f64 / seconds})
         }
-        Command::Upsert { file, work } => {
-            let (env, run) = prepare(&file, &work)?;
+        Command::Upsert {
+            file,
+            work,
+            target_file_mb,
+        } => {
+            let (env, run) = prepare(&file, &work, target_file_mb)?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -170,6 +189,7 @@ async fn main() -> BenchResult<()> {
                    "upsert_seconds": staged_at.elapsed().as_secs_f64(), "seconds": started.elapsed().as_secs_f64(),
                    "inserted": merged.rows_inserted, "updated": merged.rows_updated,
                    "files_scanned": merged.files_scanned, "files_skipped": merged.files_skipped,
+                   "files_added": merged.files_added,
                    "version": merged.version})
         }
     };

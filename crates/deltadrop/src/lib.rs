@@ -4,15 +4,20 @@
 //! [`steps::upsert`], [`steps::notify`]) over an [`Environment`] that the caller builds: the
 //! configuration, the bucket ([`storage::ObjectStorage`]), the mailer and the clock. The Lambda
 //! handlers run one step each; [`run::run_file`] runs them all in the state machine's order.
+//!
+//! The `merge` feature (DataFusion) brings the upsert step, [`run`] and [`inspect`]; without it
+//! the library stages, archives and notifies, and binaries that only do that stay small.
 
 pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod environment;
 pub mod error;
+#[cfg(feature = "merge")]
 pub mod inspect;
 pub mod mail;
 pub mod read;
+#[cfg(feature = "merge")]
 pub mod run;
 pub mod steps;
 pub mod storage;

@@ -1,12 +1,21 @@
-//! CSV with the feed's header, delimiter, quote and null strings. Parsed with the `csv` crate
-//! so every record knows the line it starts on.
+//! CSV with the feed's header, delimiter, quote and null strings.
+//!
+//! Two parsers, one meaning. The exact path (the `csv` crate: one record at a time into string
+//! columns, then a cast) knows the line of every record and names the line, column and value of
+//! anything wrong; it reads the header and the sample that fixes the plan. The rest of the file
+//! goes through the fast path ([`super::csv_fast`]), arrow-csv's decoder. The moment a fast batch
+//! fails in any way, that batch and everything after it go back through the exact path, which
+//! either reports the exact error or accepts the rows: the fast path never decides what a file
+//! means, it only makes good files cheaper.
 
-use std::io::Read;
+use std::io::{Cursor, Read};
 
 use deltalake::arrow::record_batch::RecordBatch;
 
+use super::csv_fast::{self, FastOutcome};
 use super::text::TextBatcher;
 use super::{ReadSpec, ReadSummary};
+use crate::config::CsvOptions;
 use crate::error::{Error, Position, Result};
 
 pub(crate) fn read(
@@ -15,22 +24,17 @@ pub(crate) fn read(
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<ReadSummary> {
     let options = &spec.feed.csv;
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(options.delimiter_byte())
-        .quote(options.quote_byte())
-        .from_reader(input);
-    let mut record = ::csv::StringRecord::new();
-    let file = spec.file;
-    let mut next = |record: &mut ::csv::StringRecord| -> Result<bool> {
-        reader.read_record(record).map_err(|e| csv_error(file, e))
+    // The exact reader buffers ahead; the recording lets the fast path start where it stopped.
+    let mut recording = Recording {
+        inner: input,
+        bytes: Vec::new(),
     };
+    let mut exact = ExactRecords::new(&mut recording, options, spec.file, 0);
 
     let header: Vec<String> = if options.header {
-        if !next(&mut record)? {
+        let Some(record) = exact.next()? else {
             return Ok(ReadSummary::default()); // an empty file: nothing to load
-        }
+        };
         record
             .iter()
             .map(|name| name.trim_start_matches('\u{feff}').trim().to_string())
@@ -41,10 +45,96 @@ pub(crate) fn read(
             None => Vec::new(), // named column_1.. once the first record says how many
         }
     };
-
     let mut batcher = TextBatcher::new(spec, header, true, Position::Line, sink);
-    while next(&mut record)? {
-        let line = record.position().map_or(0, |p| p.line());
+
+    // The sample: exact records until the batcher has fixed the plan.
+    while batcher.plan().is_none() {
+        if !exact.push_next(&mut batcher)? {
+            return batcher.finish();
+        }
+    }
+    let resume = exact.reader.position().clone();
+    drop(exact);
+    let rest =
+        Cursor::new(recording.bytes.split_off(resume.byte() as usize)).chain(recording.inner);
+    let Some(decoder) = csv_fast::fast_decoder(&batcher, options) else {
+        return read_exact_rest(rest, resume.line(), options, batcher);
+    };
+    match csv_fast::decode(rest, decoder, resume.line(), &mut batcher)? {
+        FastOutcome::Finished => batcher.finish(),
+        FastOutcome::Stumbled { rest, line } => read_exact_rest(rest, line, options, batcher),
+    }
+}
+
+/// Reads the rest of the file on the exact path; `line` is the line the rest starts on.
+fn read_exact_rest(
+    rest: impl Read,
+    line: u64,
+    options: &CsvOptions,
+    mut batcher: TextBatcher<'_, '_>,
+) -> Result<ReadSummary> {
+    let mut exact = ExactRecords::new(rest, options, batcher.file(), line - 1);
+    while exact.push_next(&mut batcher)? {}
+    batcher.finish()
+}
+
+/// Keeps a copy of every byte read through it.
+struct Recording<R> {
+    inner: R,
+    bytes: Vec<u8>,
+}
+
+impl<R: Read> Read for Recording<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The exact path: records one at a time, each with the line it starts on.
+struct ExactRecords<'f, R: Read> {
+    reader: ::csv::Reader<R>,
+    record: ::csv::StringRecord,
+    null_values: &'f [String],
+    file: &'f str,
+    /// Lines before the input's first line (the input may start mid-file).
+    line_offset: u64,
+}
+
+impl<'f, R: Read> ExactRecords<'f, R> {
+    fn new(input: R, options: &'f CsvOptions, file: &'f str, line_offset: u64) -> Self {
+        let reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(options.delimiter_byte())
+            .quote(options.quote_byte())
+            .from_reader(input);
+        ExactRecords {
+            reader,
+            record: ::csv::StringRecord::new(),
+            null_values: &options.null_values,
+            file,
+            line_offset,
+        }
+    }
+
+    /// The next record, or `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<&::csv::StringRecord>> {
+        let more = self
+            .reader
+            .read_record(&mut self.record)
+            .map_err(|e| csv_error(self.file, self.line_offset, e))?;
+        Ok(more.then_some(&self.record))
+    }
+
+    /// Reads one record into the batcher; `false` at the end of the file.
+    fn push_next(&mut self, batcher: &mut TextBatcher<'_, '_>) -> Result<bool> {
+        let (file, null_values, offset) = (self.file, self.null_values, self.line_offset);
+        let Some(record) = self.next()? else {
+            return Ok(false);
+        };
+        let line = offset + record.position().map_or(0, |p| p.line());
         if batcher.column_count() == 0 {
             for i in 0..record.len() {
                 batcher.column_index(&format!("column_{}", i + 1), line)?;
@@ -68,14 +158,16 @@ pub(crate) fn read(
         }
         let values = record
             .iter()
-            .map(|text| (!options.null_values.iter().any(|n| n == text)).then_some(text));
+            .map(|text| (!null_values.iter().any(|n| n == text)).then_some(text));
         batcher.push(line, values)?;
+        Ok(true)
     }
-    batcher.finish()
 }
 
-fn csv_error(file: &str, err: ::csv::Error) -> Error {
-    let position = err.position().map(|p| Position::Line(p.line()));
+fn csv_error(file: &str, line_offset: u64, err: ::csv::Error) -> Error {
+    let position = err
+        .position()
+        .map(|p| Position::Line(line_offset + p.line()));
     match err.into_kind() {
         ::csv::ErrorKind::Io(io) => super::io_error(file, position, io),
         ::csv::ErrorKind::Utf8 { err, .. } => Error::malformed(

@@ -7,6 +7,7 @@
 
 mod conform;
 mod csv;
+mod csv_fast;
 mod infer;
 mod json;
 mod parquet;

@@ -10,8 +10,9 @@ use super::ReadSpec;
 use crate::config::SchemaPolicy;
 use crate::error::{Error, Result};
 
-/// The staging table's extra column: the line (or record) each row came from. It orders
-/// duplicate keys ("the last row wins") and is never written to the target.
+/// The staging table's extra column: where each row is in the file (its line or record number;
+/// on the CSV fast path, counted from its batch's first line). It orders duplicate keys ("the
+/// last row wins") and is never written to the target.
 pub const LINE_COLUMN: &str = "_deltadrop_line";
 
 #[derive(Debug, Clone)]

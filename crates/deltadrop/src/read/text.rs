@@ -53,6 +53,16 @@ impl<'a, 's> TextBatcher<'a, 's> {
         batcher
     }
 
+    /// The file's key, for messages.
+    pub fn file(&self) -> &'s str {
+        self.spec.file
+    }
+
+    /// The file's columns, in file order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
     pub fn column_count(&self) -> usize {
         self.columns.len()
     }
@@ -141,10 +151,34 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 &new_column_type,
             )?);
         }
-        let plan = self.plan.as_ref().expect("plan fixed above");
-        let batch = conform(self.spec, plan, &raw, &self.positions, self.position)?;
-        self.rows += batch.num_rows() as u64;
+        let positions = std::mem::take(&mut self.positions);
+        self.emit(&raw, &positions)?;
+        self.positions = positions;
         self.positions.clear();
+        Ok(())
+    }
+
+    /// The plan, once the sample fixed it.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// Conforms a raw batch (after the plan is fixed) and hands it to the sink. `positions[i]`
+    /// locates row `i`.
+    pub fn emit(&mut self, raw: &RecordBatch, positions: &[u64]) -> Result<()> {
+        let batch = self.conform(raw, positions)?;
+        self.send(batch)
+    }
+
+    /// A raw batch in the plan's schema (once the sample fixed the plan).
+    pub fn conform(&self, raw: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
+        let plan = self.plan.as_ref().expect("the sample fixes the plan first");
+        conform(self.spec, plan, raw, positions, self.position)
+    }
+
+    /// Hands a conformed batch to the sink.
+    pub fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
         (self.sink)(batch)
     }
 

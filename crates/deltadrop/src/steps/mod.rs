@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 pub use archive::{archive, quarantine, ArchiveOutput, QuarantineOutput};
 pub use notify::{notify, NotifyOutput, Report};
 pub use stage::{stage, StageOutput};
-pub use upsert::{upsert, UpsertOutcome, UpsertOutput};
+#[cfg(feature = "merge")]
+pub use upsert::upsert;
+pub use upsert::{UpsertOutcome, UpsertOutput};
 
 /// One file's run: the input of every step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

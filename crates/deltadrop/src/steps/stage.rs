@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::parquet::basic::Compression as ParquetCompression;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use serde::{Deserialize, Serialize};
@@ -16,8 +18,9 @@ use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::{read_file, ReadSpec};
 
-/// Staging files roll over at this size, so no single object grows with the input.
-const STAGING_FILE_BYTES: u64 = 128 * 1024 * 1024;
+/// Staging files roll over at this size, so no single object grows with the input. The writer
+/// holds the file being written in memory: this bounds the stage's memory.
+const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageOutput {
@@ -100,6 +103,16 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     }
 }
 
+/// A staging table is written once and read once, whole, by the MERGE: dictionaries and
+/// statistics would cost about 15% of the stage's CPU time for nothing (docs/benchmarks.md).
+fn staging_writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(ParquetCompression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .build()
+}
+
 /// Streams batches into a new staging table; commits only once the whole file was read.
 struct StagingWriter {
     table: DeltaTable,
@@ -127,7 +140,8 @@ impl StagingWriter {
         let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(error)?
-            .with_target_file_size(STAGING_FILE_BYTES);
+            .with_target_file_size(STAGING_FILE_BYTES)
+            .with_writer_properties(staging_writer_properties());
         writer.write(first).await.map_err(error)?;
         while let Some(batch) = receiver.recv().await {
             writer.write(batch).await.map_err(error)?;

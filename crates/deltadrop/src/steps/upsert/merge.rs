@@ -1,10 +1,11 @@
-//! Upsert: MERGE the staging table into the target on the feed's keys, exactly once per file.
+//! The MERGE of a staging table into its target, with conflict retries and the first load.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::Column;
+use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
@@ -16,82 +17,19 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use super::{RunInput, StageOutput};
+use super::{file_identity, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::TableLocation;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
+use crate::steps::{RunInput, StageOutput};
 
-/// How often a MERGE that lost to a concurrent commit is re-run from a fresh snapshot.
-pub const MAX_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const RANK_COLUMN: &str = "_deltadrop_rank";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpsertOutcome {
-    /// The rows were merged in this run.
-    Applied,
-    /// This file (same key, same content) was merged before: nothing changed.
-    AlreadyApplied,
-    /// The file held no rows.
-    NothingToApply,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpsertOutput {
-    pub outcome: UpsertOutcome,
-    pub table: String,
-    /// The table version after this step (absent when no table exists).
-    pub version: Option<u64>,
-    pub created_table: bool,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_deleted: u64,
-    pub rows_copied: u64,
-    pub files_scanned: u64,
-    pub files_skipped: u64,
-    pub files_added: u64,
-    pub files_removed: u64,
-    pub attempts: u32,
-    /// The application transaction id that records this file in the table.
-    pub file_identity: String,
-}
-
-impl UpsertOutput {
-    fn unchanged(
-        outcome: UpsertOutcome,
-        table: &TableLocation,
-        version: Option<u64>,
-        identity: String,
-    ) -> Self {
-        UpsertOutput {
-            outcome,
-            table: table.name(),
-            version,
-            created_table: false,
-            rows_inserted: 0,
-            rows_updated: 0,
-            rows_deleted: 0,
-            rows_copied: 0,
-            files_scanned: 0,
-            files_skipped: 0,
-            files_added: 0,
-            files_removed: 0,
-            attempts: 1,
-            file_identity: identity,
-        }
-    }
-}
-
-/// The application transaction id of a file: its key and content hash.
-pub fn file_identity(run: &RunInput, stage: &StageOutput) -> String {
-    format!("deltadrop:{}@sha256:{}", run.key, stage.sha256)
-}
+const COUNT_COLUMN: &str = "_deltadrop_count";
 
 pub async fn upsert(
     env: &Environment,
@@ -451,6 +389,10 @@ async fn deduplicated_source(
     staged: &DeltaTable,
 ) -> Result<DataFrame, DeltaTableError> {
     let rows = ctx.read_table(staged.table_provider().await?)?;
+    if !has_duplicate_keys(&rows, feed).await? {
+        // The common case: ranking would sort every staged row in memory for nothing.
+        return Ok(rows.drop_columns(&[LINE_COLUMN])?);
+    }
     let mut order = Vec::new();
     if let Some(sequence) = &feed.sequence_column {
         order.push(column(sequence).sort(false, false));
@@ -464,4 +406,19 @@ async fn deduplicated_source(
         .with_column(RANK_COLUMN, rank)?
         .filter(column(RANK_COLUMN).eq(lit(1u64)))?
         .drop_columns(&[RANK_COLUMN, LINE_COLUMN])?)
+}
+
+/// Whether any key occurs on more than one staged row: an aggregate that reads the key columns
+/// only and stops at the first repeated key.
+async fn has_duplicate_keys(rows: &DataFrame, feed: &Feed) -> Result<bool, DeltaTableError> {
+    let keys: Vec<Expr> = feed.keys.iter().map(|k| column(k)).collect();
+    let repeated = rows
+        .clone()
+        .select(keys.clone())?
+        .aggregate(keys, vec![count(lit(1)).alias(COUNT_COLUMN)])?
+        .filter(column(COUNT_COLUMN).gt(lit(1i64)))?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    Ok(repeated.iter().any(|batch| batch.num_rows() > 0))
 }
