@@ -278,3 +278,43 @@ async fn steps_are_safe_to_rerun_after_a_partial_move() {
     assert!(h.exists("quarantine/incoming/orders/1.csv.error.json"));
     assert!(!h.exists("archive/incoming/orders/1.csv"));
 }
+
+/// A table loaded from a file sorted by key keeps narrow key ranges per file, and a MERGE of a
+/// narrow range of keys opens only the files whose range it overlaps.
+#[tokio::test]
+async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
+    let h = Harness::new(&ORDERS.replace("keys = [\"id\"]", "keys = [\"id\"]\ntarget_file_mb = 1"));
+    // Incompressible-ish comments, so that 1 MB files hold a few tens of thousands of rows.
+    let comment = |i: u64| {
+        format!(
+            "{:016x}{:016x}",
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            i * i
+        )
+    };
+    let mut first = String::from("id,comment\n");
+    for i in 1..=200_000u64 {
+        first.push_str(&format!("{i},{}\n", comment(i)));
+    }
+    let loaded = h.load("incoming/orders/all.csv", first).await;
+    let files = loaded.report.upsert.unwrap().files_added;
+    assert!(files >= 4, "expected several files, got {files}");
+
+    let mut update = String::from("id,comment\n");
+    for i in 100_000..100_100u64 {
+        update.push_str(&format!("{i},changed\n"));
+    }
+    let merged = h.load("incoming/orders/some.csv", update).await;
+    let upsert = merged.report.upsert.unwrap();
+    assert_eq!((upsert.rows_updated, upsert.rows_inserted), (100, 0));
+    assert!(
+        upsert.files_scanned <= 2 && upsert.files_skipped >= files - 2,
+        "scanned {} and skipped {} of {files} files",
+        upsert.files_scanned,
+        upsert.files_skipped
+    );
+    let rows = h.rows("tables/orders", &["id"]).await;
+    assert_eq!(rows.len(), 200_000);
+    assert_eq!(rows[100_049], "100050|changed");
+    assert_eq!(rows[99_998], format!("99999|{}", comment(99_999)));
+}

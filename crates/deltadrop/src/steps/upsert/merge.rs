@@ -1,5 +1,6 @@
 //! The MERGE of a staging table into its target, with conflict retries and the first load.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
+use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
@@ -154,8 +156,7 @@ async fn merge_once(
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
-    // delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
-    let ctx: SessionContext = deltalake::delta_datafusion::DeltaSessionContext::default().into();
+    let ctx = session().map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
     let source = deduplicated_source(&ctx, feed, staged)
         .await
         .map_err(|e| Attempt::Failed(Error::delta(staged.table_url().to_string(), e)))?;
@@ -253,6 +254,19 @@ async fn merge_once(
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
     Ok(applied(target, &table, &metrics, identity))
+}
+
+/// delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
+/// One partition: rows are written in the order they come, so a sorted input gives files with
+/// narrow key ranges that later MERGEs can skip, and a MERGE needs less memory. It costs no time
+/// here: the Parquet writer and the scan still overlap on two cores (docs/benchmarks.md), and a
+/// Lambda function below 1769 MB has one vCPU anyway.
+fn session() -> Result<SessionContext, DeltaTableError> {
+    let overrides = HashMap::from([(
+        "datafusion.execution.target_partitions".to_string(),
+        "1".to_string(),
+    )]);
+    Ok(DeltaSessionContext::new_with_session_overrides(&overrides)?.into())
 }
 
 fn applied(
