@@ -151,23 +151,14 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 &new_column_type,
             )?);
         }
-        let positions = std::mem::take(&mut self.positions);
-        self.emit(&raw, &positions)?;
-        self.positions = positions;
+        let batch = self.conform(&raw, &self.positions)?;
         self.positions.clear();
-        Ok(())
+        self.send(batch)
     }
 
     /// The plan, once the sample fixed it.
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()
-    }
-
-    /// Conforms a raw batch (after the plan is fixed) and hands it to the sink. `positions[i]`
-    /// locates row `i`.
-    pub fn emit(&mut self, raw: &RecordBatch, positions: &[u64]) -> Result<()> {
-        let batch = self.conform(raw, positions)?;
-        self.send(batch)
     }
 
     /// A raw batch in the plan's schema (once the sample fixed the plan).
