@@ -66,9 +66,14 @@ pub async fn upsert(
         ),
     })?;
 
+    // The source is planned once: the duplicate-key check need not run again on every retry.
+    let ctx = session().map_err(|e| Error::delta(target.name(), e))?;
+    let source = deduplicated_source(&ctx, feed, &staged)
+        .await
+        .map_err(|e| Error::delta(staged.table_url().to_string(), e))?;
     let mut attempt = 1;
     let output = loop {
-        match merge_once(env, feed, run, &target, &staged, &identity).await {
+        match merge_once(env, feed, run, &target, &ctx, &source, &identity).await {
             Ok(mut output) => {
                 output.attempts = attempt;
                 break output;
@@ -152,14 +157,11 @@ async fn merge_once(
     feed: &Feed,
     run: &RunInput,
     target: &TableLocation,
-    staged: &DeltaTable,
+    ctx: &SessionContext,
+    source: &DataFrame,
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
-    let ctx = session().map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
-    let source = deduplicated_source(&ctx, feed, staged)
-        .await
-        .map_err(|e| Attempt::Failed(Error::delta(staged.table_url().to_string(), e)))?;
     let data_columns: Vec<String> = source
         .schema()
         .fields()
@@ -176,7 +178,7 @@ async fn merge_once(
         )])
         .with_application_transaction(Transaction::new_with_last_update(identity, 1, Some(now)));
     let Some(table) = target.open().await? else {
-        return first_load(feed, target, &ctx, source, commit, identity).await;
+        return first_load(feed, target, ctx, source.clone(), commit, identity).await;
     };
     let state = table.snapshot().map_err(delta_error)?;
     if state
@@ -214,7 +216,7 @@ async fn merge_once(
     let all_of = |parts: Vec<Option<Expr>>| parts.into_iter().flatten().reduce(Expr::and);
 
     let mut merge = table
-        .merge(source, predicate)
+        .merge(source.clone(), predicate)
         .with_source_alias("source")
         .with_target_alias("target")
         .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
