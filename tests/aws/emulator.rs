@@ -1,8 +1,11 @@
 //! The emulated AWS: a moto server (started by ./scripts/test) and, on the port moto's Step
 //! Functions executor calls back (MOTO_PORT), a proxy that runs Lambda invocations with the real
-//! handlers and forwards everything else to moto. moto's own Lambda would need Docker.
+//! handlers and forwards everything else to moto. moto's own Lambda would need Docker. The
+//! functions use the proxy as their AWS endpoint: it records what each one asks for (IAM
+//! conformance) and injects faults.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use deltadrop_aws::{invoke, AwsContext, Function};
@@ -10,6 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+
+use crate::recorder::{self, Action, Recorder};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -45,6 +50,11 @@ impl Moto {
             ))
             .load()
             .await
+    }
+
+    /// The proxy in front of moto: what the functions use as their AWS endpoint.
+    pub fn proxy_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
     }
 
     /// POSTs to moto's own API (`/moto-api/...`).
@@ -98,10 +108,79 @@ fn percent_decode(text: &str) -> String {
         .into_owned()
 }
 
+/// Faults the proxy injects, to see what the pipeline does when AWS misbehaves.
+#[derive(Default)]
+pub struct Faults {
+    /// How many of the next SES SendEmail calls are rejected (`u32::MAX`: all of them).
+    pub reject_mail: AtomicU32,
+    /// Denies the upsert function's writes (AccessDenied): a failure after the file was archived.
+    pub deny_upsert_writes: AtomicBool,
+}
+
+impl Faults {
+    /// The error response a fault gives this request instead of moto's answer, if any.
+    fn response(&self, function: Function, actions: &[Action]) -> Option<Response<Full<Bytes>>> {
+        let wants = |name: &str| actions.iter().any(|a| a.action == name);
+        if wants("ses:SendEmail") && self.take_mail_rejection() {
+            return Some(error_response(
+                400,
+                "application/json",
+                "MessageRejected",
+                r#"{"message":"injected fault: the message was rejected"}"#,
+            ));
+        }
+        if function == Function::Upsert
+            && wants("s3:PutObject")
+            && self.deny_upsert_writes.load(Ordering::SeqCst)
+        {
+            return Some(error_response(
+                403,
+                "application/xml",
+                "AccessDenied",
+                "<Error><Code>AccessDenied</Code><Message>injected fault</Message></Error>",
+            ));
+        }
+        None
+    }
+
+    fn take_mail_rejection(&self) -> bool {
+        self.reject_mail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                0 => None,
+                u32::MAX => Some(u32::MAX),
+                n => Some(n - 1),
+            })
+            .is_ok()
+    }
+}
+
+/// One context per function: each signs its requests with its own access key, as each Lambda
+/// function has its own role on AWS, so the proxy can tell who asked for what.
+pub type Contexts = Vec<(Function, Arc<AwsContext>)>;
+
+/// The SDK configuration a function gets: its own credentials, and the proxy as the endpoint of
+/// every service so that the proxy sees (and records) each call before moto answers it.
+pub async fn function_sdk_config(moto: &Moto, function: Function) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(moto.proxy_endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            format!("deltadrop-{}", function.name()),
+            "testing",
+            None,
+            None,
+            "deltadrop-test",
+        ))
+        .load()
+        .await
+}
+
 struct Proxy {
-    ctx: Arc<AwsContext>,
+    contexts: Contexts,
     moto: String,
     client: reqwest::Client,
+    recorder: Arc<Recorder>,
+    faults: Arc<Faults>,
 }
 
 impl Proxy {
@@ -113,20 +192,75 @@ impl Proxy {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         if let Some(function) = function_for(parts.uri.path()) {
-            let payload: serde_json::Value =
-                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            // As Lambda does: 200 either way, a failure marked by X-Amz-Function-Error.
-            return match invoke(&self.ctx, function, payload).await {
-                Ok(output) => Response::new(Full::new(Bytes::from(output.to_string()))),
-                Err(diagnostic) => {
-                    let error = serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message});
-                    Response::builder()
-                        .header("X-Amz-Function-Error", "Unhandled")
-                        .body(Full::new(Bytes::from(error.to_string())))
-                        .unwrap()
-                }
-            };
+            return self.invoke(function, &body).await;
         }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let caller = header("authorization").and_then(|a| recorder::caller(&a));
+        let actions = caller.as_ref().map(|(_, service)| {
+            recorder::actions(
+                service,
+                &recorder::Request {
+                    method: parts.method.as_str(),
+                    path: parts.uri.path(),
+                    query: parts.uri.query().unwrap_or(""),
+                    header: &header,
+                    body: &body,
+                },
+            )
+        });
+        let fault = match (&caller, &actions) {
+            (Some((function, _)), Some(actions)) => self.faults.response(*function, actions),
+            _ => None,
+        };
+        let response = match fault {
+            Some(response) => response,
+            None => self.forward(parts, body).await,
+        };
+        if let (Some((function, _)), Some(actions)) = (caller, actions) {
+            self.recorder
+                .record(function, actions, response.status().as_u16());
+        }
+        response
+    }
+
+    /// Runs a Lambda invocation with the real handler. As Lambda does: 200 either way, a
+    /// failure marked by X-Amz-Function-Error.
+    async fn invoke(&self, function: Function, body: &Bytes) -> Response<Full<Bytes>> {
+        self.recorder.state_size(body.len());
+        let payload: serde_json::Value =
+            serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+        let ctx = &self
+            .contexts
+            .iter()
+            .find(|(f, _)| *f == function)
+            .expect("a context per function")
+            .1;
+        let (answer, failed) = match invoke(ctx, function, payload).await {
+            Ok(output) => (output.to_string(), false),
+            Err(diagnostic) => (
+                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message}).to_string(),
+                true,
+            ),
+        };
+        self.recorder.state_size(answer.len());
+        let mut response = Response::builder();
+        if failed {
+            response = response.header("X-Amz-Function-Error", "Unhandled");
+        }
+        response.body(Full::new(Bytes::from(answer))).unwrap()
+    }
+
+    async fn forward(
+        &self,
+        parts: hyper::http::request::Parts,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
         let url = format!(
             "{}{}",
             self.moto,
@@ -136,9 +270,10 @@ impl Proxy {
                 .map(|p| p.as_str())
                 .unwrap_or("/")
         );
+        let is_head = parts.method == hyper::Method::HEAD;
         let mut forwarded = self.client.request(parts.method, url).body(body);
         for (name, value) in &parts.headers {
-            if name != "host" {
+            if name != "host" && name != "content-length" && name != "transfer-encoding" {
                 forwarded = forwarded.header(name, value);
             }
         }
@@ -146,7 +281,10 @@ impl Proxy {
             Ok(answer) => {
                 let mut response = Response::builder().status(answer.status());
                 for (name, value) in answer.headers() {
-                    if name != "transfer-encoding" && name != "content-length" {
+                    // A HEAD answer's length is the object's size, which the caller reads.
+                    let body_framing =
+                        name == "transfer-encoding" || (name == "content-length" && !is_head);
+                    if !body_framing {
                         response = response.header(name, value);
                     }
                 }
@@ -161,15 +299,36 @@ impl Proxy {
     }
 }
 
+fn error_response(
+    status: u16,
+    content_type: &str,
+    code: &str,
+    body: &str,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("x-amzn-ErrorType", code)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
 /// Serves the proxy until the test ends.
-pub async fn start_proxy(moto: &Moto, ctx: Arc<AwsContext>) {
+pub async fn start_proxy(
+    moto: &Moto,
+    contexts: Contexts,
+    recorder: Arc<Recorder>,
+    faults: Arc<Faults>,
+) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", moto.proxy_port))
         .await
         .unwrap();
     let proxy = Arc::new(Proxy {
-        ctx,
+        contexts,
         moto: moto.endpoint.clone(),
         client: reqwest::Client::new(),
+        recorder,
+        faults,
     });
     tokio::spawn(async move {
         loop {

@@ -1,5 +1,9 @@
-//! What AWS would do with three files: S3 → SQS → trigger → Step Functions → the four steps.
+//! What AWS would do with a first deploy and a handful of files: S3 → SQS → trigger → Step
+//! Functions → the four steps, with the checks moto cannot make itself (IAM, the 256 KB state
+//! limit) made on what the proxy saw.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,11 +11,15 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
+use deltadrop::config::Config;
 use deltadrop::delta::TableLocation;
 use deltadrop_aws::{invoke, AwsContext, Function, Settings};
 use serde_json::{json, Value};
 
-use crate::emulator::{function_arn, start_proxy, Moto, ACCOUNT, REGION};
+use crate::emulator::{
+    function_arn, function_sdk_config, start_proxy, Contexts, Faults, Moto, ACCOUNT, REGION,
+};
+use crate::recorder::Recorder;
 
 const BUCKET: &str = "deltadrop-e2e";
 const SENDER: &str = "deltadrop@example.com";
@@ -26,7 +34,29 @@ name = "orders"
 incoming = "incoming/orders/"
 table = "tables/orders"
 keys = ["order_id"]
+
+[[feeds]]
+name = "wide"
+incoming = "incoming/wide/"
+table = "tables/wide"
+keys = ["id"]
+
+[feeds.column_types]
+c3999 = "long"
 "#;
+
+/// Step Functions' limit on a state's input or output: 256 KB
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/limits-overview.html). moto does not
+/// enforce it; the proxy measures every Lambda input and output against it.
+const STATE_LIMIT_BYTES: usize = 256 * 1024;
+
+/// How an execution ended.
+struct Finished {
+    name: String,
+    status: String,
+    error: Option<String>,
+    output: Value,
+}
 
 struct World {
     moto: Moto,
@@ -35,7 +65,9 @@ struct World {
     sfn: aws_sdk_sfn::Client,
     queue_url: String,
     state_machine_arn: String,
-    ctx: Arc<AwsContext>,
+    contexts: Contexts,
+    recorder: Arc<Recorder>,
+    faults: Arc<Faults>,
 }
 
 impl World {
@@ -56,15 +88,8 @@ impl World {
         let sfn = aws_sdk_sfn::Client::new(&sdk);
         let ses = aws_sdk_sesv2::Client::new(&sdk);
 
+        // As a first deploy: the bucket and its notifications exist, the configuration does not.
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        // The configuration goes in before notifications are on, as a deployment would do it.
-        s3.put_object()
-            .bucket(BUCKET)
-            .key("deltadrop.toml")
-            .body(CONFIG.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
         let queue_url = sqs
             .create_queue()
             .queue_name("deltadrop-incoming")
@@ -131,14 +156,23 @@ impl World {
             .unwrap()
             .state_machine_arn;
 
-        let settings = Settings {
-            bucket: BUCKET.into(),
-            config_key: "deltadrop.toml".into(),
-            state_machine_arn: Some(state_machine_arn.clone()),
-            s3_endpoint: Some(moto.endpoint.clone()),
-        };
-        let ctx = Arc::new(AwsContext::new(&sdk, &settings).await.unwrap());
-        start_proxy(&moto, ctx.clone()).await;
+        let mut contexts = Contexts::new();
+        for function in Function::ALL {
+            let settings = Settings {
+                bucket: BUCKET.into(),
+                config_key: "deltadrop.toml".into(),
+                // Read on every invocation, so the test can remove and restore it.
+                config_ttl: Duration::ZERO,
+                state_machine_arn: Some(state_machine_arn.clone()),
+                s3_endpoint: Some(moto.proxy_endpoint()),
+            };
+            let sdk = function_sdk_config(&moto, function).await;
+            let ctx = AwsContext::new(&sdk, &settings).await.unwrap();
+            contexts.push((function, Arc::new(ctx)));
+        }
+        let recorder = Arc::new(Recorder::default());
+        let faults = Arc::new(Faults::default());
+        start_proxy(&moto, contexts.clone(), recorder.clone(), faults.clone()).await;
         World {
             moto,
             s3,
@@ -146,16 +180,31 @@ impl World {
             sfn,
             queue_url,
             state_machine_arn,
-            ctx,
+            contexts,
+            recorder,
+            faults,
         }
     }
 
-    async fn upload(&self, key: &str, body: &str) {
+    fn ctx(&self, function: Function) -> &AwsContext {
+        &self
+            .contexts
+            .iter()
+            .find(|(f, _)| *f == function)
+            .unwrap()
+            .1
+    }
+
+    async fn upload_config(&self) {
+        self.upload("deltadrop.toml", CONFIG).await;
+    }
+
+    async fn upload(&self, key: &str, body: impl AsRef<[u8]>) {
         self.s3
             .put_object()
             .bucket(BUCKET)
             .key(key)
-            .body(body.as_bytes().to_vec().into())
+            .body(body.as_ref().to_vec().into())
             .send()
             .await
             .unwrap();
@@ -171,9 +220,25 @@ impl World {
             .is_ok()
     }
 
-    /// Receives the queued S3 notifications as Lambda's SQS event source would hand them over.
+    /// Drops a file and waits for the execution its notification starts.
+    async fn drop_file(&self, key: &str, body: impl AsRef<[u8]>) -> Finished {
+        self.upload(key, body).await;
+        let batch = self.receive_notifications().await;
+        let name = self.started_execution(key, &batch).await;
+        let (status, error, output) = self.finished(&name).await;
+        Finished {
+            name,
+            status,
+            error,
+            output,
+        }
+    }
+
+    /// Receives the queued S3 notifications as Lambda's SQS event source would hand them over
+    /// (S3's test event included), once a file's notification is among them.
     async fn receive_notifications(&self) -> Value {
         let mut records = Vec::new();
+        let mut files = 0;
         for _ in 0..20 {
             let received = self
                 .sqs
@@ -185,7 +250,7 @@ impl World {
                 .await
                 .unwrap();
             for m in received.messages.unwrap_or_default() {
-                let is_test_event = m.body().unwrap_or("").contains("s3:TestEvent");
+                files += usize::from(!m.body().unwrap_or("").contains("s3:TestEvent"));
                 self.sqs
                     .delete_message()
                     .queue_url(&self.queue_url)
@@ -193,19 +258,17 @@ impl World {
                     .send()
                     .await
                     .unwrap();
-                if !is_test_event {
-                    records.push(json!({
-                        "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
-                        "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:deltadrop-incoming"), "awsRegion": REGION,
-                    }));
-                }
+                records.push(json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:deltadrop-incoming"), "awsRegion": REGION,
+                }));
             }
-            if !records.is_empty() {
+            if files > 0 {
                 break;
             }
         }
-        assert!(!records.is_empty(), "no S3 notification arrived in SQS");
+        assert!(files > 0, "no S3 notification of a file arrived in SQS");
         json!({ "Records": records })
     }
 
@@ -244,20 +307,31 @@ impl World {
     }
 
     async fn trigger(&self, batch: &Value) -> Value {
-        invoke(&self.ctx, Function::Trigger, batch.clone())
-            .await
-            .unwrap()
+        invoke(
+            self.ctx(Function::Trigger),
+            Function::Trigger,
+            batch.clone(),
+        )
+        .await
+        .unwrap()
     }
 
     async fn started_execution(&self, key: &str, batch: &Value) -> String {
         let response = self.trigger(batch).await;
         assert_eq!(response["batchItemFailures"], json!([]), "{response}");
         let executions = self.executions().await;
-        let body: Value =
-            serde_json::from_str(batch["Records"][0]["body"].as_str().unwrap()).unwrap();
+        let file_message = batch["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| !m["body"].as_str().unwrap().contains("s3:TestEvent"))
+            .unwrap();
+        let body: Value = serde_json::from_str(file_message["body"].as_str().unwrap()).unwrap();
         let record = &body["Records"][0];
+        let config = Config::from_toml(CONFIG, "test").unwrap();
         let (name, _) = deltadrop_aws::trigger::run_for_record(
-            &self.ctx.env.config,
+            &config,
+            BUCKET,
             &serde_json::from_value(record.clone()).unwrap(),
         )
         .unwrap_or_else(|e| panic!("{key}: {e:?}"));
@@ -269,9 +343,21 @@ impl World {
     }
 
     async fn rows(&self) -> Vec<String> {
+        // Read as the test, straight from moto: not a call of any function.
+        let options = HashMap::from(
+            [
+                ("AWS_REGION", REGION),
+                ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let table = TableLocation::new(
             url::Url::parse(&format!("s3://{BUCKET}/tables/orders/")).unwrap(),
-            deltadrop::storage::ObjectStorage::table_storage_options(self.ctx.env.storage.as_ref()),
+            options,
         );
         let batches = deltadrop::inspect::rows(&table, &["order_id".to_string()], None)
             .await
@@ -310,8 +396,19 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state_machine() {
     let world = World::new().await;
+    first_deploy_before_the_configuration(&world).await;
+    an_upsert_and_a_duplicated_notification(&world).await;
+    a_malformed_file_is_quarantined(&world).await;
+    a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(&world).await;
+    a_mail_failure_does_not_fail_a_load(&world).await;
+    a_failure_after_the_archive_moves_the_file_to_quarantine(&world).await;
+    every_call_is_one_the_function_policy_allows(&world).await;
+}
 
-    // 1. A first file: the notification starts an execution that loads it.
+/// S3's test event and a file arrive before the configuration: the test event is acknowledged,
+/// the file's message fails (SQS retries it, then dead-letters it) and the file stays where it
+/// is; once the configuration is there, the redelivered message loads it.
+async fn first_deploy_before_the_configuration(world: &World) {
     world
         .upload(
             "incoming/orders/first.csv",
@@ -319,6 +416,38 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
         )
         .await;
     let batch = world.receive_notifications().await;
+    assert!(
+        batch.to_string().contains("s3:TestEvent"),
+        "moto queues S3's test event when notifications are configured: {batch}"
+    );
+    let response = world.trigger(&batch).await;
+    let file_message = batch["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| !m["body"].as_str().unwrap().contains("s3:TestEvent"))
+        .unwrap()["messageId"]
+        .clone();
+    assert_eq!(
+        response["batchItemFailures"],
+        json!([{"itemIdentifier": file_message}]),
+        "only the file's message fails without a configuration"
+    );
+    let run = json!({"run": {"run_id": "early", "key": "incoming/orders/first.csv", "feed": "orders", "started_at": "2026-11-26T00:00:00Z"}});
+    let error = invoke(world.ctx(Function::Stage), Function::Stage, run)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type, "ConfigError", "{}", error.error_message);
+    assert!(
+        error
+            .error_message
+            .contains("s3://deltadrop-e2e/deltadrop.toml: the configuration does not exist"),
+        "{}",
+        error.error_message
+    );
+    assert!(world.exists("incoming/orders/first.csv").await);
+
+    world.upload_config().await;
     let first = world.started_execution("first.csv", &batch).await;
     let (status, error, output) = world.finished(&first).await;
     assert_eq!((status.as_str(), error), ("SUCCEEDED", None), "{output:#}");
@@ -334,8 +463,9 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
         "{:#}",
         emails[0]
     );
+}
 
-    // 2. An upsert file; its duplicated notification starts nothing new.
+async fn an_upsert_and_a_duplicated_notification(world: &World) {
     world
         .upload(
             "incoming/orders/second file.csv",
@@ -368,16 +498,14 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
         2,
         "the duplicate notification started an execution"
     );
+}
 
-    // 3. A malformed file: quarantined with its report, a failure email, a FAILED execution.
-    world
-        .upload("incoming/orders/bad.csv", "order_id,status,amount\n4,new\n")
+async fn a_malformed_file_is_quarantined(world: &World) {
+    let bad = world
+        .drop_file("incoming/orders/bad.csv", "order_id,status,amount\n4,new\n")
         .await;
-    let batch = world.receive_notifications().await;
-    let bad = world.started_execution("bad.csv", &batch).await;
-    let (status, error, _) = world.finished(&bad).await;
     assert_eq!(
-        (status.as_str(), error.as_deref()),
+        (bad.status.as_str(), bad.error.as_deref()),
         ("FAILED", Some("MalformedFile"))
     );
     assert!(world.exists("quarantine/incoming/orders/bad.csv").await);
@@ -406,5 +534,200 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
         world.rows().await.len(),
         3,
         "the bad file changed the table"
+    );
+}
+
+/// 4,000 columns of 28 characters would put ~250 KB of column names in Stage's output (twice
+/// on a first load), and a 300 KB value in an error's cause: both must stay under the limit.
+async fn a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(world: &World) {
+    let header: Vec<String> = std::iter::once("id".to_string())
+        .chain((0..4000).map(|i| format!("wide_measurement_column_{i:04}")))
+        .collect();
+    let row = |id: &str, last: &str| {
+        let mut fields = vec![id.to_string()];
+        fields.extend((0..3999).map(|i| i.to_string()));
+        fields.push(last.to_string());
+        fields.join(",")
+    };
+    let good = format!("{}\n{}\n", header.join(","), row("1", "7"));
+    let Finished {
+        status,
+        error,
+        output,
+        ..
+    } = world.drop_file("incoming/wide/good.csv", good).await;
+    assert_eq!((status.as_str(), error), ("SUCCEEDED", None), "{output:#}");
+    assert_eq!(output["stage"]["column_count"], 4001);
+    assert_eq!(output["upsert"]["rows_inserted"], 1);
+
+    let huge = "x".repeat(300_000);
+    let bad = format!("{}\n{}\n", header.join(","), row("2", &huge));
+    let Finished { status, error, .. } = world.drop_file("incoming/wide/bad.csv", bad).await;
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("FAILED", Some("InvalidValue"))
+    );
+    assert!(world.exists("quarantine/incoming/wide/bad.csv").await);
+    let failure = world
+        .emails()
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .find(|e| e.contains("FAILED wide: bad.csv"))
+        .expect("a failure email");
+    assert!(
+        failure.contains("wide_measurement_column_3999") && failure.contains("more characters"),
+        "{}",
+        &failure[..failure.len().min(2000)]
+    );
+    assert!(
+        world.recorder.largest_state() <= STATE_LIMIT_BYTES,
+        "a state's input or output was {} bytes; Step Functions allows {STATE_LIMIT_BYTES}",
+        world.recorder.largest_state()
+    );
+}
+
+/// SES rejects the success email: the load still succeeds (the table was updated), and the
+/// state output says why no email went out. A rejection that clears is retried.
+async fn a_mail_failure_does_not_fail_a_load(world: &World) {
+    let emails_before = world.emails().await.len();
+    world.faults.reject_mail.store(u32::MAX, Ordering::SeqCst);
+    let Finished {
+        status,
+        error,
+        output,
+        ..
+    } = world
+        .drop_file(
+            "incoming/orders/third.csv",
+            "order_id,status,amount\n4,new,40\n",
+        )
+        .await;
+    assert_eq!((status.as_str(), error), ("SUCCEEDED", None), "{output:#}");
+    assert_eq!(output["notify_failure"]["Error"], "MailError", "{output:#}");
+    assert_eq!(output["upsert"]["rows_inserted"], 1);
+    assert_eq!(world.emails().await.len(), emails_before);
+
+    world.faults.reject_mail.store(1, Ordering::SeqCst);
+    let Finished { status, output, .. } = world
+        .drop_file(
+            "incoming/orders/fourth.csv",
+            "order_id,status,amount\n5,new,50\n",
+        )
+        .await;
+    assert_eq!(status, "SUCCEEDED", "{output:#}");
+    assert!(output.get("notify_failure").is_none(), "{output:#}");
+    let emails = world.emails().await;
+    assert_eq!(emails.len(), emails_before + 1);
+    assert!(emails
+        .last()
+        .unwrap()
+        .to_string()
+        .contains("fourth.csv loaded"));
+    assert_eq!(world.rows().await.len(), 5);
+}
+
+/// The upsert fails after the file was archived: the quarantine finds it in archive/ (reading
+/// incoming/ first, which is a 404 only with s3:ListBucket), moves it, drops the staging table.
+async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World) {
+    world
+        .faults
+        .deny_upsert_writes
+        .store(true, Ordering::SeqCst);
+    let Finished {
+        name,
+        status,
+        error,
+        output,
+    } = world
+        .drop_file(
+            "incoming/orders/late.csv",
+            "order_id,status,amount\n6,new,60\n",
+        )
+        .await;
+    world
+        .faults
+        .deny_upsert_writes
+        .store(false, Ordering::SeqCst);
+    assert_eq!(status, "FAILED", "{error:?} {output:#}");
+    assert!(world.exists("quarantine/incoming/orders/late.csv").await);
+    assert!(
+        world
+            .exists("quarantine/incoming/orders/late.csv.error.json")
+            .await
+    );
+    assert!(!world.exists("archive/incoming/orders/late.csv").await);
+    let staging = world
+        .s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("_deltadrop/staging/{name}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        staging.key_count(),
+        Some(0),
+        "the staging table was left behind"
+    );
+    assert_eq!(
+        world.rows().await.len(),
+        5,
+        "the failed upsert changed the table"
+    );
+}
+
+/// moto enforces no IAM: every call each function made above is checked against that
+/// function's policy in template.yaml by tests/iam/check_calls.py.
+async fn every_call_is_one_the_function_policy_allows(world: &World) {
+    let calls = world.recorder.calls();
+    for function in Function::ALL {
+        assert!(
+            calls.iter().any(|c| c.function == function.name()),
+            "no call recorded for {}",
+            function.name()
+        );
+    }
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.action == "s3:GetObject" && c.status == 404),
+        "the run exercises reads of missing keys"
+    );
+    let unknown: Vec<_> = calls
+        .iter()
+        .filter(|c| c.action.contains("Unknown"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "requests the recorder cannot map to IAM actions: {unknown:#?}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec_pretty(&calls).unwrap()).unwrap();
+    // To look at them, or to check them against another template by hand.
+    if let Ok(keep) = std::env::var("DELTADROP_KEEP_CALLS") {
+        std::fs::copy(file.path(), keep).unwrap();
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let checked = std::process::Command::new(python)
+        .arg(format!("{root}/tests/iam/check_calls.py"))
+        .args(["--template", &format!("{root}/template.yaml")])
+        .arg("--calls")
+        .arg(file.path())
+        .args(["--bucket", BUCKET, "--account", ACCOUNT, "--region", REGION])
+        .args(["--state-machine-arn", &world.state_machine_arn])
+        .args(["--parameter", &format!("SenderEmail={SENDER}")])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    println!("{report}");
+    assert!(
+        checked.status.success(),
+        "calls template.yaml does not allow:\n{report}"
     );
 }

@@ -98,3 +98,24 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
     assert_eq!(states["Failed"]["ErrorPath"], "$.failure.Error");
     assert_eq!(states["Upsert"]["Next"], "NotifySuccess");
 }
+
+#[test]
+fn a_mail_failure_is_retried_and_never_fails_a_load() {
+    let asl = definition();
+    let states = &asl["States"];
+    for notify in ["NotifySuccess", "NotifyFailure"] {
+        assert!(
+            error_names(&states[notify], "Retry").contains(&"MailError".to_string()),
+            "{notify} does not retry MailError"
+        );
+    }
+    // After the table was updated, a failed email ends in a Succeed state with the reason kept.
+    let catch = &states["NotifySuccess"]["Catch"][0];
+    assert_eq!(catch["ErrorEquals"][0], "States.ALL");
+    assert_eq!(catch["ResultPath"], "$.notify_failure");
+    assert_eq!(states[catch["Next"].as_str().unwrap()]["Type"], "Succeed");
+    assert_eq!(
+        states[states["NotifySuccess"]["Next"].as_str().unwrap()]["Type"],
+        "Succeed"
+    );
+}

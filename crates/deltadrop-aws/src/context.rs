@@ -1,24 +1,37 @@
-//! What every function builds once per container: the AWS clients and the environment.
+//! What every function builds once per container: the AWS clients, and a configuration that is
+//! re-read from the bucket when it is older than a bounded time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use aws_sdk_s3::config::ProvideCredentials;
 use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
 use deltadrop::storage::ObjectStorage;
 use deltadrop::{Environment, Error, Result};
 use tokio::io::AsyncReadExt;
+use tokio::sync::Mutex;
 
 use crate::s3::S3Bucket;
 use crate::ses::SesMailer;
 
+/// How long a container keeps a configuration before reading it again.
+pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(60);
+
 pub struct AwsContext {
-    pub env: Environment,
+    pub storage: Arc<S3Bucket>,
+    pub mailer: Arc<SesMailer>,
     pub sfn: aws_sdk_sfn::Client,
     pub region: String,
-    /// Only the trigger needs it.
-    pub state_machine_arn: Option<String>,
+    pub settings: Settings,
+    config: Mutex<Option<CachedConfig>>,
+}
+
+struct CachedConfig {
+    config: Arc<Config>,
+    read_at: Instant,
 }
 
 /// Where to find things, from the function's environment variables.
@@ -28,6 +41,9 @@ pub struct Settings {
     pub bucket: String,
     /// `DELTADROP_CONFIG_KEY`: the configuration's key in that bucket (default `deltadrop.toml`).
     pub config_key: String,
+    /// `DELTADROP_CONFIG_TTL_SECONDS`: a configuration older than this is read again (default 60):
+    /// the longest a change to the configuration takes to reach every warm container.
+    pub config_ttl: Duration,
     /// `STATE_MACHINE_ARN`: for the trigger.
     pub state_machine_arn: Option<String>,
     /// `DELTADROP_S3_ENDPOINT`: an S3-compatible endpoint instead of AWS (tests, MinIO...).
@@ -40,10 +56,18 @@ impl Settings {
             field: "DELTADROP_BUCKET".into(),
             message: "set it to the bucket the files land in".into(),
         })?;
+        let config_ttl = match std::env::var("DELTADROP_CONFIG_TTL_SECONDS") {
+            Err(_) => DEFAULT_CONFIG_TTL,
+            Ok(text) => Duration::from_secs(text.parse().map_err(|_| Error::ConfigError {
+                field: "DELTADROP_CONFIG_TTL_SECONDS".into(),
+                message: format!("expected a whole number of seconds, found {text:?}"),
+            })?),
+        };
         Ok(Settings {
             bucket,
             config_key: std::env::var("DELTADROP_CONFIG_KEY")
                 .unwrap_or_else(|_| "deltadrop.toml".into()),
+            config_ttl,
             state_machine_arn: std::env::var("STATE_MACHINE_ARN").ok(),
             s3_endpoint: std::env::var("DELTADROP_S3_ENDPOINT").ok(),
         })
@@ -51,8 +75,9 @@ impl Settings {
 }
 
 impl AwsContext {
-    /// Builds the clients from the default AWS configuration chain and the settings, and
-    /// reads the deltadrop configuration from the bucket.
+    /// Builds the clients from the default AWS configuration chain and the settings. Reads
+    /// nothing: a missing configuration must not stop a container from starting (the trigger
+    /// acknowledges S3's test event without one, and every step names the missing key).
     pub async fn new(sdk: &SdkConfig, settings: &Settings) -> Result<AwsContext> {
         let region = sdk
             .region()
@@ -65,39 +90,123 @@ impl AwsContext {
             table_options.insert("AWS_ENDPOINT_URL".into(), endpoint.clone());
             table_options.insert("AWS_ALLOW_HTTP".into(), "true".into());
             table_options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
+            table_options.extend(explicit_credentials(sdk).await);
         }
         let storage = S3Bucket::new(
             aws_sdk_s3::Client::from_conf(s3_config.build()),
             &settings.bucket,
             table_options,
         );
-        let config = read_config(&storage, &settings.config_key).await?;
         Ok(AwsContext {
-            env: Environment {
-                config: Arc::new(config),
-                storage: Arc::new(storage),
-                mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk))),
-                clock: Arc::new(SystemClock),
-            },
+            storage: Arc::new(storage),
+            mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk))),
             sfn: aws_sdk_sfn::Client::new(sdk),
             region,
-            state_machine_arn: settings.state_machine_arn.clone(),
+            settings: settings.clone(),
+            config: Mutex::new(None),
+        })
+    }
+
+    /// The configuration, read again from the bucket once it is older than the TTL. A missing
+    /// or invalid configuration is a `ConfigError` naming the bucket and key; a transient read
+    /// failure keeps the configuration read before, if any.
+    pub async fn config(&self) -> Result<Arc<Config>> {
+        let mut cached = self.config.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if c.read_at.elapsed() < self.settings.config_ttl {
+                return Ok(c.config.clone());
+            }
+        }
+        match read_config(&self.storage, &self.settings.config_key).await {
+            Ok(config) => {
+                let config = Arc::new(config);
+                *cached = Some(CachedConfig {
+                    config: config.clone(),
+                    read_at: Instant::now(),
+                });
+                Ok(config)
+            }
+            Err(ConfigReadError::Transient(e)) if cached.is_some() => {
+                tracing::warn!(error = %e, "could not read the configuration again; using the one read before");
+                Ok(cached.as_ref().expect("checked").config.clone())
+            }
+            Err(ConfigReadError::Transient(e) | ConfigReadError::Invalid(e)) => {
+                *cached = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The pipeline's environment for one invocation, with the current configuration.
+    pub async fn environment(&self) -> Result<Environment> {
+        Ok(Environment {
+            config: self.config().await?,
+            storage: self.storage.clone(),
+            mailer: self.mailer.clone(),
+            clock: Arc::new(SystemClock),
         })
     }
 }
 
-async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config> {
-    let unreadable = |e: &dyn std::fmt::Display| Error::ConfigError {
-        field: storage.display(key),
-        message: format!("cannot read the configuration: {e}"),
+/// Off AWS (an S3-compatible endpoint), delta-rs gets the SDK's credentials explicitly, so that
+/// both clients act as the same principal.
+async fn explicit_credentials(sdk: &SdkConfig) -> Vec<(String, String)> {
+    let Some(provider) = sdk.credentials_provider() else {
+        return Vec::new();
+    };
+    let Ok(credentials) = provider.provide_credentials().await else {
+        return Vec::new();
+    };
+    let mut options = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            credentials.access_key_id().to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            credentials.secret_access_key().to_string(),
+        ),
+    ];
+    if let Some(token) = credentials.session_token() {
+        options.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
+    }
+    options
+}
+
+enum ConfigReadError {
+    /// The bucket could not be read (throttling, network): worth using an older copy.
+    Transient(Error),
+    /// Missing, unreadable for lack of permission, or not a valid configuration.
+    Invalid(Error),
+}
+
+async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config, ConfigReadError> {
+    let location = storage.display(key);
+    let config_error = |message: String| Error::ConfigError {
+        field: location.clone(),
+        message,
+    };
+    let mut object = match storage.reader(key).await {
+        Ok(object) => object,
+        Err(Error::ObjectNotFound { .. }) => return Err(ConfigReadError::Invalid(config_error(
+            "the configuration does not exist: upload it (docs/aws.md, \"After the first deploy\")"
+                .into(),
+        ))),
+        Err(e) if e.to_string().contains("AccessDenied") => {
+            return Err(ConfigReadError::Invalid(config_error(format!(
+                "access denied: the function's role must be allowed s3:GetObject on it (and \
+                 s3:ListBucket on the bucket, or S3 answers AccessDenied for a missing key): {e}"
+            ))))
+        }
+        Err(e) => {
+            return Err(ConfigReadError::Transient(config_error(format!(
+                "cannot read the configuration: {e}"
+            ))))
+        }
     };
     let mut text = String::new();
-    storage
-        .reader(key)
-        .await
-        .map_err(|e| unreadable(&e))?
-        .read_to_string(&mut text)
-        .await
-        .map_err(|e| unreadable(&e))?;
-    Config::from_toml(&text, &storage.display(key))
+    object.read_to_string(&mut text).await.map_err(|e| {
+        ConfigReadError::Transient(config_error(format!("cannot read the configuration: {e}")))
+    })?;
+    Config::from_toml(&text, &location).map_err(ConfigReadError::Invalid)
 }

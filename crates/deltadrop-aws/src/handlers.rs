@@ -3,6 +3,7 @@
 //! [`invoke`].
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
 use deltadrop::steps::{self, Failure, Report, RunInput, StageOutput};
 use deltadrop::Error;
 use lambda_runtime::Diagnostic;
@@ -73,7 +74,7 @@ pub struct NotifyRequest {
 pub fn diagnostic(e: &Error) -> Diagnostic {
     Diagnostic {
         error_type: e.name().to_string(),
-        error_message: e.to_string(),
+        error_message: shorten(&e.to_string(), MAX_MESSAGE_CHARS),
     }
 }
 
@@ -98,57 +99,68 @@ pub fn console_url(region: &str, execution_arn: &str) -> String {
 }
 
 async fn run(ctx: &AwsContext, function: Function, payload: Value) -> Result<Value, Error> {
-    let env = &ctx.env;
+    // The steps read the configuration on every invocation (cached for a bounded time); the
+    // trigger may run without one.
+    let env = || ctx.environment();
     match function {
-        Function::Trigger => {
-            let batch: SqsEvent = parse(function, payload)?;
-            let arn = ctx
-                .state_machine_arn
-                .as_deref()
-                .ok_or_else(|| Error::ConfigError {
-                    field: "STATE_MACHINE_ARN".into(),
-                    message: "the trigger needs the state machine's ARN in its environment".into(),
-                })?;
-            let (response, triggered) =
-                trigger::handle_batch(&env.config, &ctx.sfn, arn, &batch).await;
-            tracing::info!(
-                ?triggered,
-                failures = response.batch_item_failures.len(),
-                "trigger batch done"
-            );
-            output(response)
-        }
+        Function::Trigger => run_trigger(ctx, parse(function, payload)?).await,
         Function::Stage => {
             let request: StageRequest = parse(function, payload)?;
-            output(steps::stage(env, &request.run).await?)
+            output(steps::stage(&env().await?, &request.run).await?)
         }
         Function::Archive => {
             let request: ArchiveRequest = parse(function, payload)?;
+            let env = env().await?;
             match &request.failure {
-                Some(failure) => output(steps::quarantine(env, &request.run, failure).await?),
-                None => output(steps::archive(env, &request.run).await?),
+                Some(failure) => output(steps::quarantine(&env, &request.run, failure).await?),
+                None => output(steps::archive(&env, &request.run).await?),
             }
         }
-        Function::Upsert => upsert(ctx, parse(function, payload)?).await,
+        Function::Upsert => upsert(&env().await?, parse(function, payload)?).await,
         Function::Notify => {
             let mut request: NotifyRequest = parse(function, payload)?;
             if let Some(arn) = &request.execution_arn {
                 request.report.execution_url = Some(console_url(&ctx.region, arn));
             }
-            output(steps::notify(env, &request.report).await?)
+            output(steps::notify(&env().await?, &request.report).await?)
         }
     }
 }
 
+async fn run_trigger(ctx: &AwsContext, batch: SqsEvent) -> Result<Value, Error> {
+    let state_machine_arn =
+        ctx.settings
+            .state_machine_arn
+            .as_deref()
+            .ok_or_else(|| Error::ConfigError {
+                field: "STATE_MACHINE_ARN".into(),
+                message: "the trigger needs the state machine's ARN in its environment".into(),
+            })?;
+    let config = ctx.config().await;
+    let trigger = trigger::Trigger {
+        config: config.as_deref(),
+        data_bucket: &ctx.settings.bucket,
+        sfn: &ctx.sfn,
+        state_machine_arn,
+    };
+    let (response, triggered) = trigger.handle_batch(&batch).await;
+    tracing::info!(
+        ?triggered,
+        failures = response.batch_item_failures.len(),
+        "trigger batch done"
+    );
+    output(response)
+}
+
 #[cfg(feature = "merge")]
-async fn upsert(ctx: &AwsContext, request: UpsertRequest) -> Result<Value, Error> {
-    output(steps::upsert(&ctx.env, &request.run, &request.stage).await?)
+async fn upsert(env: &deltadrop::Environment, request: UpsertRequest) -> Result<Value, Error> {
+    output(steps::upsert(env, &request.run, &request.stage).await?)
 }
 
 /// Only the upsert function's binary is built with MERGE; a deployment that points the Upsert
 /// state at another binary gets this error instead of a crash.
 #[cfg(not(feature = "merge"))]
-async fn upsert(_: &AwsContext, _: UpsertRequest) -> Result<Value, Error> {
+async fn upsert(_: &deltadrop::Environment, _: UpsertRequest) -> Result<Value, Error> {
     Err(Error::InvalidInput {
         message: "this binary was built without the `merge` feature: the Upsert state must invoke \
                   the upsert function"

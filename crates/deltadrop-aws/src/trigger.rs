@@ -87,8 +87,13 @@ pub fn execution_name(bucket: &str, key: &str, version: &str) -> String {
     format!("{}-{}", sanitize(file), &digest[..24])
 }
 
-/// The run for one S3 record, or why there is none.
-pub fn run_for_record(config: &Config, record: &S3Record) -> Result<(String, RunInput), Triggered> {
+/// The run for one S3 record, or why there is none. `data_bucket` is the deployment's bucket:
+/// a notification from any other bucket starts nothing.
+pub fn run_for_record(
+    config: &Config,
+    data_bucket: &str,
+    record: &S3Record,
+) -> Result<(String, RunInput), Triggered> {
     let key = decode_key(&record.s3.object.key);
     if !record
         .event_name
@@ -99,6 +104,13 @@ pub fn run_for_record(config: &Config, record: &S3Record) -> Result<(String, Run
         return Err(Triggered::Skipped {
             key,
             reason: format!("event {:?}", record.event_name),
+        });
+    }
+    let bucket = &record.s3.bucket.name;
+    if bucket != data_bucket {
+        return Err(Triggered::Skipped {
+            key,
+            reason: format!("from bucket {bucket:?}, not the data bucket {data_bucket:?}"),
         });
     }
     if key.is_empty() || key.ends_with('/') {
@@ -116,7 +128,6 @@ pub fn run_for_record(config: &Config, record: &S3Record) -> Result<(String, Run
             })
         }
     };
-    let bucket = &record.s3.bucket.name;
     let version = record
         .s3
         .object
@@ -134,89 +145,94 @@ pub fn run_for_record(config: &Config, record: &S3Record) -> Result<(String, Run
     Ok((name, run))
 }
 
-/// Starts (or recognises) the execution for every record of one S3 event.
-async fn start_all(
-    config: &Config,
-    sfn: &aws_sdk_sfn::Client,
-    state_machine_arn: &str,
-    event: &S3Notification,
-) -> Result<Vec<Triggered>, String> {
-    let mut done = Vec::new();
-    for record in &event.records {
-        let (name, run) = match run_for_record(config, record) {
-            Ok(found) => found,
-            Err(skipped) => {
-                tracing::warn!(?skipped, "not starting an execution");
-                done.push(skipped);
-                continue;
-            }
-        };
-        let input = serde_json::json!({ "run": run }).to_string();
-        let started = sfn
-            .start_execution()
-            .state_machine_arn(state_machine_arn)
-            .name(&name)
-            .input(input)
-            .send()
-            .await;
-        match started {
-            Ok(_) => done.push(Triggered::Started {
-                key: run.key,
-                execution: name,
-            }),
-            Err(e) if e.code() == Some("ExecutionAlreadyExists") => {
-                done.push(Triggered::Duplicate {
-                    key: run.key,
-                    execution: name,
-                })
-            }
-            Err(e) => return Err(format!("StartExecution {name}: {}", DisplayErrorContext(e))),
-        }
-    }
-    Ok(done)
+/// Where the trigger starts executions, and what it needs to decide.
+pub struct Trigger<'a> {
+    /// The configuration, or why it could not be read: only records that need a feed fail
+    /// without it (S3's test event does not).
+    pub config: Result<&'a Config, &'a deltadrop::Error>,
+    pub data_bucket: &'a str,
+    pub sfn: &'a aws_sdk_sfn::Client,
+    pub state_machine_arn: &'a str,
 }
 
-/// Handles one SQS batch. A message that fails is reported alone (partial batch response), so
-/// it is retried without re-running the others. `s3:TestEvent` messages are acknowledged.
-pub async fn handle_batch(
-    config: &Config,
-    sfn: &aws_sdk_sfn::Client,
-    state_machine_arn: &str,
-    batch: &SqsEvent,
-) -> (SqsBatchResponse, Vec<Triggered>) {
-    let mut response = SqsBatchResponse::default();
-    let mut done = Vec::new();
-    for message in &batch.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        let body = message.body.as_deref().unwrap_or("");
-        let value: serde_json::Value = match serde_json::from_str(body) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "not JSON; leaving it for the dead-letter queue");
-                response.batch_item_failures.push(failure(id));
+impl Trigger<'_> {
+    /// Starts (or recognises) the execution for every record of one S3 event.
+    async fn start_all(&self, event: &S3Notification) -> Result<Vec<Triggered>, String> {
+        let config = self.config.map_err(|e| e.to_string())?;
+        let mut done = Vec::new();
+        for record in &event.records {
+            let (name, run) = match run_for_record(config, self.data_bucket, record) {
+                Ok(found) => found,
+                Err(skipped) => {
+                    tracing::warn!(?skipped, "not starting an execution");
+                    done.push(skipped);
+                    continue;
+                }
+            };
+            let input = serde_json::json!({ "run": run }).to_string();
+            let started = self
+                .sfn
+                .start_execution()
+                .state_machine_arn(self.state_machine_arn)
+                .name(&name)
+                .input(input)
+                .send()
+                .await;
+            match started {
+                Ok(_) => done.push(Triggered::Started {
+                    key: run.key,
+                    execution: name,
+                }),
+                Err(e) if e.code() == Some("ExecutionAlreadyExists") => {
+                    done.push(Triggered::Duplicate {
+                        key: run.key,
+                        execution: name,
+                    })
+                }
+                Err(e) => return Err(format!("StartExecution {name}: {}", DisplayErrorContext(e))),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Handles one SQS batch. A message that fails is reported alone (partial batch response),
+    /// so it is retried without re-running the others. `s3:TestEvent` messages are acknowledged,
+    /// with or without a configuration.
+    pub async fn handle_batch(&self, batch: &SqsEvent) -> (SqsBatchResponse, Vec<Triggered>) {
+        let mut response = SqsBatchResponse::default();
+        let mut done = Vec::new();
+        for message in &batch.records {
+            let id = message.message_id.clone().unwrap_or_default();
+            let body = message.body.as_deref().unwrap_or("");
+            let value: serde_json::Value = match serde_json::from_str(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "not JSON; leaving it for the dead-letter queue");
+                    response.batch_item_failures.push(failure(id));
+                    continue;
+                }
+            };
+            if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+                done.push(Triggered::Skipped {
+                    key: String::new(),
+                    reason: "s3:TestEvent".into(),
+                });
                 continue;
             }
-        };
-        if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
-            done.push(Triggered::Skipped {
-                key: String::new(),
-                reason: "s3:TestEvent".into(),
-            });
-            continue;
-        }
-        let outcome = match serde_json::from_value::<S3Notification>(value) {
-            Ok(event) => start_all(config, sfn, state_machine_arn, &event).await,
-            Err(e) => Err(format!("not an S3 event: {e}")),
-        };
-        match outcome {
-            Ok(mut triggered) => done.append(&mut triggered),
-            Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "could not start the execution; will retry");
-                response.batch_item_failures.push(failure(id));
+            let outcome = match serde_json::from_value::<S3Notification>(value) {
+                Ok(event) => self.start_all(&event).await,
+                Err(e) => Err(format!("not an S3 event: {e}")),
+            };
+            match outcome {
+                Ok(mut triggered) => done.append(&mut triggered),
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "could not start the execution; will retry");
+                    response.batch_item_failures.push(failure(id));
+                }
             }
         }
+        (response, done)
     }
-    (response, done)
 }
 
 fn failure(id: String) -> BatchItemFailure {
@@ -235,6 +251,14 @@ mod tests {
         m.message_id = Some(id.into());
         m.body = Some(body.into());
         m
+    }
+
+    fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
     }
 
     #[tokio::test]
@@ -263,23 +287,45 @@ mod tests {
                 "folder",
                 r#"{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{"bucket":{"name":"b"},"object":{"key":"incoming/sub/"}}}]}"#,
             ),
+            message(
+                "other-bucket",
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{"bucket":{"name":"elsewhere"},"object":{"key":"incoming/a.csv"}}}]}"#,
+            ),
         ];
-        let (response, done) = handle_batch(
-            &config,
-            &sfn,
-            "arn:aws:states:us-east-1:1:stateMachine:x",
-            &batch,
-        )
-        .await;
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
+        let trigger = Trigger {
+            config: Ok(&config),
+            data_bucket: "b",
+            sfn: &sfn,
+            state_machine_arn: "arn:aws:states:us-east-1:1:stateMachine:x",
+        };
+        let (response, done) = trigger.handle_batch(&batch).await;
+        let failed = failed_ids(&response);
         assert_eq!(failed, ["garbage", "not-s3"]);
-        assert_eq!(done.len(), 2, "{done:?}");
+        assert_eq!(done.len(), 3, "{done:?}");
         assert!(
             matches!(&done[1], Triggered::Skipped { reason, .. } if reason == "a folder marker")
+        );
+        assert!(
+            matches!(&done[2], Triggered::Skipped { reason, .. } if reason.contains("not the data bucket")),
+            "{done:?}"
+        );
+
+        // Without a configuration (first deploy): the test event is still acknowledged, and a
+        // file's message fails (to be retried, then dead-lettered) with the configuration error.
+        let missing = deltadrop::Error::ConfigError {
+            field: "s3://b/deltadrop.toml".into(),
+            message: "the configuration does not exist".into(),
+        };
+        let trigger = Trigger {
+            config: Err(&missing),
+            ..trigger
+        };
+        let (response, done) = trigger.handle_batch(&batch).await;
+        let failed = failed_ids(&response);
+        assert_eq!(failed, ["garbage", "not-s3", "folder", "other-bucket"]);
+        assert!(
+            matches!(&done[..], [Triggered::Skipped { reason, .. }] if reason == "s3:TestEvent"),
+            "{done:?}"
         );
     }
 

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{shorten, MAX_VALUE_CHARS};
+
 /// Where in a file something went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,7 +56,7 @@ pub enum Error {
     },
 
     /// A value does not fit the column's type (from the target table, the config, or inference).
-    #[error("{}, column '{column}': value {value:?} is not a valid {expected}", at(file, &Some(*position)))]
+    #[error("{}, column '{column}': value {:?} is not a valid {expected}", at(file, &Some(*position)), shorten(value, MAX_VALUE_CHARS))]
     InvalidValue {
         file: String,
         position: Position,

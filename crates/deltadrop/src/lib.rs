@@ -8,6 +8,7 @@
 //! The `merge` feature (DataFusion) brings the upsert step, [`run`] and [`inspect`]; without it
 //! the library stages, archives and notifies, and binaries that only do that stay small.
 
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod delta;

@@ -3,6 +3,7 @@
 //! The local runner and the tests use this; on AWS, Step Functions does the same with the
 //! same steps (see `infra/statemachine/pipeline.asl.json`).
 
+use crate::bounded::join_listed;
 use crate::environment::Environment;
 use crate::error::Error;
 use crate::steps::{
@@ -36,11 +37,14 @@ async fn load(
     progress(&format!(
         "stage: {} rows, {} columns{} → {}",
         staged.rows,
-        staged.columns.len(),
+        staged.column_count,
         if staged.new_columns.is_empty() {
             String::new()
         } else {
-            format!(" (new: {})", staged.new_columns.join(", "))
+            format!(
+                " (new: {})",
+                join_listed(&staged.new_columns, staged.new_column_count)
+            )
         },
         staged
             .staging_table

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Email;
+use crate::bounded::join_listed;
 use crate::error::Error;
 use crate::steps::{Report, UpsertOutcome};
 
@@ -124,7 +125,10 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
         rows.push(("Rows staged", stage.rows.to_string()));
         if !stage.new_columns.is_empty() && report.upsert.as_ref().is_some_and(|u| !u.created_table)
         {
-            rows.push(("New columns", stage.new_columns.join(", ")));
+            rows.push((
+                "New columns",
+                join_listed(&stage.new_columns, stage.new_column_count),
+            ));
         }
     }
     let summary = match &report.upsert {

@@ -10,6 +10,7 @@ pub mod upsert;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{shorten, MAX_MESSAGE_CHARS};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -99,7 +100,7 @@ impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         Failure {
             error: e.name().to_string(),
-            cause: e.to_string(),
+            cause: shorten(&e.to_string(), MAX_MESSAGE_CHARS),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use super::RunInput;
+use crate::bounded::listed;
 use crate::config::Compression;
 use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
@@ -29,9 +30,14 @@ pub struct StageOutput {
     pub bytes: u64,
     /// SHA-256 of the file as stored: with the key, the file's identity for exactly-once.
     pub sha256: String,
+    /// The file's columns: the first [`crate::bounded::MAX_LISTED_NAMES`] of `column_count`.
     pub columns: Vec<String>,
-    /// Columns the target table does not have yet.
+    #[serde(default)]
+    pub column_count: u64,
+    /// Columns the target table does not have yet (listed as `columns` is).
     pub new_columns: Vec<String>,
+    #[serde(default)]
+    pub new_column_count: u64,
     /// The staging table; absent when the file holds no rows.
     pub staging_table: Option<String>,
     pub target_table: String,
@@ -88,8 +94,10 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             rows: summary.rows,
             bytes: summary.bytes,
             sha256: summary.sha256,
-            columns: summary.columns,
-            new_columns: summary.new_columns,
+            columns: listed(&summary.columns),
+            column_count: summary.columns.len() as u64,
+            new_columns: listed(&summary.new_columns),
+            new_column_count: summary.new_columns.len() as u64,
             staging_table: has_table.then(|| staging.name()),
             target_table: target.name(),
         }),

@@ -1,0 +1,290 @@
+//! What each function asked of AWS, as IAM sees it: the proxy turns every S3, SES and Step
+//! Functions request into the IAM actions and resources it needs, so that
+//! `tests/iam/check_calls.py` can check them against the function's policy in template.yaml
+//! (moto enforces no IAM at all).
+//!
+//! Mapping requests to actions follows the S3 "Actions, resources and condition keys" page
+//! (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html):
+//! HeadObject and GetObject need s3:GetObject, a copy needs s3:GetObject on the source and
+//! s3:PutObject on the destination, the parts of a multipart upload need s3:PutObject, and
+//! ListObjectsV2 needs s3:ListBucket with the request's prefix as `s3:prefix`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use deltadrop_aws::Function;
+use serde::Serialize;
+
+use crate::emulator::{ACCOUNT, REGION};
+
+/// One IAM-authorised action of one function.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub function: &'static str,
+    pub action: String,
+    pub resource: String,
+    pub status: u16,
+    pub context: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    largest_state: Mutex<usize>,
+}
+
+impl Recorder {
+    pub fn record(&self, function: Function, actions: Vec<Action>, status: u16) {
+        let mut calls = self.calls.lock().unwrap();
+        calls.extend(actions.into_iter().map(|a| Call {
+            function: function.name(),
+            action: a.action,
+            resource: a.resource,
+            status,
+            context: a.context,
+        }));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Notes the size of a Lambda invocation's input or output: a state's input or output.
+    pub fn state_size(&self, bytes: usize) {
+        let mut largest = self.largest_state.lock().unwrap();
+        *largest = (*largest).max(bytes);
+    }
+
+    pub fn largest_state(&self) -> usize {
+        *self.largest_state.lock().unwrap()
+    }
+}
+
+/// An IAM action on a resource, with the request's condition keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub action: String,
+    pub resource: String,
+    pub context: BTreeMap<String, String>,
+}
+
+fn action(action: &str, resource: String) -> Action {
+    Action {
+        action: action.to_string(),
+        resource,
+        context: BTreeMap::new(),
+    }
+}
+
+/// The function whose credentials signed the request: the tests give each function the access
+/// key `deltadrop-<name>`, as AWS gives each function its own role.
+pub fn caller(authorization: &str) -> Option<(Function, String)> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    let mut scope = credential.split(['/', ',']);
+    let key = scope.next()?;
+    let service = scope.nth(2)?.to_string();
+    let function = Function::ALL
+        .into_iter()
+        .find(|f| key == format!("deltadrop-{}", f.name()))?;
+    Some((function, service))
+}
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub body: &'a [u8],
+}
+
+/// The IAM actions a request needs, by the service that signed it.
+pub fn actions(service: &str, request: &Request) -> Vec<Action> {
+    match service {
+        "s3" => s3_actions(request),
+        "ses" => ses_actions(request),
+        "states" => states_actions(request),
+        other => vec![action(
+            &format!("{other}:Unknown"),
+            format!("{} {}", request.method, request.path),
+        )],
+    }
+}
+
+fn decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn object_arn(bucket_and_key: &str) -> String {
+    format!("arn:aws:s3:::{bucket_and_key}")
+}
+
+fn s3_actions(request: &Request) -> Vec<Action> {
+    let query: BTreeMap<String, String> = url::form_urlencoded::parse(request.query.as_bytes())
+        .into_owned()
+        .collect();
+    let path = request.path.trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let key = decode(key);
+    if key.is_empty() {
+        return s3_bucket_actions(request, &query, bucket);
+    }
+    let object = object_arn(&format!("{bucket}/{key}"));
+    match request.method {
+        "GET" | "HEAD" => vec![action("s3:GetObject", object)],
+        "PUT" => {
+            let mut needed = Vec::new();
+            if let Some(source) = (request.header)("x-amz-copy-source") {
+                let source = decode(source.trim_start_matches('/'));
+                let source = source.split("?versionId=").next().unwrap_or(&source);
+                needed.push(action("s3:GetObject", object_arn(source)));
+            }
+            needed.push(action("s3:PutObject", object));
+            needed
+        }
+        // CreateMultipartUpload (?uploads) and CompleteMultipartUpload (?uploadId=).
+        "POST" => vec![action("s3:PutObject", object)],
+        "DELETE" if query.contains_key("uploadId") => {
+            vec![action("s3:AbortMultipartUpload", object)]
+        }
+        "DELETE" => vec![action("s3:DeleteObject", object)],
+        method => vec![action(&format!("s3:Unknown{method}"), object)],
+    }
+}
+
+fn s3_bucket_actions(
+    request: &Request,
+    query: &BTreeMap<String, String>,
+    bucket: &str,
+) -> Vec<Action> {
+    let bucket_arn = format!("arn:aws:s3:::{bucket}");
+    match request.method {
+        // DeleteObjects: s3:DeleteObject on every key in the body.
+        "POST" if query.contains_key("delete") => deleted_keys(request.body)
+            .into_iter()
+            .map(|key| action("s3:DeleteObject", object_arn(&format!("{bucket}/{key}"))))
+            .collect(),
+        "GET" if query.contains_key("uploads") => {
+            vec![action("s3:ListBucketMultipartUploads", bucket_arn)]
+        }
+        "GET" | "HEAD" => {
+            let mut list = action("s3:ListBucket", bucket_arn);
+            if let Some(prefix) = query.get("prefix").filter(|p| !p.is_empty()) {
+                list.context.insert("s3:prefix".into(), prefix.clone());
+            }
+            vec![list]
+        }
+        method => vec![action(&format!("s3:Unknown{method}Bucket"), bucket_arn)],
+    }
+}
+
+/// The `<Key>` elements of a DeleteObjects request body.
+fn deleted_keys(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    text.split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</Key>").next())
+        .map(|key| {
+            key.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+fn json_body(request: &Request) -> serde_json::Value {
+    serde_json::from_slice(request.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// SES v2 SendEmail is authorised on the sending identity, with `ses:FromAddress`
+/// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsimpleemailservicev2.html).
+fn ses_actions(request: &Request) -> Vec<Action> {
+    if request.method == "POST" && request.path == "/v2/email/outbound-emails" {
+        let from = json_body(request)["FromEmailAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut send = action(
+            "ses:SendEmail",
+            format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/{from}"),
+        );
+        send.context.insert("ses:FromAddress".into(), from);
+        return vec![send];
+    }
+    vec![action(
+        "ses:Unknown",
+        format!("{} {}", request.method, request.path),
+    )]
+}
+
+fn states_actions(request: &Request) -> Vec<Action> {
+    let target = (request.header)("x-amz-target").unwrap_or_default();
+    let operation = target.rsplit('.').next().unwrap_or("Unknown");
+    let body = json_body(request);
+    let resource = body["stateMachineArn"]
+        .as_str()
+        .or(body["executionArn"].as_str())
+        .unwrap_or("*")
+        .to_string();
+    vec![action(&format!("states:{operation}"), resource)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(method: &str, path: &str, query: &str, copy_source: Option<&str>) -> Vec<Action> {
+        let header = |name: &str| {
+            (name == "x-amz-copy-source")
+                .then(|| copy_source.map(str::to_string))
+                .flatten()
+        };
+        actions(
+            "s3",
+            &Request {
+                method,
+                path,
+                query,
+                header: &header,
+                body: b"<Delete><Object><Key>a&amp;b</Key></Object></Delete>",
+            },
+        )
+    }
+
+    #[test]
+    fn requests_map_to_the_iam_actions_aws_authorises() {
+        let get = s3("HEAD", "/b/incoming/my%20file.csv", "", None);
+        assert_eq!(get[0].action, "s3:GetObject");
+        assert_eq!(get[0].resource, "arn:aws:s3:::b/incoming/my file.csv");
+        let copy = s3("PUT", "/b/archive/x", "", Some("/b/incoming/x"));
+        assert_eq!(
+            copy.iter()
+                .map(|a| (a.action.as_str(), a.resource.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("s3:GetObject", "arn:aws:s3:::b/incoming/x"),
+                ("s3:PutObject", "arn:aws:s3:::b/archive/x")
+            ]
+        );
+        let list = s3("GET", "/b", "list-type=2&prefix=tables%2Fo%2F", None);
+        assert_eq!(list[0].action, "s3:ListBucket");
+        assert_eq!(list[0].context["s3:prefix"], "tables/o/");
+        let delete = s3("POST", "/b", "delete", None);
+        assert_eq!(delete[0].resource, "arn:aws:s3:::b/a&b");
+        assert_eq!(
+            s3("DELETE", "/b/k", "uploadId=1", None)[0].action,
+            "s3:AbortMultipartUpload"
+        );
+        assert_eq!(
+            caller("AWS4-HMAC-SHA256 Credential=deltadrop-stage/20261126/us-east-1/s3/aws4_request, SignedHeaders=host"),
+            Some((Function::Stage, "s3".to_string()))
+        );
+        assert_eq!(
+            caller("AWS4-HMAC-SHA256 Credential=testing/2026/us-east-1/s3/aws4_request"),
+            None
+        );
+    }
+}

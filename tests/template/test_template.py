@@ -1,0 +1,751 @@
+# Run: .venv/bin/python -m pytest tests/template -q
+"""template.yaml, held to what real AWS does where the emulator (moto) cannot tell.
+
+The template is loaded with cfn-lint's own YAML loader, so `!Sub`, `!GetAtt`... parse as
+CloudFormation intrinsics. A small evaluator below resolves the few intrinsics the policies use
+and evaluates IAM statements (Action/Resource/NotResource globs and the condition operators the
+template uses) well enough to ask "would this principal be allowed / denied this call?".
+
+What each group of tests guards (AWS documentation in template.yaml next to each resource):
+* S3 answers 403, not 404, for a missing key unless the caller may s3:ListBucket the bucket
+  without an s3:prefix condition.
+* CloudWatch alarms cannot publish to a topic encrypted with alias/aws/sns.
+* A Step Functions state's TimeoutSeconds counts from scheduling: the function timeout must be
+  well below it.
+* Producers must not rewrite the configuration, the tables or the archive (bucket policy).
+* Housekeeping: lifecycle rules, retention, queue visibility, the bucket ARN in the queue policy,
+  parameter patterns, the partition, and per-crate builds (only upsert links DataFusion).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+FUNCTIONS = ["TriggerFunction", "StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"]
+STAGING = "_deltadrop/staging/"
+
+# A made-up deployment to resolve intrinsics against.
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+PARTITION = "aws"
+STACK_UUID = "51af3dc0-da77-11e4-872e-1234567db123"
+STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/deltadrop/{STACK_UUID}"
+BUCKET = "the-data-bucket"
+PRODUCER = f"arn:{PARTITION}:iam::{ACCOUNT}:role/orders-producer"
+ADMIN = f"arn:{PARTITION}:iam::{ACCOUNT}:role/platform-admin"
+
+
+def load_template() -> dict:
+    template, matches = decode(str(TEMPLATE_PATH))
+    assert not matches, f"template.yaml does not parse: {matches}"
+    return template
+
+
+T = load_template()
+RESOURCES = T["Resources"]
+PARAMETERS = T["Parameters"]
+
+
+def props(logical_id: str) -> dict:
+    return RESOURCES[logical_id].get("Properties") or {}
+
+
+def function_setting(logical_id: str, name: str) -> Any:
+    """A function property, falling back to Globals.Function as SAM does."""
+    value = props(logical_id).get(name)
+    if value is None:
+        value = ((T.get("Globals") or {}).get("Function") or {}).get(name)
+    return value
+
+
+def role_arn(function: str) -> str:
+    return f"arn:{PARTITION}:iam::{ACCOUNT}:role/deltadrop-{function}Role-ABC123"
+
+
+# ------------------------------------------------------------------------------------------
+# Resolving intrinsics
+# ------------------------------------------------------------------------------------------
+
+
+class Resolver:
+    def __init__(self, parameters: dict[str, str] | None = None):
+        self.parameters = parameters or {}
+
+    def param(self, name: str) -> Any:
+        declared = PARAMETERS[name]
+        value = self.parameters.get(name, declared.get("Default"))
+        assert value is not None, f"parameter {name} needs a value"
+        value = str(value)
+        # CloudFormation turns a CommaDelimitedList into a list ("" becomes [""]).
+        return value.split(",") if declared["Type"] == "CommaDelimitedList" else value
+
+    def ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::Partition": PARTITION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Region": REGION,
+            "AWS::StackId": STACK_ID,
+            "AWS::StackName": "deltadrop",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in PARAMETERS:
+            return self.param(name)
+        if name == "DataBucket":
+            return BUCKET
+        if name in RESOURCES:
+            return f"{name}-physical-id"
+        raise AssertionError(f"cannot resolve Ref {name}")
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        assert attribute == "Arn", f"unexpected GetAtt {logical_id}.{attribute}"
+        if logical_id == "DataBucket":
+            return f"arn:{PARTITION}:s3:::{BUCKET}"
+        if logical_id.endswith("Role") and logical_id[: -len("Role")] in FUNCTIONS:
+            return role_arn(logical_id[: -len("Role")])
+        if logical_id in FUNCTIONS:
+            return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+        raise AssertionError(f"cannot resolve GetAtt {logical_id}.{attribute}")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.get_att(logical_id, attribute)
+            if key == "Fn::Sub":
+                return self.sub(arg)
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(index)]
+            if key == "Fn::Split":
+                delimiter, text = arg
+                return self.resolve(text).split(delimiter)
+            if key == "Fn::Join":
+                delimiter, items = arg
+                return delimiter.join(self.resolve(items))
+            if key.startswith("Fn::"):
+                raise AssertionError(f"the test resolver does not know {key}")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if "." in name and not name.startswith("AWS::"):
+                return self.get_att(*name.split(".", 1))
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluating IAM statements
+# ------------------------------------------------------------------------------------------
+
+
+def glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    """IAM wildcards: * any run of characters (across '/' and ':'), ? one character."""
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
+    return fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def arn_like(pattern: str, value: str) -> bool:
+    p, v = pattern.split(":", 5), value.split(":", 5)
+    return len(p) == 6 and len(v) == 6 and all(glob(a, b) for a, b in zip(p, v))
+
+
+POSITIVE = {
+    "StringEquals": lambda p, v: p == v,
+    "StringLike": glob,
+    "ArnEquals": arn_like,
+    "ArnLike": arn_like,
+    "Bool": lambda p, v: p.lower() == v.lower(),
+}
+NEGATED = {"StringNotEquals": "StringEquals", "StringNotLike": "StringLike",
+           "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike"}
+
+
+def condition_holds(condition: dict | None, context: dict[str, str]) -> bool:
+    for operator, keys in (condition or {}).items():
+        for key, values in keys.items():
+            values = [str(v) for v in as_list(values)]
+            value = context.get(key.lower())
+            if operator in NEGATED:
+                if value is not None and any(POSITIVE[NEGATED[operator]](p, value) for p in values):
+                    return False
+            elif operator in POSITIVE:
+                if value is None or not any(POSITIVE[operator](p, value) for p in values):
+                    return False
+            else:
+                raise AssertionError(f"the test evaluator does not know {operator}")
+    return True
+
+
+def applies(statement: dict, action: str, resource: str, context: dict[str, str]) -> bool:
+    if not any(glob(a, action, ignore_case=True) for a in as_list(statement["Action"])):
+        return False
+    if "Resource" in statement:
+        if not any(glob(r, resource) for r in as_list(statement["Resource"])):
+            return False
+    elif any(glob(r, resource) for r in as_list(statement["NotResource"])):
+        return False
+    return condition_holds(statement.get("Condition"), context)
+
+
+def function_statements(function: str, resolver: Resolver | None = None) -> list[dict]:
+    resolver = resolver or Resolver({"SenderEmail": "sender@example.com"})
+    statements = []
+    for entry in as_list(props(function).get("Policies", [])):
+        if isinstance(entry, dict) and "Statement" in entry:
+            statements += as_list(resolver.resolve(entry)["Statement"])
+    return statements
+
+
+def function_allows(function: str, action: str, key: str | None = None, context=None) -> bool:
+    resource = f"arn:{PARTITION}:s3:::{BUCKET}" + (f"/{key}" if key is not None else "")
+    context = {k.lower(): v for k, v in (context or {}).items()}
+    statements = function_statements(function)
+    if any(s["Effect"] == "Deny" and applies(s, action, resource, context) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and applies(s, action, resource, context) for s in statements)
+
+
+def bucket_policy_statements(resolver: Resolver) -> list[dict]:
+    (policy,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::S3::BucketPolicy"]
+    assert policy["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    return as_list(resolver.resolve(policy["Properties"]["PolicyDocument"])["Statement"])
+
+
+def bucket_policy_denies(principal: str, action: str, key: str, parameters=None) -> bool:
+    resolver = Resolver(parameters)
+    resource = f"arn:{PARTITION}:s3:::{BUCKET}/{key}"
+    context = {"aws:principalarn": principal, "aws:securetransport": "true"}
+    return any(
+        s["Effect"] == "Deny" and s.get("Principal") == "*" and applies(s, action, resource, context)
+        for s in bucket_policy_statements(resolver)
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 1. S3: 403 instead of 404 without an unconditioned ListBucket
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_reading_function_may_list_the_bucket_without_a_condition(function):
+    statements = function_statements(function)
+    assert any("s3:getobject" in [a.lower() for a in as_list(s["Action"])] for s in statements), (
+        f"{function} reads the configuration, so it needs s3:GetObject"
+    )
+    bucket_arn = f"arn:{PARTITION}:s3:::{BUCKET}"
+    unconditioned = [
+        s for s in statements
+        if s["Effect"] == "Allow"
+        and "s3:listbucket" in [a.lower() for a in as_list(s["Action"])]
+        and bucket_arn in as_list(s.get("Resource", []))
+        and not s.get("Condition")
+    ]
+    assert unconditioned, (
+        f"{function} reads objects but has no s3:ListBucket on the bucket without a condition: "
+        "S3 would answer 403 instead of 404 for a missing key"
+    )
+    # A GET/HEAD carries no s3:prefix, so the evaluator (like S3) sees no prefix in the context.
+    assert function_allows(function, "s3:ListBucket")
+
+
+@pytest.mark.parametrize(
+    ("function", "action", "key"),
+    [
+        # archive: the move (copy + delete), the existence checks, the error report, the staging drop
+        ("ArchiveFunction", "s3:GetObject", "deltadrop.toml"),
+        ("ArchiveFunction", "s3:GetObject", "incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:GetObject", "archive/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:GetObject", "quarantine/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:GetObject", f"{STAGING}run-1/_delta_log/_last_checkpoint"),
+        ("ArchiveFunction", "s3:PutObject", "archive/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:PutObject", "quarantine/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:PutObject", "quarantine/incoming/orders/a.csv.error.json"),
+        ("ArchiveFunction", "s3:AbortMultipartUpload", "archive/incoming/orders/big.csv"),
+        ("ArchiveFunction", "s3:DeleteObject", "incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:DeleteObject", "archive/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:DeleteObject", f"{STAGING}run-1/part-0.parquet"),
+        # stage: reads the file and the target table, writes the staging table
+        ("StageFunction", "s3:GetObject", "incoming/orders/a.csv"),
+        ("StageFunction", "s3:GetObject", "tables/orders/_delta_log/_last_checkpoint"),
+        ("StageFunction", "s3:PutObject", f"{STAGING}run-1/_delta_log/00000000000000000000.json"),
+        ("StageFunction", "s3:DeleteObject", f"{STAGING}run-1/part-0.parquet"),
+        # upsert: commits to the table, reads and drops the staging table
+        ("UpsertFunction", "s3:PutObject", "tables/orders/_delta_log/00000000000000000001.json"),
+        ("UpsertFunction", "s3:GetObject", f"{STAGING}run-1/part-0.parquet"),
+        ("UpsertFunction", "s3:DeleteObject", f"{STAGING}run-1/part-0.parquet"),
+        ("TriggerFunction", "s3:GetObject", "deltadrop.toml"),
+        ("NotifyFunction", "s3:GetObject", "deltadrop.toml"),
+    ],
+)
+def test_functions_may_make_the_calls_their_steps_make(function, action, key):
+    assert function_allows(function, action, key), f"{function} may not {action} {key}"
+
+
+@pytest.mark.parametrize(
+    ("function", "action", "key"),
+    [
+        ("ArchiveFunction", "s3:PutObject", "incoming/orders/a.csv"),  # would start a new run
+        ("ArchiveFunction", "s3:PutObject", "tables/orders/part-0.parquet"),
+        ("ArchiveFunction", "s3:PutObject", "deltadrop.toml"),
+        ("StageFunction", "s3:PutObject", "tables/orders/part-0.parquet"),
+        ("StageFunction", "s3:DeleteObject", "incoming/orders/a.csv"),
+        ("UpsertFunction", "s3:PutObject", "incoming/orders/a.csv"),
+        ("TriggerFunction", "s3:PutObject", "incoming/orders/a.csv"),
+        ("NotifyFunction", "s3:GetObject", "tables/orders/part-0.parquet"),
+        ("NotifyFunction", "s3:PutObject", "deltadrop.toml"),
+    ],
+)
+def test_functions_get_nothing_their_steps_do_not_need(function, action, key):
+    assert not function_allows(function, action, key), f"{function} should not {action} {key}"
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Alarms must be able to publish
+# ------------------------------------------------------------------------------------------
+
+
+def referenced_resource(value: Any) -> str | None:
+    if isinstance(value, dict) and "Ref" in value:
+        return value["Ref"]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        arg = value["Fn::GetAtt"]
+        return (arg.split(".")[0] if isinstance(arg, str) else arg[0])
+    return None
+
+
+def all_strings(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from all_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from all_strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def alarm_topics() -> set[str]:
+    topics = set()
+    for resource in RESOURCES.values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            for action in resource["Properties"].get("AlarmActions", []):
+                topics.add(referenced_resource(action))
+    return topics
+
+
+def test_alarms_exist_and_all_notify_the_alarm_topic():
+    alarms = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarm_topics() == {"AlarmTopic"}
+    for name, alarm in alarms.items():
+        assert alarm["Properties"].get("AlarmActions"), f"{name} notifies nobody"
+    metrics = set()
+    for alarm in alarms.values():
+        p = alarm["Properties"]
+        if "MetricName" in p:
+            metrics.add((p["Namespace"], p["MetricName"]))
+        for m in p.get("Metrics", []):
+            if "MetricStat" in m:
+                metric = m["MetricStat"]["Metric"]
+                metrics.add((metric["Namespace"], metric["MetricName"]))
+    for expected in [
+        ("AWS/States", "ExecutionsFailed"),
+        ("AWS/States", "ExecutionsTimedOut"),
+        ("AWS/States", "ExecutionsAborted"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    ]:
+        assert expected in metrics, f"no alarm on {expected}"
+    notify_errors = [
+        a for a in alarms.values()
+        if a["Properties"].get("MetricName") == "Errors"
+        and {"Name": "FunctionName", "Value": {"Ref": "NotifyFunction"}} in a["Properties"].get("Dimensions", [])
+    ]
+    assert notify_errors and "emails could not be sent" in notify_errors[0]["Properties"]["AlarmDescription"]
+
+
+def test_alarm_topic_uses_a_customer_managed_key_cloudwatch_may_use():
+    for topic in alarm_topics():
+        key_id = referenced_resource(props(topic).get("KmsMasterKeyId"))
+        assert key_id in RESOURCES, f"{topic} must be encrypted with a key from this template"
+        key = RESOURCES[key_id]
+        assert key["Type"] == "AWS::KMS::Key"
+        assert key["Properties"].get("EnableKeyRotation") is True
+        statements = as_list(Resolver().resolve(key["Properties"]["KeyPolicy"])["Statement"])
+        account_admin = [
+            s for s in statements
+            if s["Effect"] == "Allow"
+            and s.get("Principal", {}).get("AWS") == f"arn:{PARTITION}:iam::{ACCOUNT}:root"
+            and "kms:*" in as_list(s["Action"])
+        ]
+        assert account_admin, "the account must administer the key (or it becomes unmanageable)"
+        cloudwatch = [
+            s for s in statements
+            if s["Effect"] == "Allow"
+            and "cloudwatch.amazonaws.com" in as_list(s.get("Principal", {}).get("Service", []))
+        ]
+        assert cloudwatch, "the key policy must let cloudwatch.amazonaws.com use the key"
+        for action in ["kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext"]:
+            assert any(applies(s, action, "*", {}) for s in cloudwatch), f"CloudWatch needs {action}"
+
+
+def test_no_topic_uses_the_aws_managed_sns_key():
+    assert not any("alias/aws/sns" in s for s in all_strings(T))
+    for name, resource in RESOURCES.items():
+        if resource["Type"] == "AWS::SNS::Topic":
+            assert props(name).get("KmsMasterKeyId"), f"{name} is not encrypted"
+
+
+def test_topic_policy_lets_this_accounts_alarms_publish():
+    policies = [r for r in RESOURCES.values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert any({"Ref": "AlarmTopic"} in p["Properties"]["Topics"] for p in policies)
+    resolver = Resolver()
+    statements = [
+        s for p in policies if {"Ref": "AlarmTopic"} in p["Properties"]["Topics"]
+        for s in as_list(resolver.resolve(p["Properties"]["PolicyDocument"])["Statement"])
+    ]
+    topic = resolver.ref("AlarmTopic")
+    alarm = f"arn:{PARTITION}:cloudwatch:{REGION}:{ACCOUNT}:alarm:deltadrop-FailedExecutionsAlarm-X"
+    ours = {"aws:sourceaccount": ACCOUNT, "aws:sourcearn": alarm}
+    theirs = {"aws:sourceaccount": "210987654321", "aws:sourcearn": alarm.replace(ACCOUNT, "210987654321")}
+    cloudwatch = [
+        s for s in statements
+        if s["Effect"] == "Allow" and s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+    ]
+    assert any(applies(s, "sns:Publish", topic, ours) for s in cloudwatch)
+    assert not any(applies(s, "sns:Publish", topic, theirs) for s in cloudwatch)
+    assert all("aws:SourceAccount" in s.get("Condition", {}).get("StringEquals", {}) for s in cloudwatch)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Function timeouts below their states' timeouts
+# ------------------------------------------------------------------------------------------
+
+
+def lambda_states() -> list[tuple[str, str, dict]]:
+    """(state name, function logical id, state) for every state that invokes a function."""
+    substitutions = props("PipelineStateMachine")["DefinitionSubstitutions"]
+    by_placeholder = {}
+    for name, value in substitutions.items():
+        target = referenced_resource(value)
+        if target in FUNCTIONS:
+            by_placeholder["${" + name + "}"] = target
+    asl_path = ROOT / props("PipelineStateMachine")["DefinitionUri"]
+    definition = json.loads(asl_path.read_text())
+    found = []
+
+    def walk(states: dict):
+        for name, state in states.items():
+            resource = state.get("Resource", "")
+            function_name = (state.get("Parameters") or {}).get("FunctionName", "")
+            for placeholder, function in by_placeholder.items():
+                if placeholder in (resource, function_name):
+                    found.append((name, function, state))
+            for branch in state.get("Branches", []):
+                walk(branch["States"])
+            if "Iterator" in state or "ItemProcessor" in state:
+                walk((state.get("ItemProcessor") or state["Iterator"])["States"])
+
+    walk(definition["States"])
+    return found
+
+
+def test_every_function_the_state_machine_invokes_is_found():
+    functions = {function for _, function, _ in lambda_states()}
+    assert functions == {"StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"}
+
+
+@pytest.mark.parametrize("state_name", [name for name, _, _ in lambda_states()])
+def test_state_timeout_leaves_a_minute_over_the_function_timeout(state_name):
+    (function, state), = [(f, s) for n, f, s in lambda_states() if n == state_name]
+    timeout = int(function_setting(function, "Timeout"))
+    assert "TimeoutSeconds" in state, f"{state_name} has no TimeoutSeconds"
+    assert state["TimeoutSeconds"] >= timeout + 60, (
+        f"{state_name}: TimeoutSeconds {state['TimeoutSeconds']} must be >= {function} Timeout "
+        f"{timeout} + 60 (a state's timeout counts from scheduling)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [("TriggerFunction", 30), ("StageFunction", 840), ("ArchiveFunction", 840),
+     ("UpsertFunction", 840), ("NotifyFunction", 30)],
+)
+def test_function_timeouts(function, expected):
+    assert int(function_setting(function, "Timeout")) == expected
+    assert int(T["Globals"]["Function"]["Timeout"]) <= 60, "a forgotten Timeout must not default to 15 minutes"
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Producers may write only under the incoming prefix
+# ------------------------------------------------------------------------------------------
+
+WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl"]
+OUTSIDE = ["deltadrop.toml", "tables/orders/_delta_log/00000000000000000002.json",
+           "tables/orders/part-0.parquet", "archive/incoming/orders/a.csv",
+           "quarantine/incoming/orders/a.csv", f"{STAGING}run-1/part-0.parquet"]
+
+
+@pytest.mark.parametrize("action", WRITE_ACTIONS)
+@pytest.mark.parametrize("key", OUTSIDE)
+def test_producers_cannot_write_outside_incoming(action, key):
+    assert bucket_policy_denies(PRODUCER, action, key)
+    # An administrator who is not listed is a producer like any other.
+    assert bucket_policy_denies(ADMIN, action, key)
+
+
+@pytest.mark.parametrize("action", WRITE_ACTIONS)
+def test_producers_can_still_write_incoming(action):
+    assert not bucket_policy_denies(PRODUCER, action, "incoming/orders/a.csv")
+    assert not bucket_policy_denies(
+        PRODUCER, action, "data/in/orders/a.csv", {"IncomingPrefix": "data/in/"}
+    )
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("key", OUTSIDE)
+def test_pipeline_roles_are_not_denied(function, key):
+    for action in ["s3:PutObject", "s3:DeleteObject"]:
+        assert not bucket_policy_denies(role_arn(function), action, key)
+
+
+def test_listed_administrators_may_write_everything():
+    admins = {"AdministratorArns": f"{ADMIN},arn:{PARTITION}:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_Admin_*"}
+    sso = f"arn:{PARTITION}:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123abcd"
+    for key in OUTSIDE:
+        for action in WRITE_ACTIONS:
+            assert not bucket_policy_denies(ADMIN, action, key, admins)
+            assert not bucket_policy_denies(sso, action, key, admins)
+            assert bucket_policy_denies(PRODUCER, action, key, admins)
+
+
+def test_administrator_arns_default_is_empty_and_still_denies_producers():
+    declared = PARAMETERS["AdministratorArns"]
+    assert declared["Type"] == "CommaDelimitedList"
+    assert declared.get("Default") == ""
+    assert "docs/security.md" in declared["Description"]
+    assert bucket_policy_denies(PRODUCER, "s3:PutObject", "deltadrop.toml")
+
+
+def test_deny_statement_names_exactly_the_five_function_roles():
+    (policy,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::S3::BucketPolicy"]
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "NotResource" in s]
+    assert len(deny) == 1
+    (statement,) = deny
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["NotResource"] == {"Fn::Sub": "${DataBucket.Arn}/${IncomingPrefix}*"}
+    for action in WRITE_ACTIONS:
+        assert action in statement["Action"]
+    roles = statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert sorted(roles, key=str) == sorted(
+        [{"Fn::GetAtt": [f"{f}Role", "Arn"]} for f in FUNCTIONS], key=str
+    )
+    assert statement["Condition"]["StringNotLike"]["aws:PrincipalArn"] == {"Ref": "AdministratorArns"}
+    # Object writes only: bucket-level actions (the policy itself) stay with IAM, so an
+    # administrator can never be locked out of fixing this policy.
+    assert not any(a.startswith("s3:PutBucket") or a == "s3:*" for a in statement["Action"])
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Housekeeping
+# ------------------------------------------------------------------------------------------
+
+
+def lifecycle_rules() -> list:
+    return props("DataBucket")["LifecycleConfiguration"]["Rules"]
+
+
+def plain_rules() -> dict[str, dict]:
+    return {r["Id"]: r for r in lifecycle_rules() if "Id" in r}
+
+
+def conditional_rule(prefix: str) -> tuple[str, dict]:
+    for rule in lifecycle_rules():
+        if "Fn::If" in rule:
+            condition, then, otherwise = rule["Fn::If"]
+            if then.get("Prefix") == prefix:
+                assert otherwise == {"Ref": "AWS::NoValue"}
+                return condition, then
+    raise AssertionError(f"no conditional lifecycle rule for {prefix}")
+
+
+def test_staging_leftovers_expire():
+    rule = next(r for r in plain_rules().values() if r.get("Prefix") == STAGING)
+    assert rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": "StagingExpirationDays"}
+    assert int(PARAMETERS["StagingExpirationDays"]["Default"]) == 7
+    assert int(PARAMETERS["StagingExpirationDays"]["MinValue"]) >= 1
+
+
+def test_incomplete_multipart_uploads_are_aborted_after_a_week():
+    rules = [r for r in plain_rules().values() if "AbortIncompleteMultipartUpload" in r]
+    assert rules and rules[0]["Status"] == "Enabled" and "Prefix" not in rules[0]
+    assert rules[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
+
+
+def test_bucket_is_versioned_and_old_versions_expire():
+    assert props("DataBucket")["VersioningConfiguration"]["Status"] == "Enabled"
+    rules = [r for r in plain_rules().values() if "NoncurrentVersionExpiration" in r]
+    assert rules and rules[0]["Status"] == "Enabled"
+    assert rules[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionDays"}
+    assert int(PARAMETERS["NoncurrentVersionDays"]["Default"]) == 30
+
+
+@pytest.mark.parametrize(("prefix", "parameter"), [("archive/", "ArchiveRetentionDays"),
+                                                   ("quarantine/", "QuarantineRetentionDays")])
+def test_archive_and_quarantine_expire_only_when_asked(prefix, parameter):
+    condition, rule = conditional_rule(prefix)
+    assert rule["ExpirationInDays"] == {"Ref": parameter}
+    assert int(PARAMETERS[parameter]["Default"]) == 0
+    # The condition is "parameter is not 0".
+    assert T["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, "0"]}]}
+
+
+def test_data_bucket_survives_stack_deletion_and_replacement():
+    assert RESOURCES["DataBucket"]["DeletionPolicy"] == "Retain"
+    assert RESOURCES["DataBucket"]["UpdateReplacePolicy"] == "Retain"
+
+
+def test_queue_visibility_is_six_times_the_trigger_timeout():
+    events = props("TriggerFunction")["Events"]
+    queues = [referenced_resource(e["Properties"]["Queue"]) for e in events.values() if e["Type"] == "SQS"]
+    assert queues == ["IncomingQueue"]
+    visibility = int(props("IncomingQueue")["VisibilityTimeout"])
+    assert visibility >= 6 * int(function_setting("TriggerFunction", "Timeout"))
+
+
+def test_queue_policy_names_the_data_bucket_itself():
+    name = props("DataBucket")["BucketName"]
+    (statement,) = props("IncomingQueuePolicy")["PolicyDocument"]["Statement"]
+    source_arn = [v for op in statement["Condition"].values() for k, v in op.items() if k == "aws:SourceArn"]
+    assert len(source_arn) == 1
+    (source_arn,) = source_arn
+    # The same expression as the bucket's name, prefixed with the S3 ARN prefix.
+    assert source_arn == {"Fn::Sub": ["arn:${AWS::Partition}:s3:::" + name["Fn::Sub"][0], name["Fn::Sub"][1]]}
+    resolved_name = Resolver().resolve(name)
+    assert Resolver().resolve(source_arn) == f"arn:{PARTITION}:s3:::{resolved_name}"
+    assert "*" not in Resolver().resolve(source_arn)
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_bucket_name_is_a_valid_deterministic_name():
+    name = Resolver().resolve(props("DataBucket")["BucketName"])
+    assert name == f"deltadrop-{ACCOUNT}-{STACK_UUID}"
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name)
+
+
+@pytest.mark.parametrize("parameter", ["IncomingPrefix", "TablesPrefix"])
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("", False), ("/", False), ("incoming", False), ("incoming/", True), ("data/in/", True),
+     ("/incoming/", False), ("a//b/", False), ("*/", False), ("in?/", False), ("in coming/", False),
+     ("dt=2024/", True), ("tables/", True)],
+)
+def test_prefix_patterns(parameter, value, accepted):
+    declared = PARAMETERS[parameter]
+    assert declared.get("ConstraintDescription")
+    # CloudFormation matches AllowedPattern against the whole value.
+    assert (re.fullmatch(declared["AllowedPattern"], value) is not None) == accepted
+    assert re.fullmatch(declared["AllowedPattern"], declared["Default"])
+
+
+def test_no_hard_coded_partition():
+    offenders = [s for s in all_strings(T) if "arn:aws:" in s]
+    assert not offenders, f"use ${{AWS::Partition}}: {offenders}"
+
+
+# ------------------------------------------------------------------------------------------
+# 7. Each function builds from its own crate (only upsert links DataFusion)
+# ------------------------------------------------------------------------------------------
+
+
+def cargo_toml(directory: Path) -> dict:
+    return tomllib.loads((directory / "Cargo.toml").read_text())
+
+
+def binaries(manifest: dict) -> list[str]:
+    bins = [b["name"] for b in manifest.get("bin", [])]
+    return bins or [manifest["package"]["name"]]  # cargo's default bin is the package name
+
+
+def crate_dir(function: str) -> Path:
+    code_uri = function_setting(function, "CodeUri")
+    assert isinstance(code_uri, str), f"{function}: CodeUri must be a local directory"
+    return (ROOT / code_uri).resolve()
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_function_builds_its_own_crate_and_binary(function):
+    metadata = RESOURCES[function]["Metadata"]
+    assert metadata["BuildMethod"] == "rust-cargolambda"
+    binary = metadata["BuildProperties"]["Binary"]
+    directory = crate_dir(function)
+    assert directory != ROOT, f"{function} builds from the workspace root: features unify across crates"
+    manifest = cargo_toml(directory)
+    assert "package" in manifest, f"{directory} is not a crate"
+    # Exactly one bin, named Binary: the builder copies target/lambda/<Binary>/bootstrap.
+    assert binaries(manifest) == [binary], f"{directory} builds {binaries(manifest)}, not {binary}"
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    assert directory.relative_to(ROOT).as_posix() in members
+
+
+def test_functions_build_distinct_crates():
+    assert len({crate_dir(f) for f in FUNCTIONS}) == len(FUNCTIONS)
+
+
+def enables_feature(dependency: Any, feature: str, defaults: list[str]) -> bool:
+    if not isinstance(dependency, dict):  # `dep = "version"` keeps the default features
+        return feature in defaults
+    uses_defaults = dependency.get("default-features", dependency.get("default_features", True))
+    return feature in dependency.get("features", []) or (uses_defaults and feature in defaults)
+
+
+def test_only_the_upsert_crate_enables_merge():
+    aws = cargo_toml(ROOT / "crates/deltadrop-aws")
+    aws_defaults = aws.get("features", {}).get("default", [])
+    # deltadrop-aws must not pull deltadrop's own default `merge` in behind its feature's back.
+    core = cargo_toml(ROOT / "crates/deltadrop")
+    assert not enables_feature(
+        aws["dependencies"]["deltadrop"], "merge", core.get("features", {}).get("default", [])
+    ), "deltadrop-aws enables deltadrop/merge unconditionally: every function would link DataFusion"
+    lambda_crates = sorted((ROOT / "crates").glob("lambda-*/Cargo.toml"))
+    assert len(lambda_crates) == len(FUNCTIONS)
+    enabling = []
+    for path in lambda_crates:
+        manifest = tomllib.loads(path.read_text())
+        dependency = manifest["dependencies"]["deltadrop-aws"]
+        if enables_feature(dependency, "merge", aws_defaults):
+            enabling.append(manifest["package"]["name"])
+    assert enabling == ["lambda-upsert"], f"crates enabling deltadrop-aws/merge: {enabling}"
