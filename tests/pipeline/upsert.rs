@@ -250,6 +250,29 @@ async fn the_same_file_twice_is_applied_once() {
     );
 }
 
+/// The upsert committed, but its response was lost (a timeout, a crash): Step Functions runs the
+/// step again, and it must report the done work, not fail on the removed staging table.
+#[tokio::test]
+async fn an_upsert_retried_after_its_commit_reports_already_applied() {
+    use deltadrop::steps::{stage, upsert, RunInput};
+    let h = Harness::new(ORDERS);
+    h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
+    h.put("incoming/orders/2.csv", "id,name\n1,b\n2,c\n").await;
+    let run = RunInput::new(
+        &h.env.config,
+        "incoming/orders/2.csv",
+        &deltadrop::clock::SystemClock,
+    )
+    .unwrap();
+    let staged = stage(&h.env, &run).await.unwrap();
+    let first = upsert(&h.env, &run, &staged).await.unwrap();
+    assert_eq!(first.outcome, UpsertOutcome::Applied);
+    let retried = upsert(&h.env, &run, &staged).await.unwrap();
+    assert_eq!(retried.outcome, UpsertOutcome::AlreadyApplied);
+    assert_eq!(retried.version, first.version);
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|b", "2|c"]);
+}
+
 #[tokio::test]
 async fn steps_are_safe_to_rerun_after_a_partial_move() {
     use deltadrop::steps::{archive, quarantine, Failure, RunInput};

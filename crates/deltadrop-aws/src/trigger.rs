@@ -44,6 +44,10 @@ pub struct S3ObjectRef {
     pub key: String,
     #[serde(default)]
     pub e_tag: Option<String>,
+    /// Present when the bucket is versioned.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// Grows with every PUT or DELETE of the key (same upload, same sequencer).
     #[serde(default)]
     pub sequencer: Option<String>,
 }
@@ -77,7 +81,7 @@ pub fn decode_key(raw: &str) -> String {
 }
 
 /// A valid execution name (`[A-Za-z0-9_-]`, at most 80 characters) that is the same for the same
-/// object version: a readable tail of the key and a hash of bucket, key and ETag (or sequencer).
+/// upload: a readable tail of the key and a hash of bucket, key and the upload's identity.
 pub fn execution_name(bucket: &str, key: &str, version: &str) -> String {
     let digest = hex::encode(Sha256::digest(
         format!("{bucket}\n{key}\n{version}").as_bytes(),
@@ -128,13 +132,7 @@ pub fn run_for_record(
             })
         }
     };
-    let version = record
-        .s3
-        .object
-        .e_tag
-        .clone()
-        .or_else(|| record.s3.object.sequencer.clone())
-        .unwrap_or_default();
+    let version = upload_identity(&record.s3.object);
     let name = execution_name(bucket, &key, &version);
     let run = RunInput {
         run_id: name.clone(),
@@ -143,6 +141,20 @@ pub fn run_for_record(
         started_at: record.event_time,
     };
     Ok((name, run))
+}
+
+/// What tells one upload of a key from another: the object version, or S3's sequencer (unique
+/// per PUT of a key), or at worst the ETag. Not the ETag first: the same bytes uploaded again
+/// are a new upload that must run (execution names stay taken for 90 days after a run ends,
+/// https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html),
+/// while a duplicated notification of one upload carries the same version and sequencer.
+fn upload_identity(object: &S3ObjectRef) -> String {
+    object
+        .version_id
+        .clone()
+        .or_else(|| object.sequencer.clone())
+        .or_else(|| object.e_tag.clone())
+        .unwrap_or_default()
 }
 
 /// Where the trigger starts executions, and what it needs to decide.
@@ -326,6 +338,30 @@ mod tests {
         assert!(
             matches!(&done[..], [Triggered::Skipped { reason, .. }] if reason == "s3:TestEvent"),
             "{done:?}"
+        );
+    }
+
+    #[test]
+    fn a_reupload_of_the_same_bytes_gets_a_new_execution_and_a_duplicate_does_not() {
+        let config = Config::from_toml(
+            "[[feeds]]\nname = \"o\"\nincoming = \"incoming/\"\ntable = \"t\"\nkeys = [\"id\"]\n",
+            "test",
+        )
+        .unwrap();
+        let record = |sequencer: &str| -> S3Record {
+            serde_json::from_str(&format!(
+                r#"{{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"incoming/a.csv","eTag":"same-bytes","sequencer":"{sequencer}"}}}}}}"#
+            ))
+            .unwrap()
+        };
+        let name = |r: &S3Record| run_for_record(&config, "b", r).unwrap().0;
+        assert_eq!(
+            name(&record("0055AED6DCD90281E5")),
+            name(&record("0055AED6DCD90281E5"))
+        );
+        assert_ne!(
+            name(&record("0055AED6DCD90281E5")),
+            name(&record("0055AED6DCD90281F7"))
         );
     }
 

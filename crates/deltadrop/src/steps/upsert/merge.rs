@@ -33,6 +33,29 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const RANK_COLUMN: &str = "_deltadrop_rank";
 const COUNT_COLUMN: &str = "_deltadrop_count";
 
+/// `AlreadyApplied` when the table records the file's application transaction.
+async fn already_applied(
+    table: &DeltaTable,
+    target: &TableLocation,
+    identity: &str,
+) -> Result<Option<UpsertOutput>> {
+    let delta_error = |e: DeltaTableError| Error::delta(target.name(), e);
+    let recorded = table
+        .snapshot()
+        .map_err(delta_error)?
+        .transaction_version(table.log_store().as_ref(), identity)
+        .await
+        .map_err(delta_error)?;
+    Ok(recorded.map(|_| {
+        UpsertOutput::unchanged(
+            UpsertOutcome::AlreadyApplied,
+            target,
+            table.version(),
+            identity.to_string(),
+        )
+    }))
+}
+
 pub async fn upsert(
     env: &Environment,
     run: &RunInput,
@@ -60,11 +83,21 @@ pub async fn upsert(
             ),
         });
     }
-    let staged = staging.open().await?.ok_or_else(|| Error::InvalidInput {
-        message: format!(
-            "the staging table {staging_name} does not exist (was this run already upserted?)"
-        ),
-    })?;
+    let Some(staged) = staging.open().await? else {
+        // A retry after a commit whose response was lost (timeout, crash): the commit removed
+        // nothing but the staging table, and the table records the file. Report the done work.
+        if let Some(table) = target.open().await? {
+            if let Some(done) = already_applied(&table, &target, &identity).await? {
+                return Ok(done);
+            }
+        }
+        return Err(Error::InvalidInput {
+            message: format!(
+                "the staging table {staging_name} does not exist, and the target table does not \
+                 record this file as applied"
+            ),
+        });
+    };
 
     // The source is planned once: the duplicate-key check need not run again on every retry.
     let ctx = session().map_err(|e| Error::delta(target.name(), e))?;
@@ -180,19 +213,8 @@ async fn merge_once(
     let Some(table) = target.open().await? else {
         return first_load(feed, target, ctx, source.clone(), commit, identity).await;
     };
-    let state = table.snapshot().map_err(delta_error)?;
-    if state
-        .transaction_version(table.log_store().as_ref(), identity)
-        .await
-        .map_err(delta_error)?
-        .is_some()
-    {
-        return Ok(UpsertOutput::unchanged(
-            UpsertOutcome::AlreadyApplied,
-            target,
-            table.version(),
-            identity.to_string(),
-        ));
+    if let Some(done) = already_applied(&table, target, identity).await? {
+        return Ok(done);
     }
 
     let predicate = feed
