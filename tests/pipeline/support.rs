@@ -46,8 +46,13 @@ impl Harness {
         self.bucket.put(key, body.as_ref().to_vec()).await.unwrap();
     }
 
+    /// A fresh run of `key`, for calling the steps one by one.
+    pub fn run_input(&self, key: &str) -> RunInput {
+        RunInput::new(&self.env.config, key, &SystemClock).unwrap()
+    }
+
     pub async fn run(&self, key: &str) -> RunResult {
-        let run = RunInput::new(&self.env.config, key, &SystemClock).unwrap();
+        let run = self.run_input(key);
         run_file(&self.env, run, &|_| {}).await
     }
 

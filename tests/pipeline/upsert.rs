@@ -254,16 +254,11 @@ async fn the_same_file_twice_is_applied_once() {
 /// step again, and it must report the done work, not fail on the removed staging table.
 #[tokio::test]
 async fn an_upsert_retried_after_its_commit_reports_already_applied() {
-    use deltadrop::steps::{stage, upsert, RunInput};
+    use deltadrop::steps::{stage, upsert};
     let h = Harness::new(ORDERS);
     h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
     h.put("incoming/orders/2.csv", "id,name\n1,b\n2,c\n").await;
-    let run = RunInput::new(
-        &h.env.config,
-        "incoming/orders/2.csv",
-        &deltadrop::clock::SystemClock,
-    )
-    .unwrap();
+    let run = h.run_input("incoming/orders/2.csv");
     let staged = stage(&h.env, &run).await.unwrap();
     let first = upsert(&h.env, &run, &staged).await.unwrap();
     assert_eq!(first.outcome, UpsertOutcome::Applied);
@@ -275,15 +270,10 @@ async fn an_upsert_retried_after_its_commit_reports_already_applied() {
 
 #[tokio::test]
 async fn steps_are_safe_to_rerun_after_a_partial_move() {
-    use deltadrop::steps::{archive, quarantine, Failure, RunInput};
+    use deltadrop::steps::{archive, quarantine, Failure};
     let h = Harness::new(ORDERS);
     h.put("incoming/orders/1.csv", "id\n1\n").await;
-    let run = RunInput::new(
-        &h.env.config,
-        "incoming/orders/1.csv",
-        &deltadrop::clock::SystemClock,
-    )
-    .unwrap();
+    let run = h.run_input("incoming/orders/1.csv");
     // A crash after the copy but before the delete leaves the file in both places.
     h.put("archive/incoming/orders/1.csv", "id\n1\n").await;
     archive(&h.env, &run).await.unwrap();

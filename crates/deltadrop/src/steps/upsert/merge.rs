@@ -84,8 +84,8 @@ pub async fn upsert(
         });
     }
     let Some(staged) = staging.open().await? else {
-        // A retry after a commit whose response was lost (timeout, crash): the commit removed
-        // nothing but the staging table, and the table records the file. Report the done work.
+        // A retry after a commit whose response was lost (timeout, crash): the staging table
+        // was removed after the commit, and the table records the file. Report the done work.
         if let Some(table) = target.open().await? {
             if let Some(done) = already_applied(&table, &target, &identity).await? {
                 return Ok(done);
