@@ -41,15 +41,9 @@ impl Moto {
         }
     }
 
+    /// The test's own SDK configuration: straight to moto, as nobody in particular.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .load()
-            .await
+        sdk_config(&self.endpoint, "testing").await
     }
 
     /// The proxy in front of moto: what the functions use as their AWS endpoint.
@@ -161,18 +155,31 @@ pub type Contexts = Vec<(Function, Arc<AwsContext>)>;
 /// The SDK configuration a function gets: its own credentials, and the proxy as the endpoint of
 /// every service so that the proxy sees (and records) each call before moto answers it.
 pub async fn function_sdk_config(moto: &Moto, function: Function) -> aws_config::SdkConfig {
+    sdk_config(
+        &moto.proxy_endpoint(),
+        &format!("deltadrop-{}", function.name()),
+    )
+    .await
+}
+
+async fn sdk_config(endpoint: &str, access_key: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.proxy_endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            format!("deltadrop-{}", function.name()),
-            "testing",
-            None,
-            None,
-            "deltadrop-test",
+            access_key, "testing", None, None, "moto",
         ))
         .load()
         .await
+}
+
+/// The context of one function.
+pub fn context(contexts: &Contexts, function: Function) -> &AwsContext {
+    &contexts
+        .iter()
+        .find(|(f, _)| *f == function)
+        .expect("a context per function")
+        .1
 }
 
 struct Proxy {
@@ -235,12 +242,7 @@ impl Proxy {
         self.recorder.state_size(body.len());
         let payload: serde_json::Value =
             serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-        let ctx = &self
-            .contexts
-            .iter()
-            .find(|(f, _)| *f == function)
-            .expect("a context per function")
-            .1;
+        let ctx = context(&self.contexts, function);
         let (answer, failed) = match invoke(ctx, function, payload).await {
             Ok(output) => (output.to_string(), false),
             Err(diagnostic) => (

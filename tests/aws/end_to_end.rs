@@ -17,7 +17,8 @@ use deltadrop_aws::{invoke, AwsContext, Function, Settings};
 use serde_json::{json, Value};
 
 use crate::emulator::{
-    function_arn, function_sdk_config, start_proxy, Contexts, Faults, Moto, ACCOUNT, REGION,
+    context, function_arn, function_sdk_config, start_proxy, Contexts, Faults, Moto, ACCOUNT,
+    REGION,
 };
 use crate::recorder::Recorder;
 
@@ -187,12 +188,7 @@ impl World {
     }
 
     fn ctx(&self, function: Function) -> &AwsContext {
-        &self
-            .contexts
-            .iter()
-            .find(|(f, _)| *f == function)
-            .unwrap()
-            .1
+        context(&self.contexts, function)
     }
 
     async fn upload_config(&self) {
