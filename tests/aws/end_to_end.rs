@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
+    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
 };
 use deltadrop::config::Config;
 use deltadrop::delta::TableLocation;
@@ -69,6 +69,16 @@ struct World {
     contexts: Contexts,
     recorder: Arc<Recorder>,
     faults: Arc<Faults>,
+    uploads: Mutex<Vec<Uploaded>>,
+}
+
+/// One PutObject, with what S3's notification of it carries on AWS.
+struct Uploaded {
+    key: String,
+    etag: String,
+    version_id: String,
+    sequencer: String,
+    notified: bool,
 }
 
 impl World {
@@ -91,6 +101,17 @@ impl World {
 
         // As a first deploy: the bucket and its notifications exist, the configuration does not.
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        // As in template.yaml: every upload is its own object version.
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
         let queue_url = sqs
             .create_queue()
             .queue_name("deltadrop-incoming")
@@ -184,6 +205,7 @@ impl World {
             contexts,
             recorder,
             faults,
+            uploads: Mutex::default(),
         }
     }
 
@@ -196,7 +218,8 @@ impl World {
     }
 
     async fn upload(&self, key: &str, body: impl AsRef<[u8]>) {
-        self.s3
+        let put = self
+            .s3
             .put_object()
             .bucket(BUCKET)
             .key(key)
@@ -204,6 +227,37 @@ impl World {
             .send()
             .await
             .unwrap();
+        let mut uploads = self.uploads.lock().unwrap();
+        let sequencer = format!("0055AED6DCD9{:06X}", uploads.len() + 1);
+        uploads.push(Uploaded {
+            key: key.to_string(),
+            etag: put.e_tag().unwrap().trim_matches('"').to_string(),
+            version_id: put.version_id().expect("a versioned bucket").to_string(),
+            sequencer,
+            notified: false,
+        });
+    }
+
+    /// moto's S3 notifications lack two fields AWS sends for every PUT: `versionId` ("object
+    /// version if bucket is versioning-enabled") and `sequencer` ("a string representation of a
+    /// hexadecimal value used to determine event sequence")
+    /// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+    /// They are added here from the uploads made, in order, as AWS would have sent them.
+    fn as_aws_sends_it(&self, body: &str) -> String {
+        let mut body: Value = serde_json::from_str(body).unwrap();
+        let Some(object) = body.pointer_mut("/Records/0/s3/object") else {
+            return body.to_string(); // S3's test event
+        };
+        let key = deltadrop_aws::trigger::decode_key(object["key"].as_str().unwrap());
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .iter_mut()
+            .find(|u| !u.notified && u.key == key && object["eTag"] == u.etag.as_str())
+            .unwrap_or_else(|| panic!("a notification of {key} that was never uploaded"));
+        upload.notified = true;
+        object["versionId"] = json!(upload.version_id);
+        object["sequencer"] = json!(upload.sequencer);
+        body.to_string()
     }
 
     async fn exists(&self, key: &str) -> bool {
@@ -255,7 +309,8 @@ impl World {
                     .await
                     .unwrap();
                 records.push(json!({
-                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                    "body": self.as_aws_sends_it(m.body().unwrap()),
                     "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
                     "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:deltadrop-incoming"), "awsRegion": REGION,
                 }));
@@ -310,6 +365,54 @@ impl World {
         )
         .await
         .unwrap()
+    }
+
+    /// The SQS records of the next `count` file notifications (test events dropped).
+    async fn file_records(&self, count: usize) -> Vec<Value> {
+        let mut records = Vec::new();
+        while records.len() < count {
+            let batch = self.receive_notifications().await;
+            records.extend(
+                batch["Records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| !m["body"].as_str().unwrap().contains("s3:TestEvent"))
+                    .cloned(),
+            );
+        }
+        assert_eq!(records.len(), count, "more notifications than uploads");
+        records
+    }
+
+    /// Hands `records` to the trigger as one SQS batch and waits for the executions they name.
+    async fn deliver(&self, records: &[Value]) -> Vec<Finished> {
+        let response = self.trigger(&json!({ "Records": records })).await;
+        assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+        let mut finished = Vec::new();
+        for record in records {
+            let name = execution_for(record);
+            let (status, error, output) = self.finished(&name).await;
+            finished.push(Finished {
+                name,
+                status,
+                error,
+                output,
+            });
+        }
+        finished
+    }
+
+    async fn read(&self, key: &str) -> String {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap()
     }
 
     async fn started_execution(&self, key: &str, batch: &Value) -> String {
@@ -389,6 +492,25 @@ impl World {
     }
 }
 
+/// The execution name the trigger gives the upload an SQS record notifies.
+fn execution_for(message: &Value) -> String {
+    let body: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+    let config = Config::from_toml(CONFIG, "test").unwrap();
+    deltadrop_aws::trigger::run_for_record(
+        &config,
+        BUCKET,
+        &serde_json::from_value(body["Records"][0].clone()).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
+    .0
+}
+
+/// Where a run keeps its copy of a file: `<prefix><folder>/<execution name>/<file>`.
+fn in_run_folder(prefix: &str, key: &str, execution: &str) -> String {
+    let (folder, file) = key.rsplit_once('/').unwrap();
+    format!("{prefix}{folder}/{execution}/{file}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state_machine() {
     let world = World::new().await;
@@ -398,6 +520,9 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(&world).await;
     a_mail_failure_does_not_fail_a_load(&world).await;
     a_failure_after_the_archive_moves_the_file_to_quarantine(&world).await;
+    the_same_bytes_dropped_again_are_loaded_again(&world).await;
+    a_late_and_repeated_notification_never_undoes_a_newer_upload(&world).await;
+    a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
     every_call_is_one_the_function_policy_allows(&world).await;
 }
 
@@ -450,7 +575,15 @@ async fn first_deploy_before_the_configuration(world: &World) {
     assert_eq!(output["upsert"]["rows_inserted"], 2, "{output:#}");
     assert_eq!(output["stage"]["rows"], 2);
     assert_eq!(world.rows().await, ["1|new|10.5", "2|new|20.0"]);
-    assert!(world.exists("archive/incoming/orders/first.csv").await);
+    assert!(
+        world
+            .exists(&in_run_folder(
+                "archive/",
+                "incoming/orders/first.csv",
+                &first
+            ))
+            .await
+    );
     assert!(!world.exists("incoming/orders/first.csv").await);
     let emails = world.emails().await;
     assert_eq!(emails.len(), 1, "{emails:#?}");
@@ -504,12 +637,9 @@ async fn a_malformed_file_is_quarantined(world: &World) {
         (bad.status.as_str(), bad.error.as_deref()),
         ("FAILED", Some("MalformedFile"))
     );
-    assert!(world.exists("quarantine/incoming/orders/bad.csv").await);
-    assert!(
-        world
-            .exists("quarantine/incoming/orders/bad.csv.error.json")
-            .await
-    );
+    let quarantined = in_run_folder("quarantine/", "incoming/orders/bad.csv", &bad.name);
+    assert!(world.exists(&quarantined).await);
+    assert!(world.exists(&format!("{quarantined}.error.json")).await);
     assert!(!world.exists("incoming/orders/bad.csv").await);
     let emails = world.emails().await;
     assert_eq!(emails.len(), 3);
@@ -558,12 +688,25 @@ async fn a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(world
 
     let huge = "x".repeat(300_000);
     let bad = format!("{}\n{}\n", header.join(","), row("2", &huge));
-    let Finished { status, error, .. } = world.drop_file("incoming/wide/bad.csv", bad).await;
+    let Finished {
+        name,
+        status,
+        error,
+        ..
+    } = world.drop_file("incoming/wide/bad.csv", bad).await;
     assert_eq!(
         (status.as_str(), error.as_deref()),
         ("FAILED", Some("InvalidValue"))
     );
-    assert!(world.exists("quarantine/incoming/wide/bad.csv").await);
+    assert!(
+        world
+            .exists(&in_run_folder(
+                "quarantine/",
+                "incoming/wide/bad.csv",
+                &name
+            ))
+            .await
+    );
     let failure = world
         .emails()
         .await
@@ -646,13 +789,18 @@ async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World)
         .deny_upsert_writes
         .store(false, Ordering::SeqCst);
     assert_eq!(status, "FAILED", "{error:?} {output:#}");
-    assert!(world.exists("quarantine/incoming/orders/late.csv").await);
+    let quarantined = in_run_folder("quarantine/", "incoming/orders/late.csv", &name);
+    assert!(world.exists(&quarantined).await);
+    assert!(world.exists(&format!("{quarantined}.error.json")).await);
     assert!(
-        world
-            .exists("quarantine/incoming/orders/late.csv.error.json")
+        !world
+            .exists(&in_run_folder(
+                "archive/",
+                "incoming/orders/late.csv",
+                &name
+            ))
             .await
     );
-    assert!(!world.exists("archive/incoming/orders/late.csv").await);
     let staging = world
         .s3
         .list_objects_v2()
@@ -671,6 +819,119 @@ async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World)
         5,
         "the failed upsert changed the table"
     );
+}
+
+/// A re-drop of the same bytes is a new upload (a new object version): it runs and is applied.
+/// Before, the execution name came from the ETag, and Step Functions keeps names for 90 days.
+async fn the_same_bytes_dropped_again_are_loaded_again(world: &World) {
+    let key = "incoming/orders/again.csv";
+    let body = "order_id,status,amount\n7,new,70\n";
+    let first = world.drop_file(key, body).await;
+    let second = world.drop_file(key, body).await;
+    assert_ne!(first.name, second.name);
+    for run in [&first, &second] {
+        assert_eq!(run.status, "SUCCEEDED", "{:#}", run.output);
+        assert_eq!(
+            run.output["upsert"]["outcome"], "applied",
+            "{:#}",
+            run.output
+        );
+        assert!(
+            world
+                .exists(&in_run_folder("archive/", key, &run.name))
+                .await
+        );
+    }
+}
+
+/// Two uploads of one key (C, then D) whose notifications arrive out of order, D's three
+/// times: D is applied once, and C, arriving late, is archived as `superseded` without
+/// overwriting D's rows.
+async fn a_late_and_repeated_notification_never_undoes_a_newer_upload(world: &World) {
+    let key = "incoming/orders/hourly.csv";
+    let older = "order_id,status,amount\n8,older,80\n9,older,90\n";
+    let newer = "order_id,status,amount\n8,newer,81\n";
+    world.upload(key, older).await;
+    world.upload(key, newer).await;
+    let records = world.file_records(2).await;
+    let executions_before = world.executions().await.len();
+    let repeated = [records[1].clone(), records[1].clone(), records[1].clone()];
+    let applied = world.deliver(&repeated).await;
+    assert!(applied.iter().all(|f| f.name == applied[0].name));
+    assert_eq!(
+        applied[0].output["upsert"]["outcome"], "applied",
+        "{:#}",
+        applied[0].output
+    );
+    let late = world.deliver(&records[..1]).await.remove(0);
+    assert_eq!(late.status, "SUCCEEDED", "{:#}", late.output);
+    assert_eq!(
+        late.output["upsert"]["outcome"], "superseded",
+        "{:#}",
+        late.output
+    );
+    assert_eq!(world.executions().await.len(), executions_before + 2);
+
+    let rows = world.rows().await;
+    assert!(rows.contains(&"8|newer|81.0".to_string()), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.starts_with("9|")), "{rows:?}");
+    assert_eq!(
+        world
+            .read(&in_run_folder("archive/", key, &late.name))
+            .await,
+        older
+    );
+    assert_eq!(
+        world
+            .read(&in_run_folder("archive/", key, &applied[0].name))
+            .await,
+        newer
+    );
+    assert!(!world.exists(key).await, "both uploads left incoming/");
+    assert!(world
+        .emails()
+        .await
+        .iter()
+        .any(|e| e.to_string().contains("hourly.csv skipped")));
+}
+
+/// Upload E of a key fails after its archive while upload F of the same key waits in incoming/:
+/// E's quarantine moves E's own bytes (pinned to its version), F stays and is loaded next.
+async fn a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(world: &World) {
+    let key = "incoming/orders/reused.csv";
+    let failing = "order_id,status,amount\n10,failing,100\n";
+    let next = "order_id,status,amount\n10,next,101\n";
+    world.upload(key, failing).await;
+    world.upload(key, next).await;
+    let records = world.file_records(2).await;
+    world
+        .faults
+        .deny_upsert_writes
+        .store(true, Ordering::SeqCst);
+    let failed = world.deliver(&records[..1]).await.remove(0);
+    world
+        .faults
+        .deny_upsert_writes
+        .store(false, Ordering::SeqCst);
+    assert_eq!(failed.status, "FAILED");
+    let quarantined = in_run_folder("quarantine/", key, &failed.name);
+    assert_eq!(world.read(&quarantined).await, failing);
+    assert!(world
+        .read(&format!("{quarantined}.error.json"))
+        .await
+        .contains("DeltaError"));
+    assert_eq!(world.read(key).await, next, "the newer upload was moved");
+
+    let loaded = world.deliver(&records[1..]).await.remove(0);
+    assert_eq!(loaded.status, "SUCCEEDED", "{:#}", loaded.output);
+    assert_eq!(
+        world
+            .read(&in_run_folder("archive/", key, &loaded.name))
+            .await,
+        next
+    );
+    assert!(world.rows().await.contains(&"10|next|101.0".to_string()));
+    assert!(!world.exists(key).await);
 }
 
 /// moto enforces no IAM: every call each function made above is checked against that

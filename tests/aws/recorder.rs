@@ -7,7 +7,15 @@
 //! (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html):
 //! HeadObject and GetObject need s3:GetObject, a copy needs s3:GetObject on the source and
 //! s3:PutObject on the destination, the parts of a multipart upload need s3:PutObject, and
-//! ListObjectsV2 needs s3:ListBucket with the request's prefix as `s3:prefix`.
+//! ListObjectsV2 needs s3:ListBucket with the request's prefix as `s3:prefix`. A request that names
+//! an object version needs the `*Version` action: GetObject/HeadObject with `versionId` need
+//! s3:GetObjectVersion instead of s3:GetObject
+//! (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html), a copy from a version
+//! needs it on the source (counted with s3:GetObject, which the CopyObject page requires on the
+//! source in any case), DeleteObject with `versionId` needs s3:DeleteObject and
+//! s3:DeleteObjectVersion, and a delete conditional on `If-Match` needs s3:DeleteObject and
+//! s3:GetObject (https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html,
+//! https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -131,14 +139,22 @@ fn s3_actions(request: &Request) -> Vec<Action> {
         return s3_bucket_actions(request, &query, bucket);
     }
     let object = object_arn(&format!("{bucket}/{key}"));
+    let versioned = query.contains_key("versionId");
     match request.method {
+        "GET" | "HEAD" if versioned => vec![action("s3:GetObjectVersion", object)],
         "GET" | "HEAD" => vec![action("s3:GetObject", object)],
         "PUT" => {
             let mut needed = Vec::new();
             if let Some(source) = (request.header)("x-amz-copy-source") {
                 let source = decode(source.trim_start_matches('/'));
-                let source = source.split("?versionId=").next().unwrap_or(&source);
-                needed.push(action("s3:GetObject", object_arn(source)));
+                let (source, version) = match source.split_once("?versionId=") {
+                    Some((source, _)) => (source.to_string(), true),
+                    None => (source, false),
+                };
+                needed.push(action("s3:GetObject", object_arn(&source)));
+                if version {
+                    needed.push(action("s3:GetObjectVersion", object_arn(&source)));
+                }
             }
             needed.push(action("s3:PutObject", object));
             needed
@@ -148,6 +164,14 @@ fn s3_actions(request: &Request) -> Vec<Action> {
         "DELETE" if query.contains_key("uploadId") => {
             vec![action("s3:AbortMultipartUpload", object)]
         }
+        "DELETE" if versioned => vec![
+            action("s3:DeleteObject", object.clone()),
+            action("s3:DeleteObjectVersion", object),
+        ],
+        "DELETE" if (request.header)("if-match").is_some() => vec![
+            action("s3:DeleteObject", object.clone()),
+            action("s3:GetObject", object),
+        ],
         "DELETE" => vec![action("s3:DeleteObject", object)],
         method => vec![action(&format!("s3:Unknown{method}"), object)],
     }
@@ -268,6 +292,25 @@ mod tests {
                 ("s3:GetObject", "arn:aws:s3:::b/incoming/x"),
                 ("s3:PutObject", "arn:aws:s3:::b/archive/x")
             ]
+        );
+        let pinned = |method, query, source| {
+            s3(method, "/b/incoming/x", query, source)
+                .into_iter()
+                .map(|a| a.action)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pinned("GET", "versionId=v1", None), ["s3:GetObjectVersion"]);
+        assert_eq!(
+            pinned("HEAD", "versionId=v1", None),
+            ["s3:GetObjectVersion"]
+        );
+        assert_eq!(
+            pinned("DELETE", "versionId=v1", None),
+            ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+        );
+        assert_eq!(
+            pinned("PUT", "", Some("/b/incoming/y?versionId=v1")),
+            ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"]
         );
         let list = s3("GET", "/b", "list-type=2&prefix=tables%2Fo%2F", None);
         assert_eq!(list[0].action, "s3:ListBucket");

@@ -80,7 +80,8 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
     let asl = definition();
     let states = &asl["States"];
     for step in ["Stage", "Archive", "Upsert"] {
-        let catch = &states[step]["Catch"][0];
+        let catches = states[step]["Catch"].as_array().unwrap();
+        let catch = catches.last().unwrap();
         assert_eq!(catch["ErrorEquals"][0], "States.ALL", "{step}");
         assert_eq!(catch["Next"], "Quarantine", "{step}");
         assert_eq!(catch["ResultPath"], "$.failure", "{step}");
@@ -91,6 +92,17 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
                 "{step} retries {name}"
             );
         }
+    }
+    // A replaced upload (a bucket without versions) left nothing of its own to quarantine.
+    for step in ["Stage", "Archive"] {
+        let first = &states[step]["Catch"][0];
+        assert_eq!(
+            first["ErrorEquals"],
+            serde_json::json!(["UploadReplaced"]),
+            "{step}"
+        );
+        assert_eq!(first["Next"], "NotifyFailure", "{step}");
+        assert_eq!(first["ResultPath"], "$.failure", "{step}");
     }
     assert!(error_names(&states["Upsert"], "Retry").contains(&"CommitConflict".to_string()));
     assert_eq!(states["Quarantine"]["Next"], "NotifyFailure");

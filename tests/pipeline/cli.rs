@@ -66,7 +66,18 @@ fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
         stdout.contains("FAILED: MalformedFile: in/bad.csv, line 2: expected 2 fields, found 3"),
         "{stdout}"
     );
-    assert!(bucket.join("quarantine/in/bad.csv.error.json").is_file());
+    let run_folder = std::fs::read_dir(bucket.join("quarantine/in"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        stdout.contains(run_folder.file_name().unwrap().to_str().unwrap()),
+        "{stdout}"
+    );
+    assert!(run_folder.join("bad.csv.error.json").is_file());
+    assert!(run_folder.join("bad.csv").is_file());
 
     let output = deltadrop()
         .args(["run", "in/missing.csv", "--bucket"])

@@ -105,7 +105,7 @@ async fn every_format_and_compression_loads_the_same_rows() {
             ["id", "name", "amount", "day", "active"],
             "{name}"
         );
-        assert!(h.exists(&format!("archive/{key}")), "{name} archived");
+        assert!(h.exists(&h.archived(&result)), "{name} archived");
         assert!(!h.exists(&key), "{name} moved away");
     }
     assert!(h.staging_is_empty());
@@ -129,7 +129,7 @@ async fn empty_and_header_only_files_load_zero_rows() {
             deltadrop::steps::UpsertOutcome::NothingToApply,
             "{key}"
         );
-        assert!(h.exists(&format!("archive/{key}")));
+        assert!(h.exists(&h.archived(&result)));
     }
     assert_eq!(h.version("tables/csv").await, Some(0));
     assert_eq!(h.version("tables/json").await, None);

@@ -321,6 +321,7 @@ async fn every_malformed_file_is_quarantined_and_changes_nothing() {
         let result = h.run(&key).await;
         let error = result
             .error
+            .as_ref()
             .unwrap_or_else(|| panic!("{name} was accepted"));
         assert_eq!(error.name(), expected_error, "{name}: {error}");
         let message = error.to_string();
@@ -335,14 +336,11 @@ async fn every_malformed_file_is_quarantined_and_changes_nothing() {
 
         // The file is in quarantine, byte for byte, with its report; nowhere else.
         assert!(!h.exists(&key), "{name} left in incoming");
-        assert!(!h.exists(&format!("archive/{key}")), "{name} archived");
-        assert_eq!(
-            std::fs::read(h.path(&format!("quarantine/{key}"))).unwrap(),
-            body,
-            "{name}"
-        );
+        assert!(!h.exists(&h.archived(&result)), "{name} archived");
+        let quarantined = h.quarantined(&result);
+        assert_eq!(std::fs::read(h.path(&quarantined)).unwrap(), body, "{name}");
         let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(h.path(&format!("quarantine/{key}.error.json"))).unwrap(),
+            &std::fs::read(h.path(&format!("{quarantined}.error.json"))).unwrap(),
         )
         .unwrap();
         assert_eq!(report["error"], expected_error);
@@ -376,6 +374,7 @@ async fn a_file_no_feed_claims_is_refused_before_anything_moves() {
     let error = deltadrop::steps::RunInput::new(
         &h.env.config,
         "elsewhere/a.csv",
+        Default::default(),
         &deltadrop::clock::SystemClock,
     )
     .unwrap_err();

@@ -46,13 +46,13 @@ impl Harness {
         self.bucket.put(key, body.as_ref().to_vec()).await.unwrap();
     }
 
-    /// A fresh run of `key`, for calling the steps one by one.
-    pub fn run_input(&self, key: &str) -> RunInput {
-        RunInput::new(&self.env.config, key, &SystemClock).unwrap()
+    /// A fresh run of the upload `key` holds now, for calling the steps one by one.
+    pub async fn run_input(&self, key: &str) -> RunInput {
+        RunInput::for_current_upload(&self.env, key).await.unwrap()
     }
 
     pub async fn run(&self, key: &str) -> RunResult {
-        let run = self.run_input(key);
+        let run = self.run_input(key).await;
         run_file(&self.env, run, &|_| {}).await
     }
 
@@ -64,6 +64,16 @@ impl Harness {
             panic!("{key} failed: {}: {e}", e.name());
         }
         result
+    }
+
+    /// Where `result`'s file is (or would be) archived: a folder per run.
+    pub fn archived(&self, result: &RunResult) -> String {
+        deltadrop::steps::archive::archive_key(&self.env, result.report.run.as_ref().unwrap())
+    }
+
+    /// Where `result`'s file is (or would be) quarantined.
+    pub fn quarantined(&self, result: &RunResult) -> String {
+        deltadrop::steps::archive::quarantine_key(&self.env, result.report.run.as_ref().unwrap())
     }
 
     pub fn table(&self, table: &str) -> TableLocation {

@@ -41,7 +41,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
     let second = h
         .load("incoming/orders/2.csv", "id,name,qty\n2,b2,21\n4,d,40\n")
         .await;
-    let upsert = second.report.upsert.unwrap();
+    let upsert = second.report.upsert.clone().unwrap();
     assert_eq!(
         (
             upsert.rows_inserted,
@@ -59,7 +59,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
     let emails = h.emails();
     assert_eq!(emails.len(), 2);
     assert!(emails[1].contains("Subject: [deltadrop] orders: 2.csv loaded (1 inserted, 1 updated, 0 deleted; table version 1)"));
-    assert!(emails[1].contains("archive/incoming/orders/2.csv"));
+    assert!(emails[1].contains(&h.archived(&second)));
     assert!(h.staging_is_empty());
 }
 
@@ -220,34 +220,85 @@ async fn values_are_cast_to_the_target_types() {
     );
 }
 
+/// Exactly once per upload: a run repeated for the same upload changes nothing, while every
+/// new upload of a key is applied, even with bytes the key held before (A, B, A ends with A).
 #[tokio::test]
-async fn the_same_file_twice_is_applied_once() {
+async fn every_upload_is_applied_once_and_a_reupload_of_old_bytes_wins() {
+    use deltadrop::steps::{archive, stage, upsert};
     let h = Harness::new(ORDERS);
-    let body = "id,name\n1,a\n2,b\n";
-    h.load("incoming/orders/1.csv", body).await;
-    h.load("incoming/orders/2.csv", "id,name\n1,changed\n")
-        .await;
-    let version = h.version("tables/orders").await;
-    // The first file comes again (same key, same bytes): it must not undo the change.
-    let again = h.load("incoming/orders/1.csv", body).await;
-    let upsert = again.report.upsert.unwrap();
-    assert_eq!(upsert.outcome, UpsertOutcome::AlreadyApplied);
-    assert_eq!(upsert.version, version);
-    assert_eq!(h.version("tables/orders").await, version);
-    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|changed", "2|b"]);
-    assert!(h
-        .emails()
-        .last()
-        .unwrap()
-        .contains("already applied before; nothing changed"));
-    // Different bytes under the same key are a new file.
-    let changed = h
-        .load("incoming/orders/1.csv", "id,name\n1,a\n2,b\n3,c\n")
-        .await;
+    let key = "incoming/orders/daily.csv";
+    let (a, b) = ("id,name\n1,a\n2,a\n", "id,name\n1,b\n2,b\n");
+    let first = h.load(key, a).await;
+    h.load(key, b).await;
+    let third = h.load(key, a).await;
     assert_eq!(
-        changed.report.upsert.unwrap().outcome,
+        third.report.upsert.as_ref().unwrap().outcome,
         UpsertOutcome::Applied
     );
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|a", "2|a"]);
+    // Each upload keeps its own archived copy.
+    assert_ne!(h.archived(&first), h.archived(&third));
+    assert!(h.exists(&h.archived(&first)) && h.exists(&h.archived(&third)));
+
+    // The same upload run twice (a repeated execution): applied once.
+    h.put(key, b).await;
+    let run = h.run_input(key).await;
+    let staged = stage(&h.env, &run).await.unwrap();
+    archive(&h.env, &run).await.unwrap();
+    let version = upsert(&h.env, &run, &staged).await.unwrap().version;
+    let again = stage(&h.env, &run).await;
+    assert_eq!(
+        again.unwrap_err().name(),
+        "ObjectNotFound",
+        "the upload was archived"
+    );
+    h.put(key, a).await;
+    let newer = h.run_input(key).await;
+    h.run(key).await;
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|a", "2|a"]);
+    let repeated = upsert(&h.env, &run, &staged).await.unwrap();
+    assert_eq!(repeated.outcome, UpsertOutcome::AlreadyApplied);
+    assert!(repeated.version > version && newer.run_id != run.run_id);
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|a", "2|a"]);
+}
+
+/// A notification that arrives late: upload A of a key is staged, upload B of the same key is
+/// applied meanwhile, then A's upsert runs. A must not overwrite B's rows.
+#[tokio::test]
+async fn an_older_upload_of_a_key_never_overwrites_a_newer_one() {
+    use deltadrop::steps::{stage, upsert};
+    let h = Harness::new(ORDERS);
+    let key = "incoming/orders/daily.csv";
+    h.put(key, "id,name\n1,old\n2,old\n").await;
+    let older = h.run_input(key).await;
+    let staged = stage(&h.env, &older).await.unwrap();
+    h.load(key, "id,name\n1,new\n").await;
+
+    let late = upsert(&h.env, &older, &staged).await.unwrap();
+    assert_eq!(late.outcome, UpsertOutcome::Superseded);
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|new"]);
+    // Another key is not affected by this key's order.
+    h.load("incoming/orders/other.csv", "id,name\n2,other\n")
+        .await;
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|new", "2|other"]);
+}
+
+/// In a folder (no object versions) a run whose upload was replaced before it read it stops
+/// with a named error and touches neither the newer upload nor the table.
+#[tokio::test]
+async fn a_run_whose_upload_was_replaced_stops_without_touching_the_newer_one() {
+    let h = Harness::new(ORDERS);
+    let key = "incoming/orders/daily.csv";
+    h.put(key, "id,name\n1,old\n").await;
+    let replaced = h.run_input(key).await;
+    h.put(key, "id,name\n1,new\n").await;
+    let result = deltadrop::run::run_file(&h.env, replaced, &|_| {}).await;
+    assert_eq!(result.error.as_ref().unwrap().name(), "UploadReplaced");
+    assert!(result.report.quarantine.is_none());
+    assert!(h.emails().last().unwrap().contains("UploadReplaced"));
+    assert_eq!(h.version("tables/orders").await, None);
+    h.load(key, std::fs::read(h.path(key)).unwrap()).await;
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|new"]);
 }
 
 /// The upsert committed, but its response was lost (a timeout, a crash): Step Functions runs the
@@ -258,7 +309,7 @@ async fn an_upsert_retried_after_its_commit_reports_already_applied() {
     let h = Harness::new(ORDERS);
     h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
     h.put("incoming/orders/2.csv", "id,name\n1,b\n2,c\n").await;
-    let run = h.run_input("incoming/orders/2.csv");
+    let run = h.run_input("incoming/orders/2.csv").await;
     let staged = stage(&h.env, &run).await.unwrap();
     let first = upsert(&h.env, &run, &staged).await.unwrap();
     assert_eq!(first.outcome, UpsertOutcome::Applied);
@@ -270,14 +321,20 @@ async fn an_upsert_retried_after_its_commit_reports_already_applied() {
 
 #[tokio::test]
 async fn steps_are_safe_to_rerun_after_a_partial_move() {
+    use deltadrop::steps::archive::{archive_key, quarantine_key};
     use deltadrop::steps::{archive, quarantine, Failure};
     let h = Harness::new(ORDERS);
     h.put("incoming/orders/1.csv", "id\n1\n").await;
-    let run = h.run_input("incoming/orders/1.csv");
+    let run = h.run_input("incoming/orders/1.csv").await;
+    let (archived, quarantined) = (archive_key(&h.env, &run), quarantine_key(&h.env, &run));
+    assert_eq!(
+        archived,
+        format!("archive/incoming/orders/{}/1.csv", run.run_id)
+    );
     // A crash after the copy but before the delete leaves the file in both places.
-    h.put("archive/incoming/orders/1.csv", "id\n1\n").await;
+    h.put(&archived, "id\n1\n").await;
     archive(&h.env, &run).await.unwrap();
-    assert!(!h.exists("incoming/orders/1.csv") && h.exists("archive/incoming/orders/1.csv"));
+    assert!(!h.exists("incoming/orders/1.csv") && h.exists(&archived));
     // Running archive again (Step Functions retry) is a success, not a loss.
     archive(&h.env, &run).await.unwrap();
     // A later failure quarantines the file from the archive, twice without harm.
@@ -287,9 +344,9 @@ async fn steps_are_safe_to_rerun_after_a_partial_move() {
     };
     quarantine(&h.env, &run, &failure).await.unwrap();
     quarantine(&h.env, &run, &failure).await.unwrap();
-    assert!(h.exists("quarantine/incoming/orders/1.csv"));
-    assert!(h.exists("quarantine/incoming/orders/1.csv.error.json"));
-    assert!(!h.exists("archive/incoming/orders/1.csv"));
+    assert!(h.exists(&quarantined));
+    assert!(h.exists(&format!("{quarantined}.error.json")));
+    assert!(!h.exists(&archived));
 }
 
 /// A table loaded from a file sorted by key keeps narrow key ranges per file, and a MERGE of a

@@ -10,6 +10,7 @@ use aws_sdk_s3::config::ProvideCredentials;
 use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
 use deltadrop::storage::ObjectStorage;
+use deltadrop::upload::Upload;
 use deltadrop::{Environment, Error, Result};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
@@ -186,7 +187,7 @@ async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config, ConfigRead
         field: location.clone(),
         message,
     };
-    let mut object = match storage.reader(key).await {
+    let mut object = match storage.reader(key, &Upload::any()).await {
         Ok(object) => object,
         Err(Error::ObjectNotFound { .. }) => return Err(ConfigReadError::Invalid(config_error(
             "the configuration does not exist: upload it (docs/aws.md, \"After the first deploy\")"

@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use deltadrop::error::{Error, Result};
 use deltadrop::storage::{ObjectReader, ObjectStorage};
+use deltadrop::upload::Upload;
 use url::Url;
 
 /// CopyObject handles up to 5 GB; larger objects are copied in parts of this size.
@@ -46,13 +48,59 @@ impl S3Bucket {
         Error::storage(self.display(key), DisplayErrorContext(err))
     }
 
-    fn copy_source(&self, key: &str) -> String {
+    /// `bucket/key`, with `?versionId=` when the upload is pinned to a version.
+    fn copy_source(&self, key: &str, upload: &Upload) -> String {
         let encoded: String = percent_encoding::utf8_percent_encode(key, COPY_SOURCE).collect();
-        format!("{}/{encoded}", self.bucket)
+        match &upload.version_id {
+            Some(version) => {
+                let version: String =
+                    percent_encoding::utf8_percent_encode(version, COPY_SOURCE).collect();
+                format!("{}/{encoded}?versionId={version}", self.bucket)
+            }
+            None => format!("{}/{encoded}", self.bucket),
+        }
     }
 
-    async fn multipart_copy(&self, from: &str, to: &str, size: u64) -> Result<()> {
-        let upload = self
+    /// Maps the answers of a request pinned to an upload: 412 (the ETag condition failed: the
+    /// key holds another upload) and 404 (no such key or version) get their own errors.
+    /// https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-requests.html
+    fn pinned_error<E>(&self, key: &str, err: SdkError<E, HttpResponse>) -> Error
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        match err.raw_response().map(|r| r.status().as_u16()) {
+            Some(412) => Error::UploadReplaced {
+                key: key.to_string(),
+            },
+            Some(404) => Error::ObjectNotFound {
+                key: key.to_string(),
+            },
+            _ => self.error(key, err),
+        }
+    }
+
+    /// The size of `upload` at `key`, `None` when the key does not hold it.
+    async fn pinned_size(&self, key: &str, upload: &Upload) -> Result<Option<u64>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(upload.version_id.clone())
+            .set_if_match(etag_condition(upload))
+            .send()
+            .await;
+        match head {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.pinned_error(key, e) {
+                Error::ObjectNotFound { .. } | Error::UploadReplaced { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn multipart_copy(&self, from: &str, upload: &Upload, to: &str, size: u64) -> Result<()> {
+        let started = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
@@ -60,7 +108,7 @@ impl S3Bucket {
             .send()
             .await
             .map_err(|e| self.error(to, e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let upload_id = started.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
             let mut start = 0;
@@ -74,11 +122,12 @@ impl S3Bucket {
                     .key(to)
                     .upload_id(&upload_id)
                     .part_number(number)
-                    .copy_source(self.copy_source(from))
+                    .copy_source(self.copy_source(from, upload))
+                    .set_copy_source_if_match(etag_condition(upload))
                     .copy_source_range(format!("bytes={start}-{end}"))
                     .send()
                     .await
-                    .map_err(|e| self.error(from, e))?;
+                    .map_err(|e| self.pinned_error(from, e))?;
                 let etag = part
                     .copy_part_result()
                     .and_then(|r| r.e_tag())
@@ -121,6 +170,14 @@ impl S3Bucket {
     }
 }
 
+/// Where the bucket keeps no versions, an upload is pinned by its ETag (`If-Match`).
+fn etag_condition(upload: &Upload) -> Option<String> {
+    match (&upload.version_id, &upload.etag) {
+        (None, Some(etag)) => Some(format!("\"{}\"", etag.trim_matches('"'))),
+        _ => None,
+    }
+}
+
 /// Characters to escape in `x-amz-copy-source` (everything but unreserved characters and '/').
 const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'/')
@@ -144,6 +201,10 @@ impl ObjectStorage for S3Bucket {
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.pinned_size(key, &Upload::any()).await
+    }
+
+    async fn upload(&self, key: &str) -> Result<Option<Upload>> {
         match self
             .client
             .head_object()
@@ -152,30 +213,37 @@ impl ObjectStorage for S3Bucket {
             .send()
             .await
         {
-            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(self.error(key, e)),
+            Ok(head) => Ok(Some(Upload {
+                version_id: head.version_id().map(str::to_string),
+                etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+                sequencer: None,
+                uploaded_at: head
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?)),
+            })),
+            Err(e) => match self.pinned_error(key, e) {
+                Error::ObjectNotFound { .. } => Ok(None),
+                other => Err(other),
+            },
         }
     }
 
-    async fn reader(&self, key: &str) -> Result<ObjectReader> {
-        match self
+    async fn holds(&self, key: &str, upload: &Upload) -> Result<bool> {
+        Ok(self.pinned_size(key, upload).await?.is_some())
+    }
+
+    async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader> {
+        let object = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(upload.version_id.clone())
+            .set_if_match(etag_condition(upload))
             .send()
             .await
-        {
-            Ok(object) => Ok(Box::new(object.body.into_async_read())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(Error::ObjectNotFound {
-                    key: key.to_string(),
-                })
-            }
-            Err(e) => Err(self.error(key, e)),
-        }
+            .map_err(|e| self.pinned_error(key, e))?;
+        Ok(Box::new(object.body.into_async_read()))
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
@@ -190,43 +258,53 @@ impl ObjectStorage for S3Bucket {
         Ok(())
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let size = self
-            .size(from)
-            .await?
-            .ok_or_else(|| Error::ObjectNotFound {
-                key: from.to_string(),
-            })?;
+    async fn copy(&self, from: &str, upload: &Upload, to: &str) -> Result<()> {
+        let size = match self.pinned_size(from, upload).await? {
+            Some(size) => size,
+            None if upload.is_pinned() && self.size(from).await?.is_some() => {
+                return Err(Error::UploadReplaced {
+                    key: from.to_string(),
+                })
+            }
+            None => {
+                return Err(Error::ObjectNotFound {
+                    key: from.to_string(),
+                })
+            }
+        };
         if size > SINGLE_COPY_LIMIT {
-            return self.multipart_copy(from, to, size).await;
+            return self.multipart_copy(from, upload, to, size).await;
         }
         self.client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(self.copy_source(from))
+            .copy_source(self.copy_source(from, upload))
+            .set_copy_source_if_match(etag_condition(upload))
             .send()
             .await
-            .map_err(|e| {
-                if e.code() == Some("NoSuchKey") {
-                    Error::ObjectNotFound {
-                        key: from.to_string(),
-                    }
-                } else {
-                    self.error(from, e)
-                }
-            })?;
+            .map_err(|e| self.pinned_error(from, e))?;
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.client
+    /// With a version id, S3 removes that version for good and the key's other versions stay
+    /// (a newer upload remains current); with an ETag, `If-Match` makes the delete conditional.
+    async fn delete(&self, key: &str, upload: &Upload) -> Result<()> {
+        let deleted = self
+            .client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(upload.version_id.clone())
+            .set_if_match(etag_condition(upload))
             .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        Ok(())
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) => match self.pinned_error(key, e) {
+                Error::ObjectNotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 }

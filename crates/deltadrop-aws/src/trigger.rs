@@ -6,6 +6,7 @@ use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::{DateTime, Utc};
 use deltadrop::config::Config;
 use deltadrop::steps::{sanitize, RunInput};
+use deltadrop::upload::Upload;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -132,29 +133,26 @@ pub fn run_for_record(
             })
         }
     };
-    let version = upload_identity(&record.s3.object);
-    let name = execution_name(bucket, &key, &version);
+    let object = &record.s3.object;
+    let upload = Upload {
+        version_id: object.version_id.clone(),
+        etag: object.e_tag.clone(),
+        sequencer: object.sequencer.clone(),
+        uploaded_at: Some(record.event_time),
+    };
+    // Not the ETag first (Upload::id): the same bytes uploaded again are a new upload that must
+    // run (execution names stay taken for 90 days after a run ends,
+    // https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html),
+    // while a duplicated notification of one upload carries the same version and sequencer.
+    let name = execution_name(bucket, &key, upload.id());
     let run = RunInput {
         run_id: name.clone(),
         key,
         feed: feed.name.clone(),
         started_at: record.event_time,
+        upload,
     };
     Ok((name, run))
-}
-
-/// What tells one upload of a key from another: the object version, or S3's sequencer (unique
-/// per PUT of a key), or at worst the ETag. Not the ETag first: the same bytes uploaded again
-/// are a new upload that must run (execution names stay taken for 90 days after a run ends,
-/// https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html),
-/// while a duplicated notification of one upload carries the same version and sequencer.
-fn upload_identity(object: &S3ObjectRef) -> String {
-    object
-        .version_id
-        .clone()
-        .or_else(|| object.sequencer.clone())
-        .or_else(|| object.e_tag.clone())
-        .unwrap_or_default()
 }
 
 /// Where the trigger starts executions, and what it needs to decide.

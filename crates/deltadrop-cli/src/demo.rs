@@ -102,7 +102,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode> {
                 "upsert: updates, a duplicate key, a delete, new rows, a new column"
             }
         );
-        let run = RunInput::new(&env.config, key, env.clock.as_ref())?;
+        let run = RunInput::for_current_upload(&env, key).await?;
         let result = run_file(&env, run, &|line| println!("   {line}")).await;
         local::print_summary(&result);
         if let Some(error) = result.error {

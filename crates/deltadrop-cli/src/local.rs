@@ -71,7 +71,7 @@ pub async fn run(
     let env = environment(bucket, config, outbox)?;
     let local = LocalBucket::new(bucket)?;
     let key = key_in_bucket(&local, file)?;
-    let run = RunInput::new(&env.config, &key, env.clock.as_ref())?;
+    let run = RunInput::for_current_upload(&env, &key).await?;
     println!("run {} · feed {} · {}", run.run_id, run.feed, key);
     let result = run_file(&env, run, &|line| println!("  {line}")).await;
     print_summary(&result);

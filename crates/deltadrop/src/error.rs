@@ -89,6 +89,11 @@ pub enum Error {
     #[error("object not found: {key}")]
     ObjectNotFound { key: String },
 
+    /// The key no longer holds the upload this run was started for (a producer replaced or
+    /// deleted it, in a bucket without object versions). The newer upload has its own run.
+    #[error("{key} was replaced or deleted before this run could process the upload it was started for; a newer upload of the key is processed by its own run")]
+    UploadReplaced { key: String },
+
     /// Concurrent commits kept winning against this one.
     #[error("{table}: gave up after {attempts} attempts because other writers kept committing to the table")]
     CommitConflict { table: String, attempts: u32 },
@@ -121,6 +126,7 @@ impl Error {
         "NullKey",
         "SchemaMismatch",
         "ObjectNotFound",
+        "UploadReplaced",
         "CommitConflict",
         "StorageError",
         "DeltaError",
@@ -139,6 +145,7 @@ impl Error {
             Error::NullKey { .. } => "NullKey",
             Error::SchemaMismatch { .. } => "SchemaMismatch",
             Error::ObjectNotFound { .. } => "ObjectNotFound",
+            Error::UploadReplaced { .. } => "UploadReplaced",
             Error::CommitConflict { .. } => "CommitConflict",
             Error::StorageError { .. } => "StorageError",
             Error::DeltaError { .. } => "DeltaError",
@@ -172,6 +179,7 @@ impl Error {
             }
             "SchemaMismatch" => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
             "ObjectNotFound" => "Check whether the file was moved or deleted by someone else.",
+            "UploadReplaced" => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
             "CommitConflict" => "Other writers kept changing the table; drop the file again when the load is lower.",
             "StorageError" | "DeltaError" => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
             "MailError" => "Check the mail sender identity and recipients.",

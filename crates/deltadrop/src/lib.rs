@@ -22,6 +22,7 @@ pub mod read;
 pub mod run;
 pub mod steps;
 pub mod storage;
+pub mod upload;
 
 pub use environment::Environment;
 pub use error::{Error, Result};

@@ -85,15 +85,22 @@ pub async fn run_file(
     if let Some(e) = &error {
         progress(&format!("failed: {}: {e}", e.name()));
         let failure = Failure::from(e);
-        match quarantine(env, &run, &failure).await {
-            Ok(q) => {
+        // A replaced upload left nothing of its own to quarantine (the state machine routes
+        // UploadReplaced straight to NotifyFailure, too).
+        let quarantined = match e {
+            Error::UploadReplaced { .. } => None,
+            _ => Some(quarantine(env, &run, &failure).await),
+        };
+        match quarantined {
+            None => {}
+            Some(Ok(q)) => {
                 progress(&format!(
                     "quarantine: moved to {} with {}",
                     q.quarantined_to, q.report_key
                 ));
                 report.quarantine = Some(q);
             }
-            Err(qe) => progress(&format!("quarantine failed: {}: {qe}", qe.name())),
+            Some(Err(qe)) => progress(&format!("quarantine failed: {}: {qe}", qe.name())),
         }
         report.failure = Some(failure);
     }

@@ -148,6 +148,10 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
                     "already applied before; nothing changed".to_string()
                 }
                 UpsertOutcome::NothingToApply => "no rows in the file; nothing changed".to_string(),
+                UpsertOutcome::Superseded => {
+                    "not applied: a newer upload of the same key is in the table already"
+                        .to_string()
+                }
             }
         }
         None => "loaded".to_string(),
@@ -156,9 +160,24 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     if let Some(archive) = &report.archive {
         rows.push(("Archived to", archive.archived_to.clone()));
     }
+    let superseded = report
+        .upsert
+        .as_ref()
+        .is_some_and(|u| u.outcome == UpsertOutcome::Superseded);
+    let (verb, headline) = if superseded {
+        (
+            "skipped",
+            format!("{} was not loaded into {feed}", file_name(key)),
+        )
+    } else {
+        (
+            "loaded",
+            format!("{} was loaded into {feed}", file_name(key)),
+        )
+    };
     build(
-        format!("[deltadrop] {feed}: {} loaded ({summary})", file_name(key)),
-        &format!("{} was loaded into {feed}", file_name(key)),
+        format!("[deltadrop] {feed}: {} {verb} ({summary})", file_name(key)),
+        &headline,
         &format!("Result: {summary}."),
         &rows,
         "Sent by deltadrop.",
@@ -211,6 +230,7 @@ mod tests {
                 key: "incoming/<script>.csv".into(),
                 feed: "orders".into(),
                 started_at: Utc::now(),
+                upload: Default::default(),
             }),
             failure: Some(Failure {
                 error: "MalformedFile".into(),

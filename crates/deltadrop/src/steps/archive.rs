@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{Failure, RunInput};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::upload::Upload;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveOutput {
@@ -31,17 +32,24 @@ pub struct ErrorReport {
     pub run_id: String,
     pub feed: String,
     pub original_key: String,
+    /// The upload that failed (S3 version, ETag, upload time).
+    #[serde(default)]
+    pub upload: Upload,
     pub time: chrono::DateTime<chrono::Utc>,
 }
 
-/// Copies `from` to `to` and deletes `from`. When `from` is gone and `to` exists, a previous
-/// attempt already moved it.
-async fn move_object(env: &Environment, from: &str, to: &str) -> Result<()> {
-    if env.storage.size(from).await?.is_some() {
-        env.storage.copy(from, to).await?;
-        env.storage.delete(from).await
+/// Copies `upload` of `from` to `to` and deletes it from `from`. When `from` no longer holds it
+/// and `to` exists, a previous attempt already moved it.
+async fn move_object(env: &Environment, from: &str, upload: &Upload, to: &str) -> Result<()> {
+    if env.storage.holds(from, upload).await? {
+        env.storage.copy(from, upload, to).await?;
+        env.storage.delete(from, upload).await
     } else if env.storage.size(to).await?.is_some() {
         Ok(())
+    } else if upload.is_pinned() && env.storage.size(from).await?.is_some() {
+        Err(Error::UploadReplaced {
+            key: from.to_string(),
+        })
     } else {
         Err(Error::ObjectNotFound {
             key: from.to_string(),
@@ -49,17 +57,28 @@ async fn move_object(env: &Environment, from: &str, to: &str) -> Result<()> {
     }
 }
 
+/// `<prefix><folder of the key>/<run id>/<file name>`: every upload of a key keeps its own copy
+/// (a producer that sends `orders.csv` every hour), and a retried step finds its own.
+fn copy_key(prefix: &str, run: &RunInput) -> String {
+    let (folder, file) = match run.key.rsplit_once('/') {
+        Some((folder, file)) => (format!("{folder}/"), file),
+        None => (String::new(), run.key.as_str()),
+    };
+    format!("{prefix}{folder}{}/{file}", run.run_id)
+}
+
 pub fn archive_key(env: &Environment, run: &RunInput) -> String {
-    format!("{}{}", env.config.locations.archive, run.key)
+    copy_key(&env.config.locations.archive, run)
 }
 
 pub fn quarantine_key(env: &Environment, run: &RunInput) -> String {
-    format!("{}{}", env.config.locations.quarantine, run.key)
+    copy_key(&env.config.locations.quarantine, run)
 }
 
 pub async fn archive(env: &Environment, run: &RunInput) -> Result<ArchiveOutput> {
+    run.validate()?;
     let to = archive_key(env, run);
-    move_object(env, &run.key, &to).await?;
+    move_object(env, &run.key, &run.upload, &to).await?;
     Ok(ArchiveOutput {
         archived_to: env.storage.display(&to),
         archived_key: to,
@@ -74,6 +93,7 @@ pub async fn quarantine(
     run: &RunInput,
     failure: &Failure,
 ) -> Result<QuarantineOutput> {
+    run.validate()?;
     let to = quarantine_key(env, run);
     let report_key = format!("{to}.error.json");
     let report = ErrorReport {
@@ -83,6 +103,7 @@ pub async fn quarantine(
         run_id: run.run_id.clone(),
         feed: run.feed.clone(),
         original_key: run.key.clone(),
+        upload: run.upload.clone(),
         time: env.clock.now(),
     };
     let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::InvalidInput {
@@ -91,14 +112,14 @@ pub async fn quarantine(
     env.storage.put(&report_key, body).await?;
 
     let archived = archive_key(env, run);
-    let from = if env.storage.size(&run.key).await?.is_some() {
-        run.key.clone()
+    if env.storage.holds(&run.key, &run.upload).await? {
+        move_object(env, &run.key, &run.upload, &to).await?;
     } else {
-        archived
-    };
-    move_object(env, &from, &to).await?;
+        // The archive copy belongs to this run alone: no pin needed.
+        move_object(env, &archived, &Upload::any(), &to).await?;
+    }
 
-    let staging_removed = match run.validate().and(env.staging_table(&run.run_id)) {
+    let staging_removed = match env.staging_table(&run.run_id) {
         Ok(staging) => staging.remove().await.is_ok(),
         Err(_) => false,
     };

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::bounded::{shorten, MAX_MESSAGE_CHARS};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::upload::Upload;
 
 pub use archive::{archive, quarantine, ArchiveOutput, QuarantineOutput};
 pub use notify::{notify, NotifyOutput, Report};
@@ -31,11 +33,14 @@ pub struct RunInput {
     pub key: String,
     pub feed: String,
     pub started_at: DateTime<Utc>,
+    /// Which upload of `key` this run processes (see [`Upload`]).
+    #[serde(default)]
+    pub upload: Upload,
 }
 
 impl RunInput {
-    /// A run for `key` with a fresh run id; fails when no feed matches the key.
-    pub fn new(config: &Config, key: &str, clock: &dyn Clock) -> Result<RunInput> {
+    /// A run for `upload` of `key` with a fresh run id; fails when no feed matches the key.
+    pub fn new(config: &Config, key: &str, upload: Upload, clock: &dyn Clock) -> Result<RunInput> {
         let feed = config.feed_for_key(key)?;
         let started_at = clock.now();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -50,7 +55,20 @@ impl RunInput {
             key: key.to_string(),
             feed: feed.name.clone(),
             started_at,
+            upload,
         })
+    }
+
+    /// A run for the upload `key` holds now (the local runner's equivalent of an S3 event).
+    pub async fn for_current_upload(env: &Environment, key: &str) -> Result<RunInput> {
+        let upload = env
+            .storage
+            .upload(key)
+            .await?
+            .ok_or_else(|| Error::ObjectNotFound {
+                key: key.to_string(),
+            })?;
+        RunInput::new(&env.config, key, upload, env.clock.as_ref())
     }
 
     /// Run ids become paths and execution names: only `[A-Za-z0-9_-]`, at most 80 characters.

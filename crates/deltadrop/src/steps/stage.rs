@@ -53,7 +53,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         None => None,
     };
     let staging = env.staging_table(&run.run_id)?;
-    let reader = SyncIoBridge::new(env.storage.reader(&run.key).await?);
+    let reader = SyncIoBridge::new(env.storage.reader(&run.key, &run.upload).await?);
 
     // Parsing is CPU work on a blocking thread; batches cross a small channel to the writer.
     let (sender, receiver) = mpsc::channel::<RecordBatch>(2);

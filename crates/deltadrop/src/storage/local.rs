@@ -7,6 +7,7 @@ use url::Url;
 
 use super::{ObjectReader, ObjectStorage};
 use crate::error::{Error, Result};
+use crate::upload::Upload;
 
 #[derive(Debug, Clone)]
 pub struct LocalBucket {
@@ -50,6 +51,47 @@ impl LocalBucket {
             }
         } else {
             Error::storage(self.display(key), err)
+        }
+    }
+
+    /// A folder keeps no object versions: an upload is pinned by a fingerprint of the file
+    /// (size, modification time, inode), which a new upload of the same key changes.
+    fn upload_of(metadata: &std::fs::Metadata) -> Upload {
+        let modified = metadata
+            .modified()
+            .ok()
+            .map(chrono::DateTime::<chrono::Utc>::from);
+        let nanos = modified.map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0));
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Upload {
+            etag: Some(format!("{}-{nanos}-{inode}", metadata.len())),
+            uploaded_at: modified,
+            ..Upload::any()
+        }
+    }
+
+    /// Fails with `UploadReplaced` unless the file (as `metadata` describes it) is `upload`.
+    fn check_pin(key: &str, metadata: &std::fs::Metadata, upload: &Upload) -> Result<()> {
+        match &upload.etag {
+            Some(pinned) if Self::upload_of(metadata).etag.as_ref() != Some(pinned) => {
+                Err(Error::UploadReplaced {
+                    key: key.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn metadata(&self, key: &str) -> Result<std::fs::Metadata> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(m) if m.is_file() => Ok(m),
+            Ok(_) => Err(Error::ObjectNotFound {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.io_error(key, e)),
         }
     }
 
@@ -105,10 +147,29 @@ impl ObjectStorage for LocalBucket {
         }
     }
 
-    async fn reader(&self, key: &str) -> Result<ObjectReader> {
+    async fn upload(&self, key: &str) -> Result<Option<Upload>> {
+        match self.metadata(key).await {
+            Ok(m) => Ok(Some(Self::upload_of(&m))),
+            Err(Error::ObjectNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn holds(&self, key: &str, upload: &Upload) -> Result<bool> {
+        match self.metadata(key).await {
+            Ok(m) => Ok(Self::check_pin(key, &m, upload).is_ok()),
+            Err(Error::ObjectNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader> {
         let file = tokio::fs::File::open(self.path(key)?)
             .await
             .map_err(|e| self.io_error(key, e))?;
+        // The open file is the pinned one even if the key is replaced while it is read.
+        let metadata = file.metadata().await.map_err(|e| self.io_error(key, e))?;
+        Self::check_pin(key, &metadata, upload)?;
         Ok(Box::new(file))
     }
 
@@ -117,20 +178,24 @@ impl ObjectStorage for LocalBucket {
             .await
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+    async fn copy(&self, from: &str, upload: &Upload, to: &str) -> Result<()> {
         let source = self.path(from)?;
-        if !source.is_file() {
-            return Err(Error::ObjectNotFound {
-                key: from.to_string(),
-            });
-        }
+        Self::check_pin(from, &self.metadata(from).await?, upload)?;
         self.write_atomically(to, async |tmp| {
             tokio::fs::copy(&source, tmp).await.map(|_| ())
         })
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    /// A folder has no conditional delete: the check and the removal are two calls, so a file
+    /// replaced between them is removed. The local runner is the only writer besides the
+    /// producer; S3 pins the delete itself.
+    async fn delete(&self, key: &str, upload: &Upload) -> Result<()> {
+        match self.metadata(key).await {
+            Ok(m) => Self::check_pin(key, &m, upload)?,
+            Err(Error::ObjectNotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io_error(key, e)),
             _ => Ok(()),
@@ -143,32 +208,69 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    async fn text(bucket: &LocalBucket, key: &str, upload: &Upload) -> Result<String> {
+        let mut text = String::new();
+        bucket
+            .reader(key, upload)
+            .await?
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
+        Ok(text)
+    }
+
     #[tokio::test]
     async fn put_copy_read_delete_and_refuse_escapes() {
         let dir = tempfile::tempdir().unwrap();
         let bucket = LocalBucket::new(dir.path()).unwrap();
+        let any = Upload::any();
         bucket.put("a/b.txt", b"hello".to_vec()).await.unwrap();
-        bucket.copy("a/b.txt", "archive/a/b.txt").await.unwrap();
-        let mut text = String::new();
         bucket
-            .reader("archive/a/b.txt")
-            .await
-            .unwrap()
-            .read_to_string(&mut text)
+            .copy("a/b.txt", &any, "archive/a/b.txt")
             .await
             .unwrap();
-        assert_eq!(text, "hello");
-        bucket.delete("a/b.txt").await.unwrap();
-        bucket.delete("a/b.txt").await.unwrap();
+        assert_eq!(
+            text(&bucket, "archive/a/b.txt", &any).await.unwrap(),
+            "hello"
+        );
+        bucket.delete("a/b.txt", &any).await.unwrap();
+        bucket.delete("a/b.txt", &any).await.unwrap();
         assert_eq!(bucket.size("a/b.txt").await.unwrap(), None);
         assert_eq!(bucket.size("archive/a/b.txt").await.unwrap(), Some(5));
         assert!(bucket.path("../etc/passwd").is_err());
         assert!(bucket.path("/etc/passwd").is_err());
         assert_eq!(
-            bucket.copy("missing", "x").await.unwrap_err().name(),
+            bucket.copy("missing", &any, "x").await.unwrap_err().name(),
             "ObjectNotFound"
         );
         let url = bucket.table_url("tables/orders").unwrap();
         assert!(url.as_str().ends_with("/tables/orders/"), "{url}");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_upload_is_never_confused_with_a_newer_one_of_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = LocalBucket::new(dir.path()).unwrap();
+        bucket.put("in/a.csv", b"first".to_vec()).await.unwrap();
+        let first = bucket.upload("in/a.csv").await.unwrap().unwrap();
+        assert!(first.is_pinned() && first.uploaded_at.is_some());
+        assert!(bucket.holds("in/a.csv", &first).await.unwrap());
+
+        // The same bytes again are another upload.
+        bucket.put("in/a.csv", b"first".to_vec()).await.unwrap();
+        let second = bucket.upload("in/a.csv").await.unwrap().unwrap();
+        assert_ne!(first.id(), second.id());
+        assert!(!bucket.holds("in/a.csv", &first).await.unwrap());
+        for error in [
+            text(&bucket, "in/a.csv", &first).await.unwrap_err(),
+            bucket.copy("in/a.csv", &first, "x").await.unwrap_err(),
+            bucket.delete("in/a.csv", &first).await.unwrap_err(),
+        ] {
+            assert_eq!(error.name(), "UploadReplaced", "{error}");
+        }
+        assert!(bucket.holds("in/a.csv", &second).await.unwrap());
+        assert_eq!(text(&bucket, "in/a.csv", &second).await.unwrap(), "first");
+        bucket.delete("in/a.csv", &second).await.unwrap();
+        assert!(!bucket.holds("in/a.csv", &Upload::any()).await.unwrap());
     }
 }

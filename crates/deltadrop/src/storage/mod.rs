@@ -14,6 +14,7 @@ use url::Url;
 pub use local::LocalBucket;
 
 use crate::error::{Error, Result};
+use crate::upload::Upload;
 
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -33,17 +34,24 @@ pub trait ObjectStorage: Send + Sync {
     /// The object's size, or `None` when there is no such object.
     async fn size(&self, key: &str) -> Result<Option<u64>>;
 
-    /// Streams the object's bytes.
-    async fn reader(&self, key: &str) -> Result<ObjectReader>;
+    /// The upload `key` holds now, or `None` when there is no such object.
+    async fn upload(&self, key: &str) -> Result<Option<Upload>>;
+
+    /// Whether `key` holds `upload` (any object when `upload` pins nothing).
+    async fn holds(&self, key: &str, upload: &Upload) -> Result<bool>;
+
+    /// Streams the bytes of `upload` at `key`: `UploadReplaced` when the key holds another
+    /// upload and that one cannot be read any more.
+    async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader>;
 
     /// Writes a whole (small) object.
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
 
-    /// Copies an object; the destination is replaced when it exists.
-    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+    /// Copies `upload` of `from` to `to`; the destination is replaced when it exists.
+    async fn copy(&self, from: &str, upload: &Upload, to: &str) -> Result<()>;
 
-    /// Deletes an object; deleting a missing object succeeds.
-    async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes `upload` of `key`, never another upload of it; deleting a missing object succeeds.
+    async fn delete(&self, key: &str, upload: &Upload) -> Result<()>;
 
     /// Resolves a table location: a URL as is, anything else relative to the bucket's root.
     fn table_url(&self, table: &str) -> Result<Url> {

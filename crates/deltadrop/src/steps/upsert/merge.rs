@@ -20,40 +20,64 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
 
-use super::{file_identity, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
+use super::{file_identity, newest_upload_ids, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::TableLocation;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
 use crate::steps::{RunInput, StageOutput};
+use crate::upload::UploadOrder;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const RANK_COLUMN: &str = "_deltadrop_rank";
 const COUNT_COLUMN: &str = "_deltadrop_count";
 
-/// `AlreadyApplied` when the table records the file's application transaction.
-async fn already_applied(
-    table: &DeltaTable,
-    target: &TableLocation,
-    identity: &str,
-) -> Result<Option<UpsertOutput>> {
+/// The version the table records for an application transaction id.
+async fn recorded(table: &DeltaTable, target: &TableLocation, app_id: &str) -> Result<Option<i64>> {
     let delta_error = |e: DeltaTableError| Error::delta(target.name(), e);
-    let recorded = table
+    table
         .snapshot()
         .map_err(delta_error)?
-        .transaction_version(table.log_store().as_ref(), identity)
+        .transaction_version(table.log_store().as_ref(), app_id)
         .await
-        .map_err(delta_error)?;
-    Ok(recorded.map(|_| {
-        UpsertOutput::unchanged(
-            UpsertOutcome::AlreadyApplied,
-            target,
-            table.version(),
-            identity.to_string(),
-        )
-    }))
+        .map_err(delta_error)
+}
+
+/// The order of the newest upload of the run's key that the table records.
+async fn newest_applied(
+    table: &DeltaTable,
+    target: &TableLocation,
+    run: &RunInput,
+) -> Result<UploadOrder> {
+    let [high, low] = newest_upload_ids(run);
+    let high = recorded(table, target, &high).await?;
+    let low = recorded(table, target, &low).await?;
+    Ok(UploadOrder(high.unwrap_or(0), low.unwrap_or(0)))
+}
+
+/// `AlreadyApplied` when the table records this upload, `Superseded` when it records a newer
+/// upload of the same key; `None` when the upload is still to merge.
+async fn already_decided(
+    table: &DeltaTable,
+    target: &TableLocation,
+    run: &RunInput,
+    identity: &str,
+) -> Result<Option<UpsertOutput>> {
+    let outcome = if recorded(table, target, identity).await?.is_some() {
+        UpsertOutcome::AlreadyApplied
+    } else if newest_applied(table, target, run).await? > run.upload.order() {
+        UpsertOutcome::Superseded
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(UpsertOutput::unchanged(
+        outcome,
+        target,
+        table.version(),
+        identity.to_string(),
+    )))
 }
 
 pub async fn upsert(
@@ -87,7 +111,7 @@ pub async fn upsert(
         // A retry after a commit whose response was lost (timeout, crash): the staging table
         // was removed after the commit, and the table records the file. Report the done work.
         if let Some(table) = target.open().await? {
-            if let Some(done) = already_applied(&table, &target, &identity).await? {
+            if let Some(done) = already_decided(&table, &target, run, &identity).await? {
                 return Ok(done);
             }
         }
@@ -209,11 +233,11 @@ async fn merge_once(
             "deltadrop".to_string(),
             serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
         )])
-        .with_application_transaction(Transaction::new_with_last_update(identity, 1, Some(now)));
+        .with_application_transactions(applied_transactions(run, identity, now));
     let Some(table) = target.open().await? else {
         return first_load(feed, target, ctx, source.clone(), commit, identity).await;
     };
-    if let Some(done) = already_applied(&table, target, identity).await? {
+    if let Some(done) = already_decided(&table, target, run, identity).await? {
         return Ok(done);
     }
 
@@ -278,6 +302,20 @@ async fn merge_once(
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
     Ok(applied(target, &table, &metrics, identity))
+}
+
+/// What a commit records: this upload as applied and, when its order is known, that order as the
+/// key's newest. A concurrent commit that records any of these ids makes this one conflict
+/// (`ConcurrentTransaction`), so that its retry sees the other upload.
+fn applied_transactions(run: &RunInput, identity: &str, now: i64) -> Vec<Transaction> {
+    let mut transactions = vec![Transaction::new_with_last_update(identity, 1, Some(now))];
+    let order = run.upload.order();
+    if order != UploadOrder::UNKNOWN {
+        let [high, low] = newest_upload_ids(run);
+        transactions.push(Transaction::new_with_last_update(high, order.0, Some(now)));
+        transactions.push(Transaction::new_with_last_update(low, order.1, Some(now)));
+    }
+    transactions
 }
 
 /// delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.

@@ -20,8 +20,11 @@ pub const MAX_ATTEMPTS: u32 = 8;
 pub enum UpsertOutcome {
     /// The rows were merged in this run.
     Applied,
-    /// This file (same key, same content) was merged before: nothing changed.
+    /// This upload was merged before (a retried or repeated run): nothing changed.
     AlreadyApplied,
+    /// A newer upload of the same key is in the table already: this older one is not merged,
+    /// so that it cannot overwrite newer rows (a notification that arrived late).
+    Superseded,
     /// The file held no rows.
     NothingToApply,
 }
@@ -73,7 +76,21 @@ impl UpsertOutput {
     }
 }
 
-/// The application transaction id of a file: its key and content hash.
+/// The application transaction id that records an upload as applied: its key and upload id
+/// (object version, sequencer or ETag), or its content hash for a run that names no upload.
 pub fn file_identity(run: &RunInput, stage: &StageOutput) -> String {
-    format!("deltadrop:{}@sha256:{}", run.key, stage.sha256)
+    match run.upload.id() {
+        "" => format!("deltadrop:{}@sha256:{}", run.key, stage.sha256),
+        upload => format!("deltadrop:{}@{upload}", run.key),
+    }
+}
+
+/// The application transaction ids whose versions hold the order ([`crate::upload::UploadOrder`])
+/// of the newest upload of the key applied to the table: an older upload of the key is then
+/// `Superseded`.
+pub fn newest_upload_ids(run: &RunInput) -> [String; 2] {
+    [
+        format!("deltadrop-newest:{}", run.key),
+        format!("deltadrop-newest-low:{}", run.key),
+    ]
 }
