@@ -219,3 +219,28 @@ async fn a_long_csv_loads_exactly_what_the_same_rows_as_json_load() {
     // The repeated key took the later row's values.
     assert_eq!(from_csv[3], "3|two\nlines|∅|2024-05-17|true");
 }
+
+/// What producers send that is fine: a UTF-8 byte order mark (Excel's "CSV UTF-8"), and
+/// `\r\n`, `\n` and `\r` line ends mixed in one file.
+#[tokio::test]
+async fn a_byte_order_mark_and_mixed_line_endings_load() {
+    let h = Harness::new(&format!("{}{}", feed("csv", ""), feed("json", "")));
+    let mixed: String = CSV
+        .lines()
+        .zip(["\r\n", "\n", "\r", "\r\n"])
+        .map(|(line, end)| format!("{line}{end}"))
+        .collect();
+    h.load("incoming/csv/excel.csv", format!("\u{feff}{mixed}"))
+        .await;
+    assert_eq!(h.rows("tables/csv", &["id"]).await, EXPECTED);
+    assert_eq!(h.columns("tables/csv").await[0], "id");
+    let crlf = JSONL.replace('\n', "\r\n");
+    h.load("incoming/json/bom.jsonl", format!("\u{feff}{crlf}"))
+        .await;
+    assert_eq!(h.rows("tables/json", &["id"]).await, EXPECTED);
+    h.load(
+        "incoming/json/bom.json",
+        format!("\u{feff}{}", json_array()),
+    )
+    .await;
+}

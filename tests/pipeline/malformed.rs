@@ -25,6 +25,19 @@ name = "json"
 incoming = "incoming/json/"
 table = "tables/json"
 keys = ["id"]
+
+# Small limits, so that crossing each costs the test little (the defaults are tested below).
+[[feeds]]
+name = "limited"
+incoming = "incoming/limited/"
+table = "tables/limited"
+keys = ["id"]
+
+[feeds.limits]
+max_line_mb = 1
+max_decompressed_mb = 8
+max_columns = 100
+max_nesting_depth = 8
 "#;
 
 const GOOD_CSV: &str = "id,name,amount,day\n1,a,1.5,2024-01-01\n2,b,2.5,2024-01-02\n";
@@ -62,6 +75,298 @@ fn long_csv(rows: usize, row: usize, bad: &str) -> Vec<u8> {
         }
     }
     text.into_bytes()
+}
+
+/// `times` copies of one compressed frame: a decoder reads them as one stream, so a small file
+/// inflates to `times` × `chunk` bytes (a compression bomb) without building it in memory.
+fn repeated_frames(
+    head: &[u8],
+    chunk: &[u8],
+    times: usize,
+    compress: fn(&[u8]) -> Vec<u8>,
+) -> Vec<u8> {
+    let frame = compress(chunk);
+    let mut out = compress(head);
+    for _ in 0..times {
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+fn nested_json(depth: usize) -> Vec<u8> {
+    format!(
+        "{{\"id\": 1, \"deep\": {}1{}}}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+    .into_bytes()
+}
+
+fn header_of(columns: usize) -> String {
+    let names: Vec<String> = (0..columns).map(|i| format!("c{i}")).collect();
+    format!(
+        "id,{}\n1,{}\n",
+        names.join(","),
+        vec!["0"; columns].join(",")
+    )
+}
+
+/// What real producers send: other encodings, binary files under text names, files cut short,
+/// repeated headers, numbers no column type holds, and files built to exhaust a reader.
+fn producer_corpus() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
+    const MIB: usize = 1024 * 1024;
+    let rows = b"1,a,1.5,2024-01-01\n".repeat(MIB / 19);
+    vec![
+        (
+            "csv/utf16-with-bom.csv",
+            [
+                &[0xFF, 0xFE][..],
+                &"id,name\n1,a\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .collect::<Vec<u8>>(),
+            ]
+            .concat(),
+            "MalformedFile",
+            "line 1: the file is UTF-16 text",
+        ),
+        (
+            "json/utf16-with-bom.jsonl",
+            [
+                &[0xFE, 0xFF][..],
+                &"{\"id\": 1}\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_be_bytes)
+                    .collect::<Vec<u8>>(),
+            ]
+            .concat(),
+            "MalformedFile",
+            "the file is UTF-16 text",
+        ),
+        (
+            "csv/utf16-without-bom.csv",
+            "id,name\n1,a\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+            "MalformedFile",
+            "line 1: the line holds a NUL byte",
+        ),
+        (
+            "csv/nul-in-a-field.csv",
+            b"id,name,amount,day\n1,a,1.5,2024-01-01\n2,b\0,2.5,2024-01-02\n".to_vec(),
+            "MalformedFile",
+            "line 3: the line holds a NUL byte",
+        ),
+        (
+            "csv/excel-workbook.csv",
+            b"PK\x03\x04\x14\x00\x06\x00rest of a workbook".to_vec(),
+            "MalformedFile",
+            "a ZIP archive (an Excel workbook?)",
+        ),
+        (
+            "csv/gzip-without-suffix.csv",
+            gzip(GOOD_CSV.as_bytes()),
+            "MalformedFile",
+            "gzip-compressed, but its name does not end in .gz",
+        ),
+        (
+            "csv/zstd-named-gz.csv.gz",
+            zstd(GOOD_CSV.as_bytes()),
+            "MalformedFile",
+            "incoming/csv/zstd-named-gz.csv.gz",
+        ),
+        (
+            "csv/parquet-named-csv.csv",
+            parquet_file(),
+            "MalformedFile",
+            "the file is Parquet",
+        ),
+        (
+            "csv/quote-opened-on-last-line.csv",
+            b"id,name,amount,day\n1,a,1.5,2024-01-01\n2,\"b,2.5,2024-01-02\n".to_vec(),
+            "MalformedFile",
+            "quote unclosed",
+        ),
+        (
+            "csv/header-repeated-mid-file.csv",
+            b"id,name,amount,day\n1,a,1.5,2024-01-01\nid,name,amount,day\n2,b,2.5,2024-01-02\n"
+                .to_vec(),
+            "InvalidValue",
+            "line 3, column 'id': value \"id\" is not a valid long",
+        ),
+        (
+            "csv/columns-differing-in-case.csv",
+            b"id,name,NAME,amount,day\n1,a,b,1.5,2024-01-01\n".to_vec(),
+            "MalformedFile",
+            "columns 'name' and 'NAME' differ only in case",
+        ),
+        (
+            "csv/key-column-all-null.csv",
+            b"id,name,amount,day\n,a,1.5,2024-01-01\n,b,2.5,2024-01-02\n".to_vec(),
+            "NullKey",
+            "line 2: key column 'id' is null",
+        ),
+        (
+            "csv/semicolon-delimited.csv",
+            b"id;name;amount;day\n1;a;1.5;2024-01-01\n".to_vec(),
+            "MissingKeyColumn",
+            "columns found: id;name;amount;day",
+        ),
+        (
+            "csv/trailing-delimiter.csv",
+            b"id,name,amount,day,\n1,a,1.5,2024-01-01,\n".to_vec(),
+            "MalformedFile",
+            "empty column name (a trailing delimiter?)",
+        ),
+        (
+            "csv/us-date.csv",
+            b"id,name,amount,day\n1,a,1.5,01/31/2024\n".to_vec(),
+            "InvalidValue",
+            "line 2, column 'day': value \"01/31/2024\" is not a valid date",
+        ),
+        (
+            "csv/decimal-comma.csv",
+            b"id,name,amount,day\n1,a,\"1,5\",2024-01-01\n".to_vec(),
+            "InvalidValue",
+            "line 2, column 'amount': value \"1,5\" is not a valid double",
+        ),
+        (
+            "strict/key-renamed-in-case.csv",
+            b"ID,name,amount,day\n1,a,1.5,2024-01-01\n".to_vec(),
+            "MissingKeyColumn",
+            "key column 'id' is missing (columns found: ID, name, amount, day)",
+        ),
+        (
+            "json/footer-cut.parquet",
+            {
+                let p = parquet_file();
+                p[..p.len() - 6].to_vec()
+            },
+            "MalformedFile",
+            "not a readable Parquet file",
+        ),
+        (
+            "json/no-key.parquet",
+            {
+                use deltalake::arrow::array::{Int64Array, RecordBatch};
+                use std::sync::Arc;
+                let batch = RecordBatch::try_from_iter([(
+                    "other",
+                    Arc::new(Int64Array::from(vec![1])) as _,
+                )])
+                .unwrap();
+                let mut out = Vec::new();
+                let mut w =
+                    deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None)
+                        .unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+                out
+            },
+            "MissingKeyColumn",
+            "key column 'id' is missing (columns found: other)",
+        ),
+        (
+            "json/pretty-printed-object.jsonl",
+            b"{\n  \"id\": 1\n}\n".to_vec(),
+            "MalformedFile",
+            "line 1: the JSON value does not end on its line",
+        ),
+        (
+            "json/trailing-comma.jsonl",
+            b"{\"id\": 1, \"name\": \"a\",}\n".to_vec(),
+            "MalformedFile",
+            "line 1: column 23: trailing comma",
+        ),
+        (
+            "json/single-quotes.jsonl",
+            b"{'id': 1}\n".to_vec(),
+            "MalformedFile",
+            "key must be a string",
+        ),
+        (
+            "json/comment-line.jsonl",
+            b"// exported 2026-11-26\n{\"id\": 1}\n".to_vec(),
+            "MalformedFile",
+            "line 1: column 1: expected value",
+        ),
+        (
+            "json/array-of-numbers.json",
+            b"[1, 2, 3]".to_vec(),
+            "MalformedFile",
+            "invalid type: integer `1`, expected a map",
+        ),
+        // Without arbitrary precision, JSON integers beyond i64/u64 parse as the nearest double:
+        // a long column refuses them, and a number beyond f64 is refused by the parser.
+        (
+            "json/integer-beyond-i64.jsonl",
+            b"{\"id\": 1}\n{\"id\": 123456789012345678901234567890}\n".to_vec(),
+            "InvalidValue",
+            "line 2, column 'id': value \"1.2345678901234568e+29\" is not a valid long",
+        ),
+        (
+            "json/number-beyond-f64.jsonl",
+            b"{\"id\": 1, \"x\": 1e400}\n".to_vec(),
+            "MalformedFile",
+            "number out of range",
+        ),
+        (
+            "json/nested-deeper-than-the-limit.jsonl",
+            nested_json(33),
+            "LimitExceeded",
+            "line 1: a value nests objects and arrays more than 32 levels deep",
+        ),
+        (
+            "json/nested-deeper-than-the-parser.jsonl",
+            nested_json(500),
+            "LimitExceeded",
+            "more than 32 levels deep (the feed's limits.max_nesting_depth is 32",
+        ),
+        (
+            "csv/hundred-thousand-columns.csv",
+            header_of(100_000).into_bytes(),
+            "LimitExceeded",
+            "line 1: the file has more than 10000 columns",
+        ),
+        (
+            "limited/too-many-columns.csv",
+            header_of(100).into_bytes(),
+            "LimitExceeded",
+            "more than 100 columns (the feed's limits.max_columns is 100",
+        ),
+        (
+            "limited/deep.jsonl",
+            nested_json(9),
+            "LimitExceeded",
+            "more than 8 levels deep",
+        ),
+        (
+            "limited/two-gb-line.csv.gz",
+            repeated_frames(b"id,name\n1,", &vec![b'x'; MIB], 2048, gzip),
+            "LimitExceeded",
+            "line 2: the line is longer than 1 MiB",
+        ),
+        (
+            "limited/no-line-ends.jsonl.zst",
+            repeated_frames(b"", &vec![b' '; 8 * MIB], 4096, zstd),
+            "LimitExceeded",
+            "line 1: the line is longer than 1 MiB",
+        ),
+        // 2.6 MB inflating to 1 GiB (deflate stops near 1000:1), and 1.2 MB of zstd to 32 GiB.
+        (
+            "limited/gzip-bomb.csv.gz",
+            repeated_frames(b"id,name,amount,day\n", &rows, 1024, gzip),
+            "LimitExceeded",
+            "more than 8 MiB of data after decompression (a compression bomb?)",
+        ),
+        (
+            "limited/zstd-bomb.csv.zst",
+            repeated_frames(b"id,name,amount,day\n", &rows, 4096, zstd),
+            "LimitExceeded",
+            "(the feed's limits.max_decompressed_mb is 8 MiB",
+        ),
+    ]
 }
 
 /// (key, content, expected error name, text the message must contain)
@@ -305,15 +610,22 @@ async fn every_malformed_file_is_quarantined_and_changes_nothing() {
     let h = Harness::new(CONFIG);
     h.load("incoming/csv/good.csv", GOOD_CSV).await;
     h.load("incoming/strict/good.csv", GOOD_CSV).await;
+    h.load("incoming/limited/good.csv", GOOD_CSV).await;
     h.load("incoming/json/good.jsonl", "{\"id\": 1, \"name\": \"a\"}\n")
         .await;
-    let tables = ["tables/csv", "tables/strict", "tables/json"];
+    let tables = [
+        "tables/csv",
+        "tables/strict",
+        "tables/json",
+        "tables/limited",
+    ];
     let mut before = Vec::new();
     for t in tables {
         before.push((h.version(t).await, h.rows(t, &["id"]).await));
     }
-    let corpus = corpus();
-    assert!(corpus.len() >= 20);
+    let mut corpus = corpus();
+    corpus.extend(producer_corpus());
+    assert!(corpus.len() >= 60, "{}", corpus.len());
     for (name, body, expected_error, expected_text) in corpus {
         let key = format!("incoming/{name}");
         h.put(&key, &body).await;

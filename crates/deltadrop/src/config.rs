@@ -92,6 +92,71 @@ pub struct Feed {
     /// creates the table). Smaller files let a MERGE skip more of them when keys are clustered.
     #[serde(default = "default_target_file_mb")]
     pub target_file_mb: u64,
+    /// What one file may hold before it is refused with `LimitExceeded`.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on one file, so that a hostile or broken file fails with a named error instead of
+/// exhausting the function's memory, disk or time. Defaults fit a 1769 MB stage function with
+/// 10 GB of ephemeral storage (template.yaml); docs/configuration.md explains each.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes after decompression (a gzip bomb), in MiB. A Parquet file is spooled to local
+    /// disk: this also bounds the disk it takes.
+    pub max_decompressed_mb: u64,
+    /// Bytes on one physical line of a text file, in MiB (a record is held in memory whole).
+    pub max_line_mb: u64,
+    /// Columns in one file.
+    pub max_columns: usize,
+    /// Levels of nested objects and arrays inside one JSON value.
+    pub max_nesting_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_decompressed_mb: 8 * 1024,
+            max_line_mb: 256,
+            max_columns: 10_000,
+            max_nesting_depth: 32,
+        }
+    }
+}
+
+impl Limits {
+    pub fn max_decompressed_bytes(&self) -> u64 {
+        self.max_decompressed_mb.saturating_mul(1024 * 1024)
+    }
+
+    pub fn max_line_bytes(&self) -> u64 {
+        self.max_line_mb.saturating_mul(1024 * 1024)
+    }
+
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<()> {
+        for (name, value) in [
+            ("max_decompressed_mb", self.max_decompressed_mb),
+            ("max_line_mb", self.max_line_mb),
+            ("max_columns", self.max_columns as u64),
+            ("max_nesting_depth", self.max_nesting_depth as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::config(
+                    field(&format!("limits.{name}")),
+                    "expected a number above 0",
+                ));
+            }
+        }
+        // serde_json refuses deeper values by itself (its recursion limit).
+        if self.max_nesting_depth > 120 {
+            return Err(Error::config(
+                field("limits.max_nesting_depth"),
+                format!("expected at most 120, got {}", self.max_nesting_depth),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_target_file_mb() -> u64 {
@@ -295,6 +360,7 @@ impl Feed {
         };
         nonempty("name", &self.name)?;
         nonempty("incoming", &self.incoming)?;
+        self.limits.validate(field)?;
         nonempty("table", &self.table)?;
         if is_glob(&self.incoming) {
             glob::Pattern::new(&self.incoming)
@@ -437,6 +503,16 @@ keys = ["id"]
             FileFormat::Jsonl
         );
         assert!(f.format_for("incoming/orders/a.txt").is_err());
+        // The documented defaults (docs/configuration.md).
+        assert_eq!(
+            f.limits,
+            Limits {
+                max_decompressed_mb: 8192,
+                max_line_mb: 256,
+                max_columns: 10_000,
+                max_nesting_depth: 32,
+            }
+        );
     }
 
     #[test]
@@ -452,6 +528,15 @@ keys = ["id"]
         let delimiter = format!("{MINIMAL}[feeds.csv]\ndelimiter = \";;\"\n");
         let e = Config::from_toml(&delimiter, "deltadrop.toml").unwrap_err();
         assert!(e.to_string().contains("feeds[0].csv.delimiter"), "{e}");
+
+        for (limit, value) in [("max_columns", "0"), ("max_nesting_depth", "500")] {
+            let text = format!("{MINIMAL}[feeds.limits]\n{limit} = {value}\n");
+            let e = Config::from_toml(&text, "deltadrop.toml").unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("feeds[0].limits.{limit}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

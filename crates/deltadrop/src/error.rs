@@ -55,6 +55,19 @@ pub enum Error {
         message: String,
     },
 
+    /// The file crosses one of the feed's `limits` (size, line length, columns, nesting).
+    #[error(
+        "{}: {message} (the feed's limits.{limit} is {allowed}; raise it if the file is genuine)",
+        at(file, position)
+    )]
+    LimitExceeded {
+        file: String,
+        position: Option<Position>,
+        limit: String,
+        allowed: String,
+        message: String,
+    },
+
     /// A value does not fit the column's type (from the target table, the config, or inference).
     #[error("{}, column '{column}': value {:?} is not a valid {expected}", at(file, &Some(*position)), shorten(value, MAX_VALUE_CHARS))]
     InvalidValue {
@@ -121,6 +134,7 @@ impl Error {
         "ConfigError",
         "NoMatchingFeed",
         "MalformedFile",
+        "LimitExceeded",
         "InvalidValue",
         "MissingKeyColumn",
         "NullKey",
@@ -140,6 +154,7 @@ impl Error {
             Error::ConfigError { .. } => "ConfigError",
             Error::NoMatchingFeed { .. } => "NoMatchingFeed",
             Error::MalformedFile { .. } => "MalformedFile",
+            Error::LimitExceeded { .. } => "LimitExceeded",
             Error::InvalidValue { .. } => "InvalidValue",
             Error::MissingKeyColumn { .. } => "MissingKeyColumn",
             Error::NullKey { .. } => "NullKey",
@@ -163,6 +178,7 @@ impl Error {
     pub const BAD_FILE_NAMES: &'static [&'static str] = &[
         "NoMatchingFeed",
         "MalformedFile",
+        "LimitExceeded",
         "InvalidValue",
         "MissingKeyColumn",
         "NullKey",
@@ -177,6 +193,7 @@ impl Error {
             "MalformedFile" | "InvalidValue" | "MissingKeyColumn" | "NullKey" => {
                 "Ask the sender for a corrected file and drop it again; the target table was not changed."
             }
+            "LimitExceeded" => "Ask the sender whether the file is what they meant to send; if it is, raise the named limit in the feed's [feeds.limits] and drop it again. The target table was not changed.",
             "SchemaMismatch" => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
             "ObjectNotFound" => "Check whether the file was moved or deleted by someone else.",
             "UploadReplaced" => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",

@@ -45,7 +45,7 @@ pub(crate) fn read(
             None => Vec::new(), // named column_1.. once the first record says how many
         }
     };
-    let mut batcher = TextBatcher::new(spec, header, true, Position::Line, sink);
+    let mut batcher = TextBatcher::new(spec, header, true, Position::Line, sink)?;
 
     // The sample: exact records until the batcher has fixed the plan.
     while batcher.plan().is_none() {

@@ -8,6 +8,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::limits::{check_depth, nesting_error};
 use super::text::TextBatcher;
 use super::{ReadSpec, ReadSummary};
 use crate::error::{Error, Position, Result};
@@ -24,11 +25,16 @@ fn value_text(value: Value) -> Option<String> {
 
 fn push_object(
     batcher: &mut TextBatcher<'_, '_>,
-    at: u64,
+    spec: &ReadSpec<'_>,
+    position: Position,
     object: Map<String, Value>,
 ) -> Result<()> {
+    let at = match position {
+        Position::Line(n) | Position::Record(n) => n,
+    };
     let mut values: Vec<Option<String>> = Vec::new();
     for (key, value) in object {
+        check_depth(spec.file, &spec.feed.limits, &value, position)?;
         let index = batcher.column_index(&key, at)?;
         if values.len() <= index {
             values.resize(index + 1, None);
@@ -44,7 +50,7 @@ pub(crate) fn read_lines(
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<ReadSummary> {
     let mut reader = BufReader::with_capacity(1 << 16, input);
-    let mut batcher = TextBatcher::new(spec, Vec::new(), false, Position::Line, sink);
+    let mut batcher = TextBatcher::new(spec, Vec::new(), false, Position::Line, sink)?;
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
@@ -56,23 +62,44 @@ pub(crate) fn read_lines(
             break;
         }
         number += 1;
+        if number == 1 && line.starts_with(UTF8_BOM) {
+            line.drain(..UTF8_BOM.len());
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let object: Map<String, Value> = serde_json::from_slice(&line).map_err(|e| {
-            Error::malformed(
-                spec.file,
-                Some(Position::Line(number)),
-                format!(
-                    "column {}: {} (expected one JSON object per line)",
-                    e.column(),
-                    strip_location(&e)
-                ),
+            if e.is_eof() {
+                return Error::malformed(
+                    spec.file,
+                    Some(Position::Line(number)),
+                    "the JSON value does not end on its line (JSON lines holds one object per \
+                     line; a pretty-printed file is JSON: name it .json)",
+                );
+            }
+            json_error(
+                spec,
+                Position::Line(number),
+                &e,
+                " (expected one JSON object per line)",
             )
         })?;
-        push_object(&mut batcher, number, object)?;
+        push_object(&mut batcher, spec, Position::Line(number), object)?;
     }
     batcher.finish()
+}
+
+/// A parse error at `position`; serde_json's own depth limit counts as the feed's.
+fn json_error(spec: &ReadSpec<'_>, position: Position, e: &serde_json::Error, hint: &str) -> Error {
+    let message = strip_location(e);
+    if message == "recursion limit exceeded" {
+        return nesting_error(spec.file, &spec.feed.limits, Some(position));
+    }
+    Error::malformed(
+        spec.file,
+        Some(position),
+        format!("column {}: {message}{hint}", e.column()),
+    )
 }
 
 /// serde_json appends " at line L column C"; we report the position ourselves.
@@ -90,14 +117,16 @@ pub(crate) fn read_array(
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<ReadSummary> {
     let mut input = BufReader::with_capacity(1 << 16, input);
+    skip_byte_order_mark(&mut input).map_err(|e| super::io_error(spec.file, None, e))?;
     if only_whitespace_left(&mut input).map_err(|e| super::io_error(spec.file, None, e))? {
         return Ok(ReadSummary::default()); // an empty file
     }
-    let mut batcher = TextBatcher::new(spec, Vec::new(), false, Position::Record, sink);
+    let mut batcher = TextBatcher::new(spec, Vec::new(), false, Position::Record, sink)?;
     let mut de = serde_json::Deserializer::from_reader(input);
     let mut failure = None;
     let outcome = ArraySeed {
         batcher: &mut batcher,
+        spec,
         failure: &mut failure,
     }
     .deserialize(&mut de)
@@ -112,17 +141,14 @@ pub(crate) fn read_array(
             Some(Position::Line(e.line() as u64)),
             e.into(),
         )),
-        Err(e) => Err(Error::malformed(
-            spec.file,
-            Some(Position::Line(e.line() as u64)),
-            format!("column {}: {}", e.column(), strip_location(&e)),
-        )),
+        Err(e) => Err(json_error(spec, Position::Line(e.line() as u64), &e, "")),
     }
 }
 
 /// Streams the elements of a top-level array into the batcher without holding the array.
 struct ArraySeed<'b, 'a, 's> {
     batcher: &'b mut TextBatcher<'a, 's>,
+    spec: &'b ReadSpec<'s>,
     failure: &'b mut Option<Error>,
 }
 
@@ -144,13 +170,23 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_, '_> {
         let mut record = 0u64;
         while let Some(object) = seq.next_element::<Map<String, Value>>()? {
             record += 1;
-            if let Err(e) = push_object(self.batcher, record, object) {
+            if let Err(e) = push_object(self.batcher, self.spec, Position::Record(record), object) {
                 *self.failure = Some(e);
                 return Err(de::Error::custom("stopped"));
             }
         }
         Ok(())
     }
+}
+
+/// The UTF-8 byte order mark some producers (Excel, .NET) put before the text.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn skip_byte_order_mark(input: &mut impl BufRead) -> std::io::Result<()> {
+    if input.fill_buf()?.starts_with(UTF8_BOM) {
+        input.consume(UTF8_BOM.len());
+    }
+    Ok(())
 }
 
 /// Skips leading whitespace; true when nothing else is left.

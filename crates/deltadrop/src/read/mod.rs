@@ -10,6 +10,7 @@ mod csv;
 mod csv_fast;
 mod infer;
 mod json;
+mod limits;
 mod parquet;
 mod plan;
 mod text;
@@ -88,6 +89,12 @@ impl<R: Read> Read for HashingReader<R> {
 /// Turns an I/O error met while parsing into a storage error (the bucket failed) or a malformed
 /// file (decompression or decoding failed).
 pub(crate) fn io_error(file: &str, position: Option<Position>, err: io::Error) -> Error {
+    if let Some(crossed) = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<limits::Crossed>())
+    {
+        return crossed.clone().into_error(file, position);
+    }
     let source_failed = err
         .get_ref()
         .is_some_and(|inner| inner.is::<SourceIoError>());
@@ -124,6 +131,8 @@ pub fn read_file(
                     .map_err(|e| io_error(spec.file, None, e))?,
             ),
         };
+        let text = spec.format != FileFormat::Parquet;
+        let decompressed = limits::Guarded::new(decompressed, &spec.feed.limits, text);
         match spec.format {
             FileFormat::Csv => csv::read(decompressed, spec, sink)?,
             FileFormat::Jsonl => json::read_lines(decompressed, spec, sink)?,

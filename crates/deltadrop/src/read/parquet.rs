@@ -46,6 +46,12 @@ pub(crate) fn read(
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(spool).map_err(|e| not_parquet(&e))?;
     let file_schema = builder.schema().clone();
+    super::limits::check_columns(
+        spec.file,
+        &spec.feed.limits,
+        file_schema.fields().len(),
+        None,
+    )?;
     let columns: Vec<String> = file_schema
         .fields()
         .iter()

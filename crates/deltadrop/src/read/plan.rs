@@ -1,7 +1,7 @@
 //! The staging schema of one file: which columns, with which types, checked against the feed's
 //! keys and schema policy before a single row is written.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -26,21 +26,17 @@ pub(crate) struct Plan {
 /// Builds the plan. `fixed_columns` says whether the format has a fixed column list (CSV,
 /// Parquet), so that a column missing from the file is a strict-policy violation; JSON records
 /// simply omit keys. `new_column_type` gives the type of a column the target does not have.
-pub(crate) fn make_plan(
-    spec: &ReadSpec<'_>,
-    file_columns: &[String],
-    fixed_columns: bool,
-    new_column_type: &dyn Fn(&str) -> Result<DataType>,
-) -> Result<Plan> {
-    let feed = spec.feed;
-    let file = spec.file;
+/// Every column named, none reserved, none twice: Delta column names are case-insensitive, so
+/// `id` and `ID` are the same column. Returns the names.
+fn check_column_names<'c>(file: &str, file_columns: &'c [String]) -> Result<HashSet<&'c str>> {
     let mut seen = HashSet::new();
+    let mut folded = HashMap::new();
     for name in file_columns {
         if name.trim().is_empty() {
             return Err(Error::malformed(
                 file,
                 None,
-                "the header has an empty column name",
+                "the header has an empty column name (a trailing delimiter?)",
             ));
         }
         if name == LINE_COLUMN {
@@ -56,7 +52,29 @@ pub(crate) fn make_plan(
                 format!("column '{name}' appears twice in the header"),
             ));
         }
+        if let Some(other) = folded.insert(name.to_lowercase(), name) {
+            return Err(Error::malformed(
+                file,
+                None,
+                format!(
+                    "columns '{other}' and '{name}' differ only in case; Delta column names \
+                     are case-insensitive, so they would be one column"
+                ),
+            ));
+        }
     }
+    Ok(seen)
+}
+
+pub(crate) fn make_plan(
+    spec: &ReadSpec<'_>,
+    file_columns: &[String],
+    fixed_columns: bool,
+    new_column_type: &dyn Fn(&str) -> Result<DataType>,
+) -> Result<Plan> {
+    let feed = spec.feed;
+    let file = spec.file;
+    let seen = check_column_names(file, file_columns)?;
     for key in &feed.keys {
         if !seen.contains(key.as_str()) {
             return Err(Error::MissingKeyColumn {

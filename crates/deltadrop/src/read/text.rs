@@ -9,6 +9,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 
 use super::conform::conform;
 use super::infer::infer_type;
+use super::limits::check_columns;
 use super::plan::{make_plan, Plan};
 use super::{ReadSpec, ReadSummary, BATCH_ROWS};
 use crate::error::{Error, Position, Result};
@@ -34,7 +35,9 @@ impl<'a, 's> TextBatcher<'a, 's> {
         fixed_columns: bool,
         position: fn(u64) -> Position,
         sink: &'a mut dyn FnMut(RecordBatch) -> Result<()>,
-    ) -> Self {
+    ) -> Result<Self> {
+        let at_header = (fixed_columns && !columns.is_empty()).then(|| position(1));
+        check_columns(spec.file, &spec.feed.limits, columns.len(), at_header)?;
         let mut batcher = TextBatcher {
             spec,
             columns: Vec::new(),
@@ -50,7 +53,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
         for name in columns {
             batcher.add_column(name);
         }
-        batcher
+        Ok(batcher)
     }
 
     /// The file's key, for messages.
@@ -93,6 +96,12 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 ),
             ));
         }
+        check_columns(
+            self.spec.file,
+            &self.spec.feed.limits,
+            self.columns.len() + 1,
+            Some((self.position)(at)),
+        )?;
         Ok(self.add_column(name.to_string()))
     }
 
