@@ -4,9 +4,10 @@
 //! functions use the proxy as their AWS endpoint: it records what each one asks for (IAM
 //! conformance) and injects faults.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use deltadrop_aws::{invoke, AwsContext, Function};
 use http_body_util::{BodyExt, Full};
@@ -109,12 +110,28 @@ pub struct Faults {
     pub reject_mail: AtomicU32,
     /// Denies the upsert function's writes (AccessDenied): a failure after the file was archived.
     pub deny_upsert_writes: AtomicBool,
+    /// Every n-th S3 request of each kind (GET/HEAD, PUT, COPY, DELETE, LIST) of the functions
+    /// fails before it reaches S3 (0: none), alternately with 503 SlowDown and 500
+    /// InternalError, the two answers S3 documents as retryable
+    /// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+    pub s3_fault_every: AtomicU64,
+    s3_requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// The S3 faults injected, by answer and request kind.
+    pub s3_faults: Mutex<BTreeMap<String, u32>>,
+    /// How many of the next successful upsert responses are lost after the handler ran (its
+    /// commit landed): Step Functions sees `Lambda.ServiceException` and retries the step.
+    pub lose_upsert_responses: AtomicU32,
+    /// Invocations per function, and how many of them failed.
+    pub invocations: Mutex<BTreeMap<&'static str, (u32, u32)>>,
 }
 
 impl Faults {
     /// The error response a fault gives this request instead of moto's answer, if any.
     fn response(&self, function: Function, actions: &[Action]) -> Option<Response<Full<Bytes>>> {
         let wants = |name: &str| actions.iter().any(|a| a.action == name);
+        if let Some(fault) = self.s3_fault(actions) {
+            return Some(fault);
+        }
         if wants("ses:SendEmail") && self.take_mail_rejection() {
             return Some(error_response(
                 400,
@@ -135,6 +152,56 @@ impl Faults {
             ));
         }
         None
+    }
+
+    fn s3_fault(&self, actions: &[Action]) -> Option<Response<Full<Bytes>>> {
+        let every = self.s3_fault_every.load(Ordering::SeqCst);
+        if every == 0 || !actions.iter().any(|a| a.action.starts_with("s3:")) {
+            return None;
+        }
+        let kind = request_kind(actions);
+        let n = {
+            let mut requests = self.s3_requests.lock().unwrap();
+            let n = requests.entry(kind).or_default();
+            *n += 1;
+            *n
+        };
+        if n % every != 0 {
+            return None;
+        }
+        let (status, code) = if (n / every) % 2 == 0 {
+            (503, "SlowDown")
+        } else {
+            (500, "InternalError")
+        };
+        *self
+            .s3_faults
+            .lock()
+            .unwrap()
+            .entry(format!("{status} {code} on {kind}"))
+            .or_default() += 1;
+        Some(error_response(
+            status,
+            "application/xml",
+            code,
+            &format!("<Error><Code>{code}</Code><Message>injected fault</Message></Error>"),
+        ))
+    }
+
+    /// Whether to lose this successful upsert response (and count it).
+    fn take_lost_upsert_response(&self, function: Function) -> bool {
+        function == Function::Upsert
+            && self
+                .lose_upsert_responses
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    fn count_invocation(&self, function: Function, failed: bool) {
+        let mut invocations = self.invocations.lock().unwrap();
+        let (calls, failures) = invocations.entry(function.name()).or_default();
+        *calls += 1;
+        *failures += u32::from(failed);
     }
 
     fn take_mail_rejection(&self) -> bool {
@@ -243,13 +310,29 @@ impl Proxy {
         let payload: serde_json::Value =
             serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         let ctx = context(&self.contexts, function);
+        let failure = |error_type: &str, message: &str| {
+            serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string()
+        };
         let (answer, failed) = match invoke(ctx, function, payload).await {
+            Ok(output)
+                if output["outcome"] == "applied"
+                    && self.faults.take_lost_upsert_response(function) =>
+            {
+                (
+                    failure(
+                        "Lambda.ServiceException",
+                        "injected fault: the response was lost after the handler finished",
+                    ),
+                    true,
+                )
+            }
             Ok(output) => (output.to_string(), false),
             Err(diagnostic) => (
-                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message}).to_string(),
+                failure(&diagnostic.error_type, &diagnostic.error_message),
                 true,
             ),
         };
+        self.faults.count_invocation(function, failed);
         self.recorder.state_size(answer.len());
         let mut response = Response::builder();
         if failed {
@@ -298,6 +381,22 @@ impl Proxy {
                 .body(Full::new(Bytes::from(format!("proxy: {e}"))))
                 .unwrap(),
         }
+    }
+}
+
+/// What kind of S3 request asked for these actions, for the fault counts.
+fn request_kind(actions: &[Action]) -> &'static str {
+    let wants = |prefix: &str| actions.iter().any(|a| a.action.starts_with(prefix));
+    if wants("s3:ListBucket") {
+        "LIST"
+    } else if wants("s3:PutObject") && wants("s3:GetObject") {
+        "COPY"
+    } else if wants("s3:PutObject") {
+        "PUT"
+    } else if wants("s3:DeleteObject") || wants("s3:AbortMultipartUpload") {
+        "DELETE"
+    } else {
+        "GET/HEAD"
     }
 }
 

@@ -6,3 +6,5 @@ mod recorder;
 mod statemachine;
 
 mod end_to_end;
+mod faults;
+mod world;

@@ -1,0 +1,609 @@
+//! A deployment on moto for the end-to-end sections: the bucket (versioned, notifying SQS), the
+//! state machine from infra/statemachine/, one context per function behind the recording and
+//! fault-injecting proxy, and ways to drop files, deliver notifications and look at the result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
+};
+use deltadrop::config::Config;
+use deltadrop::delta::TableLocation;
+use deltadrop_aws::{invoke, AwsContext, Function, Settings};
+use serde_json::{json, Value};
+
+use crate::emulator::{
+    context, function_arn, function_sdk_config, start_proxy, Contexts, Faults, Moto, ACCOUNT,
+    REGION,
+};
+use crate::recorder::Recorder;
+
+pub const BUCKET: &str = "deltadrop-e2e";
+pub const SENDER: &str = "deltadrop@example.com";
+
+pub const CONFIG: &str = r#"
+[notifications]
+from = "deltadrop@example.com"
+recipients = ["data-team@example.com"]
+
+[[feeds]]
+name = "orders"
+incoming = "incoming/orders/"
+table = "tables/orders"
+keys = ["order_id"]
+
+[[feeds]]
+name = "wide"
+incoming = "incoming/wide/"
+table = "tables/wide"
+keys = ["id"]
+
+[feeds.column_types]
+c3999 = "long"
+
+# The fault run (tests/aws/faults.rs): three tables, many files each at once.
+[[feeds]]
+name = "faults-0"
+incoming = "incoming/faults/0/"
+table = "tables/faults-0"
+keys = ["id"]
+
+[[feeds]]
+name = "faults-1"
+incoming = "incoming/faults/1/"
+table = "tables/faults-1"
+keys = ["id"]
+
+[[feeds]]
+name = "faults-2"
+incoming = "incoming/faults/2/"
+table = "tables/faults-2"
+keys = ["id"]
+"#;
+
+/// Step Functions' limit on a state's input or output: 256 KB
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/limits-overview.html). moto does not
+/// enforce it; the proxy measures every Lambda input and output against it.
+pub const STATE_LIMIT_BYTES: usize = 256 * 1024;
+
+/// How an execution ended.
+pub struct Finished {
+    pub name: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub output: Value,
+}
+
+pub struct World {
+    pub moto: Moto,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub queue_url: String,
+    pub state_machine_arn: String,
+    pub contexts: Contexts,
+    pub recorder: Arc<Recorder>,
+    pub faults: Arc<Faults>,
+    uploads: Mutex<Vec<Uploaded>>,
+}
+
+/// One PutObject, with what S3's notification of it carries on AWS.
+struct Uploaded {
+    key: String,
+    etag: String,
+    version_id: String,
+    sequencer: String,
+    notified: bool,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let moto = Moto::from_env();
+        moto.api_post(
+            "/moto-api/config",
+            json!({"stepfunctions": {"execute_state_machine": true}}),
+        )
+        .await;
+        let sdk = moto.sdk_config().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sfn = aws_sdk_sfn::Client::new(&sdk);
+        let ses = aws_sdk_sesv2::Client::new(&sdk);
+
+        // As a first deploy: the bucket and its notifications exist, the configuration does not.
+        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        // As in template.yaml: every upload is its own object version.
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("deltadrop-incoming")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:deltadrop-incoming");
+        s3.put_bucket_notification_configuration()
+            .bucket(BUCKET)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(
+                        QueueConfiguration::builder()
+                            .queue_arn(queue_arn)
+                            .events(Event::from("s3:ObjectCreated:*"))
+                            // As in template.yaml: only the incoming prefix notifies.
+                            .filter(
+                                NotificationConfigurationFilter::builder()
+                                    .key(
+                                        S3KeyFilter::builder()
+                                            .filter_rules(
+                                                FilterRule::builder()
+                                                    .name(FilterRuleName::Prefix)
+                                                    .value("incoming/")
+                                                    .build(),
+                                            )
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ses.create_email_identity()
+            .email_identity(SENDER)
+            .send()
+            .await
+            .unwrap();
+
+        // The state machine from the same ASL file SAM deploys, with the substitutions SAM makes.
+        let mut definition = crate::statemachine::definition().to_string();
+        for (placeholder, function) in [
+            ("${StageFunctionArn}", Function::Stage),
+            ("${ArchiveFunctionArn}", Function::Archive),
+            ("${UpsertFunctionArn}", Function::Upsert),
+            ("${NotifyFunctionArn}", Function::Notify),
+        ] {
+            definition = definition.replace(placeholder, &function_arn(function));
+        }
+        let state_machine_arn = sfn
+            .create_state_machine()
+            .name("deltadrop-pipeline")
+            .definition(definition)
+            .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/deltadrop-pipeline"))
+            .send()
+            .await
+            .unwrap()
+            .state_machine_arn;
+
+        let mut contexts = Contexts::new();
+        for function in Function::ALL {
+            let settings = Settings {
+                bucket: BUCKET.into(),
+                config_key: "deltadrop.toml".into(),
+                // Read on every invocation, so the test can remove and restore it.
+                config_ttl: Duration::ZERO,
+                state_machine_arn: Some(state_machine_arn.clone()),
+                s3_endpoint: Some(moto.proxy_endpoint()),
+            };
+            let sdk = function_sdk_config(&moto, function).await;
+            let ctx = AwsContext::new(&sdk, &settings).await.unwrap();
+            contexts.push((function, Arc::new(ctx)));
+        }
+        let recorder = Arc::new(Recorder::default());
+        let faults = Arc::new(Faults::default());
+        start_proxy(&moto, contexts.clone(), recorder.clone(), faults.clone()).await;
+        World {
+            moto,
+            s3,
+            sqs,
+            sfn,
+            queue_url,
+            state_machine_arn,
+            contexts,
+            recorder,
+            faults,
+            uploads: Mutex::default(),
+        }
+    }
+
+    pub fn ctx(&self, function: Function) -> &AwsContext {
+        context(&self.contexts, function)
+    }
+
+    pub async fn upload_config(&self) {
+        self.upload("deltadrop.toml", CONFIG).await;
+    }
+
+    pub async fn upload(&self, key: &str, body: impl AsRef<[u8]>) {
+        let put = self
+            .s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.as_ref().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let mut uploads = self.uploads.lock().unwrap();
+        let sequencer = format!("0055AED6DCD9{:06X}", uploads.len() + 1);
+        uploads.push(Uploaded {
+            key: key.to_string(),
+            etag: put.e_tag().unwrap().trim_matches('"').to_string(),
+            version_id: put.version_id().expect("a versioned bucket").to_string(),
+            sequencer,
+            notified: false,
+        });
+    }
+
+    /// moto's S3 notifications lack two fields AWS sends for every PUT: `versionId` ("object
+    /// version if bucket is versioning-enabled") and `sequencer` ("a string representation of a
+    /// hexadecimal value used to determine event sequence")
+    /// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+    /// They are added here from the uploads made, in order, as AWS would have sent them.
+    pub fn as_aws_sends_it(&self, body: &str) -> String {
+        let mut body: Value = serde_json::from_str(body).unwrap();
+        let Some(object) = body.pointer_mut("/Records/0/s3/object") else {
+            return body.to_string(); // S3's test event
+        };
+        let key = deltadrop_aws::trigger::decode_key(object["key"].as_str().unwrap());
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .iter_mut()
+            .find(|u| !u.notified && u.key == key && object["eTag"] == u.etag.as_str())
+            .unwrap_or_else(|| panic!("a notification of {key} that was never uploaded"));
+        upload.notified = true;
+        object["versionId"] = json!(upload.version_id);
+        object["sequencer"] = json!(upload.sequencer);
+        body.to_string()
+    }
+
+    pub async fn exists(&self, key: &str) -> bool {
+        self.s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Drops a file and waits for the execution its notification starts.
+    pub async fn drop_file(&self, key: &str, body: impl AsRef<[u8]>) -> Finished {
+        self.upload(key, body).await;
+        let batch = self.receive_notifications().await;
+        let name = self.started_execution(key, &batch).await;
+        let (status, error, output) = self.finished(&name).await;
+        Finished {
+            name,
+            status,
+            error,
+            output,
+        }
+    }
+
+    /// Receives the queued S3 notifications as Lambda's SQS event source would hand them over
+    /// (S3's test event included), once a file's notification is among them.
+    pub async fn receive_notifications(&self) -> Value {
+        let mut records = Vec::new();
+        let mut files = 0;
+        for _ in 0..20 {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for m in received.messages.unwrap_or_default() {
+                files += usize::from(!m.body().unwrap_or("").contains("s3:TestEvent"));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                records.push(json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                    "body": self.as_aws_sends_it(m.body().unwrap()),
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:deltadrop-incoming"), "awsRegion": REGION,
+                }));
+            }
+            if files > 0 {
+                break;
+            }
+        }
+        assert!(files > 0, "no S3 notification of a file arrived in SQS");
+        json!({ "Records": records })
+    }
+
+    pub async fn executions(&self) -> Vec<aws_sdk_sfn::types::ExecutionListItem> {
+        self.sfn
+            .list_executions()
+            .state_machine_arn(&self.state_machine_arn)
+            .send()
+            .await
+            .unwrap()
+            .executions
+    }
+
+    /// Waits until the execution ends; returns (status, error, output).
+    pub async fn finished(&self, name: &str) -> (String, Option<String>, Value) {
+        let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:deltadrop-pipeline:{name}");
+        for _ in 0..960 {
+            let execution = self
+                .sfn
+                .describe_execution()
+                .execution_arn(&arn)
+                .send()
+                .await
+                .unwrap();
+            let status = execution.status().as_str().to_string();
+            if status != "RUNNING" {
+                let output = execution
+                    .output()
+                    .and_then(|o| serde_json::from_str(o).ok())
+                    .unwrap_or(Value::Null);
+                return (status, execution.error().map(str::to_string), output);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("execution {name} did not finish in 240 s");
+    }
+
+    pub async fn trigger(&self, batch: &Value) -> Value {
+        invoke(
+            self.ctx(Function::Trigger),
+            Function::Trigger,
+            batch.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The SQS records of the next `count` file notifications (test events dropped).
+    pub async fn file_records(&self, count: usize) -> Vec<Value> {
+        let mut records = Vec::new();
+        while records.len() < count {
+            let batch = self.receive_notifications().await;
+            records.extend(
+                batch["Records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| !m["body"].as_str().unwrap().contains("s3:TestEvent"))
+                    .cloned(),
+            );
+        }
+        assert_eq!(records.len(), count, "more notifications than uploads");
+        records
+    }
+
+    /// Hands `records` to the trigger as one SQS batch and waits for the executions they name.
+    pub async fn deliver(&self, records: &[Value]) -> Vec<Finished> {
+        let response = self.trigger(&json!({ "Records": records })).await;
+        assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+        self.wait_for(records.iter().map(execution_for).collect())
+            .await
+    }
+
+    /// Hands `records` to the trigger in SQS batches of 10, as Lambda's event source does, and
+    /// redelivers the messages it reports as failed (as SQS does once their visibility timeout
+    /// ends); returns the names of the executions they start, without waiting for them.
+    pub async fn start(&self, records: &[Value]) -> Vec<String> {
+        for batch in records.chunks(10) {
+            let mut pending = batch.to_vec();
+            for _ in 0..5 {
+                let response = self.trigger(&json!({ "Records": pending })).await;
+                let failed: Vec<&Value> = response["batchItemFailures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| &f["itemIdentifier"])
+                    .collect();
+                pending.retain(|m| failed.contains(&&m["messageId"]));
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            assert!(pending.is_empty(), "the trigger kept failing: {pending:#?}");
+        }
+        records.iter().map(execution_for).collect()
+    }
+
+    /// Waits for each named execution to end.
+    pub async fn wait_for(&self, names: Vec<String>) -> Vec<Finished> {
+        let mut finished = Vec::new();
+        for name in names {
+            let (status, error, output) = self.finished(&name).await;
+            finished.push(Finished {
+                name,
+                status,
+                error,
+                output,
+            });
+        }
+        finished
+    }
+
+    pub async fn read(&self, key: &str) -> String {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap()
+    }
+
+    pub async fn started_execution(&self, key: &str, batch: &Value) -> String {
+        let response = self.trigger(batch).await;
+        assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+        let executions = self.executions().await;
+        let file_message = batch["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| !m["body"].as_str().unwrap().contains("s3:TestEvent"))
+            .unwrap();
+        let body: Value = serde_json::from_str(file_message["body"].as_str().unwrap()).unwrap();
+        let record = &body["Records"][0];
+        let config = Config::from_toml(CONFIG, "test").unwrap();
+        let (name, _) = deltadrop_aws::trigger::run_for_record(
+            &config,
+            BUCKET,
+            &serde_json::from_value(record.clone()).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        assert!(
+            executions.iter().any(|e| e.name == name),
+            "no execution {name} for {key}"
+        );
+        name
+    }
+
+    /// Options to read tables as the test, straight from moto: not a call of any function.
+    fn reader_options(&self) -> HashMap<String, String> {
+        HashMap::from(
+            [
+                ("AWS_REGION", REGION),
+                ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    /// A table as the Python `deltalake` package (an independent reader) reads it: version,
+    /// columns and rows as `a|b|c`, ordered by `order_by` (tests/crosscheck.py).
+    pub fn read_with_python(&self, table: &str, order_by: &str) -> Value {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
+        let output = std::process::Command::new(python)
+            .arg(format!("{root}/tests/crosscheck.py"))
+            .arg(format!("s3://{BUCKET}/{table}"))
+            .arg(order_by)
+            .arg(serde_json::to_string(&self.reader_options()).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the Python reader failed on {table}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// The keys under a prefix, as the test sees them.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            keys.extend(
+                page.unwrap()
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys
+    }
+
+    pub async fn rows(&self) -> Vec<String> {
+        let table = TableLocation::new(
+            url::Url::parse(&format!("s3://{BUCKET}/tables/orders/")).unwrap(),
+            self.reader_options(),
+        );
+        let batches = deltadrop::inspect::rows(&table, &["order_id".to_string()], None)
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for batch in batches {
+            let formatted = deltalake::arrow::util::pretty::pretty_format_batches(&[batch])
+                .unwrap()
+                .to_string();
+            rows.extend(
+                formatted
+                    .lines()
+                    .filter(|l| l.starts_with("| ") && !l.contains("order_id"))
+                    .map(|l| {
+                        l.trim_matches('|')
+                            .split('|')
+                            .map(str::trim)
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    }),
+            );
+        }
+        rows
+    }
+
+    /// The emails SES "sent": subject, destinations and the HTML body.
+    pub async fn emails(&self) -> Vec<Value> {
+        let data = self.moto.data().await;
+        data["ses"]["Message"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The key an SQS record's S3 notification names.
+pub fn notified_key(message: &Value) -> String {
+    let body: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+    deltadrop_aws::trigger::decode_key(body["Records"][0]["s3"]["object"]["key"].as_str().unwrap())
+}
+
+/// The execution name the trigger gives the upload an SQS record notifies.
+pub fn execution_for(message: &Value) -> String {
+    let body: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+    let config = Config::from_toml(CONFIG, "test").unwrap();
+    deltadrop_aws::trigger::run_for_record(
+        &config,
+        BUCKET,
+        &serde_json::from_value(body["Records"][0].clone()).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
+    .0
+}
+
+/// Where a run keeps its copy of a file: `<prefix><folder>/<execution name>/<file>`.
+pub fn in_run_folder(prefix: &str, key: &str, execution: &str) -> String {
+    let (folder, file) = key.rsplit_once('/').unwrap();
+    format!("{prefix}{folder}/{execution}/{file}")
+}
