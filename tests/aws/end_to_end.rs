@@ -22,6 +22,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     the_same_bytes_dropped_again_are_loaded_again(&world).await;
     a_late_and_repeated_notification_never_undoes_a_newer_upload(&world).await;
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
+    a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     every_call_is_one_the_function_policy_allows(&world).await;
 }
@@ -432,6 +433,51 @@ async fn a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_k
     );
     assert!(world.rows().await.contains(&"10|next|101.0".to_string()));
     assert!(!world.exists(key).await);
+}
+
+/// A feed in arrival order: the later file's notification comes first; its upsert waits
+/// (WaitingForEarlierFile, retried by the state machine) until the earlier file is merged.
+async fn a_feed_in_arrival_order_waits_for_the_earlier_file(world: &World) {
+    world
+        .upload(
+            "incoming/ordered/a.csv",
+            "order_id,status,amount\n1,early,1\n2,early,2\n",
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    world
+        .upload(
+            "incoming/ordered/b.csv",
+            "order_id,status,amount\n1,late,3\n",
+        )
+        .await;
+    let records = world.file_records(2).await;
+    let (earlier, later): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| crate::world::notified_key(r).ends_with("a.csv"));
+    let upsert_failures = || world.faults.invocations.lock().unwrap()["upsert"].1;
+    let failures_before = upsert_failures();
+    let later_name = world.start(&later).await.remove(0);
+    // Long enough for the later run to reach its upsert and wait at least once.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(
+        world.status(&later_name).await,
+        "RUNNING",
+        "the later file did not wait"
+    );
+    assert!(
+        upsert_failures() > failures_before,
+        "no upsert attempt waited"
+    );
+    let first = world.deliver(&earlier).await.remove(0);
+    let second = world.wait_for(vec![later_name]).await.remove(0);
+    for run in [&first, &second] {
+        assert_eq!(run.status, "SUCCEEDED", "{:#}", run.output);
+    }
+    assert_eq!(
+        world.rows_of("tables/ordered").await,
+        ["1|late|3", "2|early|2"]
+    );
 }
 
 /// moto enforces no IAM: every call each function made above is checked against that

@@ -44,6 +44,13 @@ keys = ["id"]
 [feeds.column_types]
 c3999 = "long"
 
+[[feeds]]
+name = "ordered"
+incoming = "incoming/ordered/"
+table = "tables/ordered"
+keys = ["order_id"]
+apply_in_arrival_order = true
+
 # The fault run (tests/aws/faults.rs): three tables, many files each at once.
 [[feeds]]
 name = "faults-0"
@@ -351,6 +358,19 @@ impl World {
             .executions
     }
 
+    /// An execution's status now (RUNNING, SUCCEEDED, ...).
+    pub async fn status(&self, name: &str) -> String {
+        let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:deltadrop-pipeline:{name}");
+        let execution = self
+            .sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        execution.status().as_str().to_string()
+    }
+
     /// Waits until the execution ends; returns (status, error, output).
     pub async fn finished(&self, name: &str) -> (String, Option<String>, Value) {
         let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:deltadrop-pipeline:{name}");
@@ -545,8 +565,13 @@ impl World {
     }
 
     pub async fn rows(&self) -> Vec<String> {
+        self.rows_of("tables/orders").await
+    }
+
+    /// A table's rows as `a|b|c`, ordered by `order_id`.
+    pub async fn rows_of(&self, table: &str) -> Vec<String> {
         let table = TableLocation::new(
-            url::Url::parse(&format!("s3://{BUCKET}/tables/orders/")).unwrap(),
+            url::Url::parse(&format!("s3://{BUCKET}/{table}/")).unwrap(),
             self.reader_options(),
         );
         let batches = deltadrop::inspect::rows(&table, &["order_id".to_string()], None)

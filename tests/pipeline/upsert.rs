@@ -388,3 +388,43 @@ async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
     assert_eq!(rows[100_049], "100050|changed");
     assert_eq!(rows[99_998], format!("99999|{}", comment(99_999)));
 }
+
+/// A feed that applies files in arrival order: a later file waits while an earlier one of its
+/// feed is still in incoming/ or staged, then both merge in the order they arrived.
+#[tokio::test]
+async fn a_feed_in_arrival_order_merges_a_file_only_after_the_earlier_ones() {
+    use deltadrop::steps::{archive, stage, upsert};
+    let h = Harness::new(&format!("{ORDERS}apply_in_arrival_order = true\n"));
+    h.put("incoming/orders/a.csv", "id,name\n1,early\n2,early\n")
+        .await;
+    h.put("incoming/orders/b.csv", "id,name\n1,late\n").await;
+    let later = h.run_input("incoming/orders/b.csv").await;
+    let waits = |e: deltadrop::Error| {
+        assert_eq!(e.name(), "WaitingForEarlierFile", "{e}");
+        assert!(
+            e.to_string().contains("waits for incoming/orders/a.csv"),
+            "{e}"
+        );
+    };
+
+    // Locally nothing retries: the later file stays where it is, with a failure email.
+    let refused = h.run("incoming/orders/b.csv").await;
+    waits(refused.error.unwrap());
+    assert!(h.exists("incoming/orders/b.csv") && refused.report.quarantine.is_none());
+
+    // As on AWS, where the runs overlap: the earlier file still in incoming/, then staged.
+    let staged_later = stage(&h.env, &later).await.unwrap();
+    archive(&h.env, &later).await.unwrap();
+    waits(upsert(&h.env, &later, &staged_later).await.unwrap_err());
+    let earlier = h.run_input("incoming/orders/a.csv").await;
+    let staged_earlier = stage(&h.env, &earlier).await.unwrap();
+    archive(&h.env, &earlier).await.unwrap();
+    waits(upsert(&h.env, &later, &staged_later).await.unwrap_err());
+
+    upsert(&h.env, &earlier, &staged_earlier).await.unwrap();
+    upsert(&h.env, &later, &staged_later).await.unwrap();
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|late", "2|early"]
+    );
+}

@@ -7,7 +7,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use deltadrop::error::{Error, Result};
-use deltadrop::storage::{ObjectReader, ObjectStorage};
+use deltadrop::storage::{Listed, ObjectReader, ObjectStorage};
 use deltadrop::upload::Upload;
 use url::Url;
 
@@ -244,6 +244,32 @@ impl ObjectStorage for S3Bucket {
             .await
             .map_err(|e| self.pinned_error(key, e))?;
         Ok(Box::new(object.body.into_async_read()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(prefix, e))?;
+            for object in page.contents() {
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?));
+                if let (Some(key), Some(modified)) = (object.key(), modified) {
+                    found.push(Listed {
+                        key: key.to_string(),
+                        modified,
+                    });
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {

@@ -95,6 +95,13 @@ pub struct Feed {
     /// What one file may hold before it is refused with `LimitExceeded`.
     #[serde(default)]
     pub limits: Limits,
+    /// Merge the feed's files in the order they arrived: a file waits (`WaitingForEarlierFile`,
+    /// retried by the state machine) while a file of the feed that arrived before it is still
+    /// waiting in `incoming` or staged but not merged. Off by default: files of different keys
+    /// then commit in whatever order their runs finish (uploads of one key never overwrite a
+    /// newer upload either way).
+    #[serde(default)]
+    pub apply_in_arrival_order: bool,
 }
 
 /// Bounds on one file, so that a hostile or broken file fails with a named error instead of
@@ -425,6 +432,14 @@ impl Feed {
             ));
         }
         Ok(())
+    }
+
+    /// The literal start of `incoming`: all of a prefix, a glob up to its first wildcard.
+    pub fn incoming_prefix(&self) -> &str {
+        match self.incoming.find(['*', '?', '[']) {
+            Some(wildcard) => &self.incoming[..wildcard],
+            None => &self.incoming,
+        }
     }
 
     pub fn matches(&self, key: &str) -> bool {

@@ -107,6 +107,11 @@ pub enum Error {
     #[error("{key} was replaced or deleted before this run could process the upload it was started for; a newer upload of the key is processed by its own run")]
     UploadReplaced { key: String },
 
+    /// The feed applies files in arrival order, and a file that arrived earlier is not merged
+    /// yet (retried by the state machine until it is).
+    #[error("{file} waits for {earlier}, which arrived earlier and is not merged yet (the feed applies files in arrival order)")]
+    WaitingForEarlierFile { file: String, earlier: String },
+
     /// Concurrent commits kept winning against this one.
     #[error("{table}: gave up after {attempts} attempts because other writers kept committing to the table")]
     CommitConflict { table: String, attempts: u32 },
@@ -141,6 +146,7 @@ impl Error {
         "SchemaMismatch",
         "ObjectNotFound",
         "UploadReplaced",
+        "WaitingForEarlierFile",
         "CommitConflict",
         "StorageError",
         "DeltaError",
@@ -161,6 +167,7 @@ impl Error {
             Error::SchemaMismatch { .. } => "SchemaMismatch",
             Error::ObjectNotFound { .. } => "ObjectNotFound",
             Error::UploadReplaced { .. } => "UploadReplaced",
+            Error::WaitingForEarlierFile { .. } => "WaitingForEarlierFile",
             Error::CommitConflict { .. } => "CommitConflict",
             Error::StorageError { .. } => "StorageError",
             Error::DeltaError { .. } => "DeltaError",
@@ -197,6 +204,7 @@ impl Error {
             "SchemaMismatch" => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
             "ObjectNotFound" => "Check whether the file was moved or deleted by someone else.",
             "UploadReplaced" => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
+            "WaitingForEarlierFile" => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
             "CommitConflict" => "Other writers kept changing the table; drop the file again when the load is lower.",
             "StorageError" | "DeltaError" => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
             "MailError" => "Check the mail sender identity and recipients.",

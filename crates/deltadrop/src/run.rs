@@ -6,6 +6,7 @@
 use crate::bounded::join_listed;
 use crate::environment::Environment;
 use crate::error::Error;
+use crate::steps::upsert::arrival::wait_for_earlier_files;
 use crate::steps::{
     archive, notify, quarantine, stage, upsert, Failure, NotifyOutput, Report, RunInput,
 };
@@ -32,6 +33,12 @@ async fn load(
     report: &mut Report,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Error> {
+    let feed = env.config.feed_named(&run.feed)?;
+    if feed.apply_in_arrival_order {
+        // Checked before anything moves: locally nothing retries, so the file stays in incoming/
+        // for a later run (on AWS the upsert waits, retried by the state machine).
+        wait_for_earlier_files(env, feed, run).await?;
+    }
     progress(&format!("stage: reading {}", env.storage.display(&run.key)));
     let staged = stage(env, run).await?;
     progress(&format!(
@@ -86,9 +93,11 @@ pub async fn run_file(
         progress(&format!("failed: {}: {e}", e.name()));
         let failure = Failure::from(e);
         // A replaced upload left nothing of its own to quarantine (the state machine routes
-        // UploadReplaced straight to NotifyFailure, too).
+        // UploadReplaced straight to NotifyFailure, too); a file that waits for an earlier one
+        // stays in incoming/ until that one is loaded.
         let quarantined = match e {
             Error::UploadReplaced { .. } => None,
+            Error::WaitingForEarlierFile { .. } if report.archive.is_none() => None,
             _ => Some(quarantine(env, &run, &failure).await),
         };
         match quarantined {

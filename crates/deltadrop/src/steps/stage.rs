@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
+use super::upsert::arrival::ARRIVED_FIELD;
 use super::RunInput;
 use crate::bounded::listed;
 use crate::config::Compression;
@@ -140,7 +141,13 @@ impl StagingWriter {
         };
         let info = HashMap::from([(
             "deltadrop".to_string(),
-            serde_json::json!({"run_id": run.run_id, "file": run.key, "role": "staging"}),
+            serde_json::json!({
+                "run_id": run.run_id,
+                "file": run.key,
+                "feed": run.feed,
+                "role": "staging",
+                ARRIVED_FIELD: run.upload.uploaded_at.map(|t| t.timestamp_millis()),
+            }),
         )]);
         let table = location
             .create(&first.schema(), HashMap::new(), info)

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use url::Url;
 
-use super::{ObjectReader, ObjectStorage};
+use super::{Listed, ObjectReader, ObjectStorage};
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
@@ -173,6 +173,55 @@ impl ObjectStorage for LocalBucket {
         Ok(Box::new(file))
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        let walk = move || {
+            // Start at the deepest folder the prefix names; temporary files start with '.'.
+            let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
+            let mut pending = vec![root.join(folder)];
+            let mut found = Vec::new();
+            while let Some(dir) = pending.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::storage(dir.display().to_string(), e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::storage(dir.display().to_string(), e))?;
+                    let path = entry.path();
+                    let metadata = entry
+                        .metadata()
+                        .map_err(|e| Error::storage(path.display().to_string(), e))?;
+                    if metadata.is_dir() {
+                        pending.push(path);
+                        continue;
+                    }
+                    let key = path
+                        .strip_prefix(&root)
+                        .expect("below the root")
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    let temporary = entry.file_name().to_string_lossy().starts_with('.');
+                    if key.starts_with(&prefix) && !temporary {
+                        let modified = metadata
+                            .modified()
+                            .map_err(|e| Error::storage(key.clone(), e))?;
+                        found.push(Listed {
+                            key,
+                            modified: modified.into(),
+                        });
+                    }
+                }
+            }
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        };
+        tokio::task::spawn_blocking(walk)
+            .await
+            .map_err(|e| Error::storage(self.root.display().to_string(), e))?
+    }
+
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
         self.write_atomically(key, async |tmp| tokio::fs::write(tmp, &body).await)
             .await
@@ -233,6 +282,20 @@ mod tests {
             text(&bucket, "archive/a/b.txt", &any).await.unwrap(),
             "hello"
         );
+        let listed: Vec<String> = bucket
+            .list("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(
+            listed,
+            ["a/b.txt", "archive/a/b.txt"],
+            "a key prefix, as on S3"
+        );
+        assert_eq!(bucket.list("archive/a/").await.unwrap().len(), 1);
+        assert!(bucket.list("nothing/").await.unwrap().is_empty());
         bucket.delete("a/b.txt", &any).await.unwrap();
         bucket.delete("a/b.txt", &any).await.unwrap();
         assert_eq!(bucket.size("a/b.txt").await.unwrap(), None);

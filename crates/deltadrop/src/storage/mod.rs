@@ -18,6 +18,13 @@ use crate::upload::Upload;
 
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// An object found by [`ObjectStorage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 #[async_trait]
 pub trait ObjectStorage: Send + Sync {
     /// A URL-like name of a key for messages: `file:///data/bucket/a.csv`, `s3://bucket/a.csv`.
@@ -43,6 +50,9 @@ pub trait ObjectStorage: Send + Sync {
     /// Streams the bytes of `upload` at `key`: `UploadReplaced` when the key holds another
     /// upload and that one cannot be read any more.
     async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader>;
+
+    /// Every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 
     /// Writes a whole (small) object.
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;

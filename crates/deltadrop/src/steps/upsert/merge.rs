@@ -20,6 +20,7 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
 
+use super::arrival::wait_for_earlier_files;
 use super::{file_identity, newest_upload_ids, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::TableLocation;
@@ -234,12 +235,18 @@ async fn merge_once(
             serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
         )])
         .with_application_transactions(applied_transactions(run, identity, now));
-    let Some(table) = target.open().await? else {
+    let table = target.open().await?;
+    if let Some(table) = &table {
+        if let Some(done) = already_decided(table, target, run, identity).await? {
+            return Ok(done);
+        }
+    }
+    if feed.apply_in_arrival_order {
+        wait_for_earlier_files(env, feed, run).await?;
+    }
+    let Some(table) = table else {
         return first_load(feed, target, ctx, source.clone(), commit, identity).await;
     };
-    if let Some(done) = already_decided(&table, target, run, identity).await? {
-        return Ok(done);
-    }
 
     let predicate = feed
         .keys

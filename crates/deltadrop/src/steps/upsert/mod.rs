@@ -3,6 +3,7 @@
 //! The step's output types live here; the MERGE itself ([`merge`]) needs DataFusion and is built
 //! only with the `merge` feature, so that the other Lambda binaries do not link it.
 
+pub mod arrival;
 #[cfg(feature = "merge")]
 mod merge;
 
