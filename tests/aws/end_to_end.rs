@@ -140,7 +140,14 @@ async fn a_malformed_file_is_quarantined(world: &World) {
     );
     let quarantined = in_run_folder("quarantine/", "incoming/orders/bad.csv", &bad.name);
     assert!(world.exists(&quarantined).await);
-    assert!(world.exists(&format!("{quarantined}.error.json")).await);
+    // The report holds the message, as locally: not the Lambda error JSON Step Functions passes.
+    let report: serde_json::Value =
+        serde_json::from_str(&world.read(&format!("{quarantined}.error.json")).await).unwrap();
+    assert_eq!(report["error"], "MalformedFile");
+    assert_eq!(
+        report["message"],
+        "incoming/orders/bad.csv, line 2: expected 3 fields, found 2"
+    );
     assert!(!world.exists("incoming/orders/bad.csv").await);
     let emails = world.emails().await;
     assert_eq!(emails.len(), 3);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use deltadrop::Error;
+use deltadrop::ErrorKind;
 use serde_json::Value;
 
 pub fn definition() -> Value {
@@ -62,7 +62,7 @@ fn every_transition_exists_and_every_error_name_is_one_the_handlers_return() {
         {
             let builtin = error.starts_with("States.") || error.starts_with("Lambda.");
             assert!(
-                builtin || Error::NAMES.contains(&error.as_str()),
+                builtin || ErrorKind::from_name(&error).is_some(),
                 "{name} matches unknown error {error}"
             );
         }
@@ -86,10 +86,10 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
         assert_eq!(catch["Next"], "Quarantine", "{step}");
         assert_eq!(catch["ResultPath"], "$.failure", "{step}");
         // A bad file is never retried: retrying cannot fix it.
-        for name in Error::BAD_FILE_NAMES {
+        for kind in ErrorKind::ALL.iter().filter(|k| k.is_bad_file()) {
             assert!(
-                !error_names(&states[step], "Retry").contains(&name.to_string()),
-                "{step} retries {name}"
+                !error_names(&states[step], "Retry").contains(&kind.name().to_string()),
+                "{step} retries {kind}"
             );
         }
     }
@@ -109,6 +109,42 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
     assert_eq!(states["NotifyFailure"]["Next"], "Failed");
     assert_eq!(states["Failed"]["ErrorPath"], "$.failure.Error");
     assert_eq!(states["Upsert"]["Next"], "NotifySuccess");
+}
+
+/// The state machine retries exactly the transient kinds: each Task's own retried names are
+/// transient, each transient kind is retried where it can occur, and storage and Delta errors
+/// everywhere.
+#[test]
+fn exactly_the_transient_kinds_are_retried() {
+    let asl = definition();
+    let states = asl["States"].as_object().unwrap();
+    let mut retried = BTreeSet::new();
+    for (name, state) in states.iter().filter(|(_, s)| s["Type"] == "Task") {
+        let names = error_names(state, "Retry");
+        for error in names.iter().filter(|e| !e.contains('.')) {
+            let kind = ErrorKind::from_name(error).unwrap();
+            assert!(
+                kind.is_transient(),
+                "{name} retries {kind}, which is not transient"
+            );
+            retried.insert(kind.name());
+        }
+        for always in ["StorageError", "DeltaError"] {
+            assert!(
+                names.iter().any(|n| n == always),
+                "{name} does not retry {always}"
+            );
+        }
+    }
+    let transient: BTreeSet<&str> = ErrorKind::ALL
+        .iter()
+        .filter(|k| k.is_transient())
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(
+        retried, transient,
+        "transient kinds the state machine never retries"
+    );
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl Harness {
 
     /// Where `result`'s file is (or would be) quarantined.
     pub fn quarantined(&self, result: &RunResult) -> String {
-        deltadrop::steps::archive::quarantine_key(&self.env, result.report.run.as_ref().unwrap())
+        deltadrop::steps::quarantine::quarantine_key(&self.env, result.report.run.as_ref().unwrap())
     }
 
     pub fn table(&self, table: &str) -> TableLocation {

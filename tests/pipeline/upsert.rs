@@ -321,7 +321,8 @@ async fn an_upsert_retried_after_its_commit_reports_already_applied() {
 
 #[tokio::test]
 async fn steps_are_safe_to_rerun_after_a_partial_move() {
-    use deltadrop::steps::archive::{archive_key, quarantine_key};
+    use deltadrop::steps::archive::archive_key;
+    use deltadrop::steps::quarantine::quarantine_key;
     use deltadrop::steps::{archive, quarantine, Failure};
     let h = Harness::new(ORDERS);
     h.put("incoming/orders/1.csv", "id\n1\n").await;

@@ -1,15 +1,22 @@
-//! The Lambda functions as plain async functions: JSON in, JSON out, errors with the stable
-//! names Step Functions matches. The Lambda runtime and the end-to-end test both call
-//! [`invoke`].
+//! The Lambda functions as typed handlers (request → output) behind one JSON adapter
+//! ([`handle_json`]) that maps a payload it cannot read to `InvalidInput`, logs the outcome inside
+//! a span naming the run, and reports errors with the stable names Step Functions matches. Each
+//! binary in `crates/lambda-*` serves one handler; the upsert handler exists only with the
+//! `merge` feature, so a binary built without it cannot serve it.
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
-use deltadrop::steps::{self, Failure, Report, RunInput, StageOutput};
+use deltadrop::steps::{
+    self, ArchiveOutput, Failure, NotifyOutput, QuarantineOutput, Report, RunInput, StageOutput,
+};
 use deltadrop::Error;
 use lambda_runtime::Diagnostic;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::context::AwsContext;
 use crate::trigger;
@@ -43,18 +50,39 @@ impl Function {
     }
 }
 
-/// The Stage function's input: the execution input.
+/// One Lambda function: what it reads, what it answers, and the run it works on (for logs).
+pub trait Handler {
+    const FUNCTION: Function;
+    type Request: DeserializeOwned + Send;
+    type Output: Serialize;
+
+    fn handle(
+        ctx: &AwsContext,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<Self::Output, Error>> + Send;
+
+    /// The run a request belongs to, to put in every log line of the invocation.
+    fn run(_request: &Self::Request) -> Option<&RunInput> {
+        None
+    }
+}
+
+/// The Stage state's input: the execution input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
     pub run: RunInput,
 }
 
-/// The Archive function archives, or quarantines when a failure is given.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArchiveRequest {
     pub run: RunInput,
-    #[serde(default)]
-    pub failure: Option<Failure>,
+}
+
+/// The Quarantine state's input: the run and the failure its `Catch` recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineRequest {
+    pub run: RunInput,
+    pub failure: Failure,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +98,145 @@ pub struct NotifyRequest {
     pub execution_arn: Option<String>,
 }
 
+/// The archive function serves two states, told apart by their input: Quarantine passes the
+/// failure, Archive does not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MoveRequest {
+    Quarantine(QuarantineRequest),
+    Archive(ArchiveRequest),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum MoveOutput {
+    Quarantined(QuarantineOutput),
+    Archived(ArchiveOutput),
+}
+
+pub struct TriggerHandler;
+pub struct StageHandler;
+pub struct ArchiveHandler;
+#[cfg(feature = "merge")]
+pub struct UpsertHandler;
+pub struct NotifyHandler;
+
+impl Handler for TriggerHandler {
+    const FUNCTION: Function = Function::Trigger;
+    type Request = SqsEvent;
+    type Output = SqsBatchResponse;
+
+    async fn handle(ctx: &AwsContext, batch: SqsEvent) -> Result<SqsBatchResponse, Error> {
+        let state_machine_arn =
+            ctx.settings
+                .state_machine_arn
+                .as_deref()
+                .ok_or_else(|| Error::ConfigError {
+                    field: "STATE_MACHINE_ARN".into(),
+                    message: "the trigger needs the state machine's ARN in its environment".into(),
+                })?;
+        // The trigger may run without a configuration: S3's test event needs none.
+        let config = ctx.config().await;
+        let trigger = trigger::Trigger {
+            config: config.as_deref(),
+            data_bucket: &ctx.settings.bucket,
+            sfn: &ctx.sfn,
+            state_machine_arn,
+        };
+        let (response, triggered) = trigger.handle_batch(&batch).await;
+        tracing::info!(
+            ?triggered,
+            failures = response.batch_item_failures.len(),
+            "trigger batch done"
+        );
+        Ok(response)
+    }
+}
+
+impl Handler for StageHandler {
+    const FUNCTION: Function = Function::Stage;
+    type Request = StageRequest;
+    type Output = StageOutput;
+
+    async fn handle(ctx: &AwsContext, request: StageRequest) -> Result<StageOutput, Error> {
+        steps::stage(&ctx.environment().await?, &request.run).await
+    }
+
+    fn run(request: &StageRequest) -> Option<&RunInput> {
+        Some(&request.run)
+    }
+}
+
+impl Handler for ArchiveHandler {
+    const FUNCTION: Function = Function::Archive;
+    type Request = MoveRequest;
+    type Output = MoveOutput;
+
+    async fn handle(ctx: &AwsContext, request: MoveRequest) -> Result<MoveOutput, Error> {
+        let env = ctx.environment().await?;
+        Ok(match request {
+            MoveRequest::Quarantine(q) => {
+                let failure = from_step_functions(q.failure);
+                MoveOutput::Quarantined(steps::quarantine(&env, &q.run, &failure).await?)
+            }
+            MoveRequest::Archive(a) => MoveOutput::Archived(steps::archive(&env, &a.run).await?),
+        })
+    }
+
+    fn run(request: &MoveRequest) -> Option<&RunInput> {
+        match request {
+            MoveRequest::Quarantine(q) => Some(&q.run),
+            MoveRequest::Archive(a) => Some(&a.run),
+        }
+    }
+}
+
+#[cfg(feature = "merge")]
+impl Handler for UpsertHandler {
+    const FUNCTION: Function = Function::Upsert;
+    type Request = UpsertRequest;
+    type Output = steps::UpsertOutput;
+
+    async fn handle(ctx: &AwsContext, request: UpsertRequest) -> Result<Self::Output, Error> {
+        steps::upsert(&ctx.environment().await?, &request.run, &request.stage).await
+    }
+
+    fn run(request: &UpsertRequest) -> Option<&RunInput> {
+        Some(&request.run)
+    }
+}
+
+impl Handler for NotifyHandler {
+    const FUNCTION: Function = Function::Notify;
+    type Request = NotifyRequest;
+    type Output = NotifyOutput;
+
+    async fn handle(ctx: &AwsContext, mut request: NotifyRequest) -> Result<NotifyOutput, Error> {
+        if let Some(arn) = &request.execution_arn {
+            request.report.execution_url = Some(console_url(&ctx.region, arn));
+        }
+        request.report.failure = request.report.failure.map(from_step_functions);
+        steps::notify(&ctx.environment().await?, &request.report).await
+    }
+
+    fn run(request: &NotifyRequest) -> Option<&RunInput> {
+        request.report.run.as_ref()
+    }
+}
+
+/// Step Functions hands a `Catch` the failed Lambda's error as JSON in `Cause`
+/// (`{"errorType": ..., "errorMessage": ...}`); the steps, the report beside a quarantined file
+/// and the email get the message, as they do locally.
+pub fn from_step_functions(mut failure: Failure) -> Failure {
+    let message = serde_json::from_str::<Value>(&failure.cause)
+        .ok()
+        .and_then(|v| v.get("errorMessage")?.as_str().map(str::to_string));
+    if let Some(message) = message {
+        failure.cause = message;
+    }
+    failure
+}
+
 /// The error Lambda reports: `error_type` is the stable name Step Functions matches.
 pub fn diagnostic(e: &Error) -> Diagnostic {
     Diagnostic {
@@ -78,110 +245,100 @@ pub fn diagnostic(e: &Error) -> Diagnostic {
     }
 }
 
-fn parse<T: DeserializeOwned>(function: Function, payload: Value) -> Result<T, Error> {
-    serde_json::from_value(payload).map_err(|e| Error::InvalidInput {
-        message: format!(
-            "the {} function got input it cannot read: {e}",
-            function.name()
-        ),
-    })
-}
-
-fn output(value: impl Serialize) -> Result<Value, Error> {
-    serde_json::to_value(value).map_err(|e| Error::InvalidInput {
-        message: e.to_string(),
-    })
-}
-
 /// The Step Functions console page of an execution.
 pub fn console_url(region: &str, execution_arn: &str) -> String {
     format!("https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}")
 }
 
-async fn run(ctx: &AwsContext, function: Function, payload: Value) -> Result<Value, Error> {
-    // The steps read the configuration on every invocation (cached for a bounded time); the
-    // trigger may run without one.
-    let env = || ctx.environment();
-    match function {
-        Function::Trigger => run_trigger(ctx, parse(function, payload)?).await,
-        Function::Stage => {
-            let request: StageRequest = parse(function, payload)?;
-            output(steps::stage(&env().await?, &request.run).await?)
+/// Runs handler `H` on a JSON payload: the one adapter between Lambda's JSON and the typed
+/// handlers. Every log line of the invocation carries the run's id, feed and key.
+pub async fn handle_json<H: Handler>(
+    ctx: &AwsContext,
+    payload: Value,
+) -> Result<Value, Diagnostic> {
+    let function = H::FUNCTION.name();
+    let request: H::Request = match serde_json::from_value(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            let e = Error::InvalidInput {
+                message: format!("the {function} function got input it cannot read: {e}"),
+            };
+            tracing::error!(function, error = e.name(), message = %e, "failed");
+            return Err(diagnostic(&e));
         }
-        Function::Archive => {
-            let request: ArchiveRequest = parse(function, payload)?;
-            let env = env().await?;
-            match &request.failure {
-                Some(failure) => output(steps::quarantine(&env, &request.run, failure).await?),
-                None => output(steps::archive(&env, &request.run).await?),
-            }
+    };
+    let span = match H::run(&request) {
+        Some(run) => {
+            tracing::info_span!("run", function, run_id = %run.run_id, feed = %run.feed, key = %run.key)
         }
-        Function::Upsert => upsert(&env().await?, parse(function, payload)?).await,
-        Function::Notify => {
-            let mut request: NotifyRequest = parse(function, payload)?;
-            if let Some(arn) = &request.execution_arn {
-                request.report.execution_url = Some(console_url(&ctx.region, arn));
+        None => tracing::info_span!("run", function),
+    };
+    async move {
+        let output = H::handle(ctx, request).await.and_then(|output| {
+            serde_json::to_value(output).map_err(|e| Error::internal(e.to_string()))
+        });
+        match output {
+            Ok(value) => {
+                tracing::info!(output = %value, "done");
+                Ok(value)
             }
-            output(steps::notify(&env().await?, &request.report).await?)
+            Err(e) => {
+                tracing::error!(error = e.name(), message = %e, "failed");
+                Err(diagnostic(&e))
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
-async fn run_trigger(ctx: &AwsContext, batch: SqsEvent) -> Result<Value, Error> {
-    let state_machine_arn =
-        ctx.settings
-            .state_machine_arn
-            .as_deref()
-            .ok_or_else(|| Error::ConfigError {
-                field: "STATE_MACHINE_ARN".into(),
-                message: "the trigger needs the state machine's ARN in its environment".into(),
-            })?;
-    let config = ctx.config().await;
-    let trigger = trigger::Trigger {
-        config: config.as_deref(),
-        data_bucket: &ctx.settings.bucket,
-        sfn: &ctx.sfn,
-        state_machine_arn,
-    };
-    let (response, triggered) = trigger.handle_batch(&batch).await;
-    tracing::info!(
-        ?triggered,
-        failures = response.batch_item_failures.len(),
-        "trigger batch done"
-    );
-    output(response)
-}
-
+/// Runs the named function on one payload (the test harness serves every function from one
+/// process; a Lambda binary serves one handler through [`crate::lambda::serve`]).
 #[cfg(feature = "merge")]
-async fn upsert(env: &deltadrop::Environment, request: UpsertRequest) -> Result<Value, Error> {
-    output(steps::upsert(env, &request.run, &request.stage).await?)
-}
-
-/// Only the upsert function's binary is built with MERGE; a deployment that points the Upsert
-/// state at another binary gets this error instead of a crash.
-#[cfg(not(feature = "merge"))]
-async fn upsert(_: &deltadrop::Environment, _: UpsertRequest) -> Result<Value, Error> {
-    Err(Error::InvalidInput {
-        message: "this binary was built without the `merge` feature: the Upsert state must invoke \
-                  the upsert function"
-            .into(),
-    })
-}
-
-/// Runs one function on one payload, logging the outcome.
 pub async fn invoke(
     ctx: &AwsContext,
     function: Function,
     payload: Value,
 ) -> Result<Value, Diagnostic> {
-    match run(ctx, function, payload).await {
-        Ok(value) => {
-            tracing::info!(function = function.name(), output = %value, "done");
-            Ok(value)
-        }
-        Err(e) => {
-            tracing::error!(function = function.name(), error = e.name(), message = %e, "failed");
-            Err(diagnostic(&e))
-        }
+    match function {
+        Function::Trigger => handle_json::<TriggerHandler>(ctx, payload).await,
+        Function::Stage => handle_json::<StageHandler>(ctx, payload).await,
+        Function::Archive => handle_json::<ArchiveHandler>(ctx, payload).await,
+        Function::Upsert => handle_json::<UpsertHandler>(ctx, payload).await,
+        Function::Notify => handle_json::<NotifyHandler>(ctx, payload).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_cause_becomes_the_message_and_names_keep_their_kind() {
+        let failure: Failure = serde_json::from_value(serde_json::json!({
+            "Error": "MalformedFile",
+            "Cause": r#"{"errorType":"MalformedFile","errorMessage":"a.csv, line 2: expected 2 fields, found 3"}"#
+        }))
+        .unwrap();
+        let failure = from_step_functions(failure);
+        assert_eq!(failure.cause, "a.csv, line 2: expected 2 fields, found 3");
+        assert_eq!(failure.error.to_string(), "MalformedFile");
+        let timeout: Failure =
+            serde_json::from_value(serde_json::json!({"Error": "States.Timeout", "Cause": "x"}))
+                .unwrap();
+        assert_eq!(from_step_functions(timeout).cause, "x");
+    }
+
+    #[test]
+    fn the_archive_function_tells_quarantine_from_archive_by_its_input() {
+        let run = serde_json::json!({"run_id": "r", "key": "k", "feed": "f", "started_at": "2026-01-01T00:00:00Z"});
+        let archive: MoveRequest =
+            serde_json::from_value(serde_json::json!({ "run": run })).unwrap();
+        assert!(matches!(archive, MoveRequest::Archive(_)));
+        let quarantine: MoveRequest = serde_json::from_value(
+            serde_json::json!({ "run": run, "failure": {"Error": "DeltaError", "Cause": "c"} }),
+        )
+        .unwrap();
+        assert!(matches!(quarantine, MoveRequest::Quarantine(_)));
     }
 }

@@ -4,10 +4,11 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
 use crate::context::{AwsContext, Settings};
-use crate::handlers::{invoke, Function};
+use crate::handlers::{handle_json, Handler};
 
-/// Builds the clients and reads the configuration once per container, then serves invocations.
-pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
+/// Builds the clients once per container, then serves invocations with handler `H` (the
+/// configuration is read per invocation, through a cache: see [`AwsContext::config`]).
+pub async fn serve<H: Handler>() -> Result<(), lambda_runtime::Error> {
     // JSON logs when Lambda's log format is JSON; AWS_LAMBDA_LOG_LEVEL or RUST_LOG set the level.
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
@@ -15,7 +16,7 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     let ctx = AwsContext::new(&sdk, &settings).await?;
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        invoke(ctx, function, event.payload).await
+        handle_json::<H>(ctx, event.payload).await
     }))
     .await
 }

@@ -1,6 +1,6 @@
 //! deltadrop on AWS: the S3 bucket, the SES mailer, the trigger that starts Step Functions
 //! executions, and the five Lambda functions (each binary in `crates/lambda-*` is one call to
-//! [`lambda::serve`]).
+//! [`lambda::serve`] of one [`Handler`]).
 
 pub mod context;
 pub mod handlers;
@@ -10,4 +10,6 @@ pub mod ses;
 pub mod trigger;
 
 pub use context::{AwsContext, Settings};
-pub use handlers::{invoke, Function};
+#[cfg(feature = "merge")]
+pub use handlers::invoke;
+pub use handlers::{handle_json, Function, Handler};

@@ -1,7 +1,7 @@
 //! The trigger: S3 ObjectCreated notifications (through SQS) start one Step Functions execution
 //! per file, under a deterministic name so that a duplicated notification starts nothing new.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::{DateTime, Utc};
 use deltadrop::config::Config;
@@ -9,6 +9,7 @@ use deltadrop::steps::{sanitize, RunInput};
 use deltadrop::upload::Upload;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 /// An S3 event notification, reduced to what the trigger reads (emulators send fewer fields
 /// than AWS; this accepts both).
@@ -213,35 +214,34 @@ impl Trigger<'_> {
         let mut done = Vec::new();
         for message in &batch.records {
             let id = message.message_id.clone().unwrap_or_default();
-            let body = message.body.as_deref().unwrap_or("");
-            let value: serde_json::Value = match serde_json::from_str(body) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "not JSON; leaving it for the dead-letter queue");
-                    response.batch_item_failures.push(failure(id));
-                    continue;
-                }
-            };
-            if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
-                done.push(Triggered::Skipped {
-                    key: String::new(),
-                    reason: "s3:TestEvent".into(),
-                });
-                continue;
-            }
-            let outcome = match serde_json::from_value::<S3Notification>(value) {
-                Ok(event) => self.start_all(&event).await,
-                Err(e) => Err(format!("not an S3 event: {e}")),
-            };
-            match outcome {
+            let span = tracing::info_span!("message", message_id = %id);
+            match self.handle_message(message).instrument(span).await {
                 Ok(mut triggered) => done.append(&mut triggered),
-                Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "could not start the execution; will retry");
-                    response.batch_item_failures.push(failure(id));
-                }
+                Err(()) => response.batch_item_failures.push(failure(id)),
             }
         }
         (response, done)
+    }
+
+    /// One SQS message: what it started, or `Err` (logged) when SQS must deliver it again.
+    async fn handle_message(&self, message: &SqsMessage) -> Result<Vec<Triggered>, ()> {
+        let body = message.body.as_deref().unwrap_or("");
+        let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+            tracing::error!(error = %e, "not JSON; leaving it for the dead-letter queue");
+        })?;
+        if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+            return Ok(vec![Triggered::Skipped {
+                key: String::new(),
+                reason: "s3:TestEvent".into(),
+            }]);
+        }
+        let outcome = match serde_json::from_value::<S3Notification>(value) {
+            Ok(event) => self.start_all(&event).await,
+            Err(e) => Err(format!("not an S3 event: {e}")),
+        };
+        outcome.map_err(|e| {
+            tracing::error!(error = %e, "could not start the execution; will retry");
+        })
     }
 }
 

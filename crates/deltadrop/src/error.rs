@@ -131,84 +131,161 @@ pub enum Error {
     /// A step was called with input it cannot use (a bug in the caller or the state machine).
     #[error("invalid step input: {message}")]
     InvalidInput { message: String },
+
+    /// Something inside deltadrop failed that no input explains (a panicked reader thread, a
+    /// value that would not serialize): a bug.
+    #[error("internal error: {message}")]
+    InternalError { message: String },
 }
 
-impl Error {
-    /// Every stable error name, for the state machine checks and the docs.
-    pub const NAMES: &'static [&'static str] = &[
-        "ConfigError",
-        "NoMatchingFeed",
-        "MalformedFile",
-        "LimitExceeded",
-        "InvalidValue",
-        "MissingKeyColumn",
-        "NullKey",
-        "SchemaMismatch",
-        "ObjectNotFound",
-        "UploadReplaced",
-        "WaitingForEarlierFile",
-        "CommitConflict",
-        "StorageError",
-        "DeltaError",
-        "MailError",
-        "InvalidInput",
-    ];
-
-    /// The stable name Step Functions matches on.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Error::ConfigError { .. } => "ConfigError",
-            Error::NoMatchingFeed { .. } => "NoMatchingFeed",
-            Error::MalformedFile { .. } => "MalformedFile",
-            Error::LimitExceeded { .. } => "LimitExceeded",
-            Error::InvalidValue { .. } => "InvalidValue",
-            Error::MissingKeyColumn { .. } => "MissingKeyColumn",
-            Error::NullKey { .. } => "NullKey",
-            Error::SchemaMismatch { .. } => "SchemaMismatch",
-            Error::ObjectNotFound { .. } => "ObjectNotFound",
-            Error::UploadReplaced { .. } => "UploadReplaced",
-            Error::WaitingForEarlierFile { .. } => "WaitingForEarlierFile",
-            Error::CommitConflict { .. } => "CommitConflict",
-            Error::StorageError { .. } => "StorageError",
-            Error::DeltaError { .. } => "DeltaError",
-            Error::MailError { .. } => "MailError",
-            Error::InvalidInput { .. } => "InvalidInput",
+/// Declares [`ErrorKind`] and its list from one list of names, so that `ALL` cannot miss one.
+macro_rules! error_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// What went wrong, without the details: the stable name Step Functions matches in
+        /// `Retry` and `Catch`, and what each kind means for routing and for the operator. Every
+        /// table below is an exhaustive match, so a new kind does not compile until each says
+        /// what it is.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($kind),*
         }
+
+        impl ErrorKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),*];
+
+            /// The stable name: the variant's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => stringify!($kind)),*
+                }
+            }
+        }
+    };
+}
+
+error_kinds!(
+    ConfigError,
+    NoMatchingFeed,
+    MalformedFile,
+    LimitExceeded,
+    InvalidValue,
+    MissingKeyColumn,
+    NullKey,
+    SchemaMismatch,
+    ObjectNotFound,
+    UploadReplaced,
+    WaitingForEarlierFile,
+    CommitConflict,
+    StorageError,
+    DeltaError,
+    MailError,
+    InvalidInput,
+    InternalError,
+);
+
+impl ErrorKind {
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.name() == name)
     }
 
     /// True when the file itself is at fault: it goes to quarantine and retrying cannot help.
-    pub fn is_bad_file(&self) -> bool {
-        Self::BAD_FILE_NAMES.contains(&self.name())
+    pub fn is_bad_file(self) -> bool {
+        use ErrorKind::*;
+        match self {
+            NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue | MissingKeyColumn
+            | NullKey | SchemaMismatch => true,
+            ConfigError
+            | ObjectNotFound
+            | UploadReplaced
+            | WaitingForEarlierFile
+            | CommitConflict
+            | StorageError
+            | DeltaError
+            | MailError
+            | InvalidInput
+            | InternalError => false,
+        }
     }
 
-    /// The names of errors caused by the file's content (routed to quarantine).
-    pub const BAD_FILE_NAMES: &'static [&'static str] = &[
-        "NoMatchingFeed",
-        "MalformedFile",
-        "LimitExceeded",
-        "InvalidValue",
-        "MissingKeyColumn",
-        "NullKey",
-        "SchemaMismatch",
-    ];
+    /// True when the same step may succeed if run again later: the state machine retries
+    /// exactly these (tests/aws/statemachine.rs checks it).
+    pub fn is_transient(self) -> bool {
+        use ErrorKind::*;
+        match self {
+            WaitingForEarlierFile | CommitConflict | StorageError | DeltaError | MailError => true,
+            ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
+            | MissingKeyColumn | NullKey | SchemaMismatch | ObjectNotFound | UploadReplaced
+            | InvalidInput | InternalError => false,
+        }
+    }
 
-    /// What an operator should do about it, for failure emails.
-    pub fn advice(name: &str) -> &'static str {
-        match name {
-            "ConfigError" => "Fix the named setting in the deltadrop configuration, then drop the file again.",
-            "NoMatchingFeed" => "Add a feed whose `incoming` pattern matches this key, or send the file to the right prefix.",
-            "MalformedFile" | "InvalidValue" | "MissingKeyColumn" | "NullKey" => {
+    /// What an operator should do about it, for failure emails and error reports.
+    pub fn advice(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            ConfigError => "Fix the named setting in the deltadrop configuration, then drop the file again.",
+            NoMatchingFeed => "Add a feed whose `incoming` pattern matches this key, or send the file to the right prefix.",
+            MalformedFile | InvalidValue | MissingKeyColumn | NullKey => {
                 "Ask the sender for a corrected file and drop it again; the target table was not changed."
             }
-            "LimitExceeded" => "Ask the sender whether the file is what they meant to send; if it is, raise the named limit in the feed's [feeds.limits] and drop it again. The target table was not changed.",
-            "SchemaMismatch" => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
-            "ObjectNotFound" => "Check whether the file was moved or deleted by someone else.",
-            "UploadReplaced" => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
-            "WaitingForEarlierFile" => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
-            "CommitConflict" => "Other writers kept changing the table; drop the file again when the load is lower.",
-            "StorageError" | "DeltaError" => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
-            "MailError" => "Check the mail sender identity and recipients.",
-            _ => "Look at the run's logs for details.",
+            LimitExceeded => "Ask the sender whether the file is what they meant to send; if it is, raise the named limit in the feed's [feeds.limits] and drop it again. The target table was not changed.",
+            SchemaMismatch => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
+            ObjectNotFound => "Check whether the file was moved or deleted by someone else.",
+            UploadReplaced => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
+            WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
+            CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",
+            StorageError | DeltaError => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
+            MailError => "Check the mail sender identity and recipients.",
+            InvalidInput => "A step got input it cannot use: check that the state machine and the functions come from the same deployment.",
+            InternalError => "A bug in deltadrop: look at the function's logs for the run, and report it.",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ConfigError { .. } => ErrorKind::ConfigError,
+            Error::NoMatchingFeed { .. } => ErrorKind::NoMatchingFeed,
+            Error::MalformedFile { .. } => ErrorKind::MalformedFile,
+            Error::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            Error::InvalidValue { .. } => ErrorKind::InvalidValue,
+            Error::MissingKeyColumn { .. } => ErrorKind::MissingKeyColumn,
+            Error::NullKey { .. } => ErrorKind::NullKey,
+            Error::SchemaMismatch { .. } => ErrorKind::SchemaMismatch,
+            Error::ObjectNotFound { .. } => ErrorKind::ObjectNotFound,
+            Error::UploadReplaced { .. } => ErrorKind::UploadReplaced,
+            Error::WaitingForEarlierFile { .. } => ErrorKind::WaitingForEarlierFile,
+            Error::CommitConflict { .. } => ErrorKind::CommitConflict,
+            Error::StorageError { .. } => ErrorKind::StorageError,
+            Error::DeltaError { .. } => ErrorKind::DeltaError,
+            Error::MailError { .. } => ErrorKind::MailError,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::InternalError { .. } => ErrorKind::InternalError,
+        }
+    }
+
+    /// The stable name Step Functions matches on.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// True when the file itself is at fault.
+    pub fn is_bad_file(&self) -> bool {
+        self.kind().is_bad_file()
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::InternalError {
+            message: message.into(),
         }
     }
 
@@ -253,20 +330,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_cover_every_variant_and_bad_file_names_are_names() {
-        let samples = [
-            Error::config("feeds[0].keys", "empty"),
-            Error::malformed("f.csv", Some(Position::Line(3)), "ragged"),
-            Error::ObjectNotFound { key: "k".into() },
-        ];
-        for e in &samples {
-            assert!(Error::NAMES.contains(&e.name()));
+    fn every_kind_has_one_name_and_bad_files_are_never_transient() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(kind.name()), Some(*kind));
+            assert!(!(kind.is_bad_file() && kind.is_transient()), "{kind}");
+            assert!(!kind.advice().is_empty());
         }
-        for n in Error::BAD_FILE_NAMES {
-            assert!(Error::NAMES.contains(n));
-        }
-        assert!(samples[1].is_bad_file());
-        assert!(!samples[2].is_bad_file());
+        assert_eq!(ErrorKind::from_name("States.Timeout"), None);
+        let e = Error::malformed("f.csv", Some(Position::Line(3)), "ragged");
+        assert_eq!((e.name(), e.is_bad_file()), ("MalformedFile", true));
+        assert!(!Error::ObjectNotFound { key: "k".into() }.is_bad_file());
     }
 
     #[test]

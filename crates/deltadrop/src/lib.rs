@@ -25,4 +25,4 @@ pub mod storage;
 pub mod upload;
 
 pub use environment::Environment;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

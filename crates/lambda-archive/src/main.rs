@@ -1,6 +1,6 @@
-//! The archive Lambda function: see `deltadrop_aws::handlers`.
+//! The archive Lambda function: see `deltadrop_aws::handlers::ArchiveHandler`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    deltadrop_aws::lambda::serve(deltadrop_aws::Function::Archive).await
+    deltadrop_aws::lambda::serve::<deltadrop_aws::handlers::ArchiveHandler>().await
 }

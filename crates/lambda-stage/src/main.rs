@@ -1,6 +1,6 @@
-//! The stage Lambda function: see `deltadrop_aws::handlers`.
+//! The stage Lambda function: see `deltadrop_aws::handlers::StageHandler`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    deltadrop_aws::lambda::serve(deltadrop_aws::Function::Stage).await
+    deltadrop_aws::lambda::serve::<deltadrop_aws::handlers::StageHandler>().await
 }

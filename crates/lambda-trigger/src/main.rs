@@ -1,6 +1,6 @@
-//! The trigger Lambda function: see `deltadrop_aws::handlers`.
+//! The trigger Lambda function: see `deltadrop_aws::handlers::TriggerHandler`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    deltadrop_aws::lambda::serve(deltadrop_aws::Function::Trigger).await
+    deltadrop_aws::lambda::serve::<deltadrop_aws::handlers::TriggerHandler>().await
 }

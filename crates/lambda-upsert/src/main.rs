@@ -1,6 +1,6 @@
-//! The upsert Lambda function: see `deltadrop_aws::handlers`.
+//! The upsert Lambda function: see `deltadrop_aws::handlers::UpsertHandler`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    deltadrop_aws::lambda::serve(deltadrop_aws::Function::Upsert).await
+    deltadrop_aws::lambda::serve::<deltadrop_aws::handlers::UpsertHandler>().await
 }

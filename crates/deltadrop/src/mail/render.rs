@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 
 use super::Email;
 use crate::bounded::join_listed;
-use crate::error::Error;
 use crate::steps::{Report, UpsertOutcome};
 
 /// Escapes text for HTML element content and attribute values.
@@ -39,17 +38,6 @@ fn duration(report: &Report, now: DateTime<Utc>) -> String {
 }
 
 /// A cause from Step Functions is often the Lambda's JSON error; show its message.
-fn readable_cause(cause: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(cause)
-        .ok()
-        .and_then(|v| {
-            v.get("errorMessage")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| cause.to_string())
-}
-
 fn build(
     subject: String,
     heading: &str,
@@ -189,12 +177,13 @@ pub fn render_failure(report: &Report, now: DateTime<Utc>) -> Email {
     let (name, cause) = report
         .failure
         .as_ref()
-        .map(|f| (f.error.clone(), readable_cause(&f.cause)))
+        .map(|f| (f.error.to_string(), f.cause.clone()))
         .unwrap_or_else(|| ("Unknown".into(), "unknown".into()));
     let mut rows = run_rows(report);
     rows.push(("Error", name.clone()));
     rows.push(("Cause", cause.clone()));
-    rows.push(("What to do", Error::advice(&name).to_string()));
+    let advice = report.failure.as_ref().map_or("", |f| f.error.advice());
+    rows.push(("What to do", advice.to_string()));
     let whereabouts = match (&report.quarantine, &report.archive) {
         (Some(q), _) => format!(
             "{} (error report: {}.error.json)",

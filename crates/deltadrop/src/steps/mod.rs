@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod notify;
+pub mod quarantine;
 pub mod stage;
 pub mod upsert;
 
@@ -14,11 +15,12 @@ use crate::bounded::{shorten, MAX_MESSAGE_CHARS};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::environment::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::upload::Upload;
 
-pub use archive::{archive, quarantine, ArchiveOutput, QuarantineOutput};
+pub use archive::{archive, ArchiveOutput};
 pub use notify::{notify, NotifyOutput, Report};
+pub use quarantine::{quarantine, QuarantineOutput};
 pub use stage::{stage, StageOutput};
 #[cfg(feature = "merge")]
 pub use upsert::upsert;
@@ -105,11 +107,12 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// A failed step, in the shape Step Functions gives a `Catch` (`Error`, `Cause`).
+/// A failed step, in the shape Step Functions gives a `Catch` (`Error`, `Cause`). On AWS the
+/// handlers turn Lambda's error JSON in `Cause` into its message before a step sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     #[serde(rename = "Error")]
-    pub error: String,
+    pub error: FailureName,
     #[serde(rename = "Cause")]
     pub cause: String,
 }
@@ -117,8 +120,67 @@ pub struct Failure {
 impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         Failure {
-            error: e.name().to_string(),
+            error: FailureName::Kind(e.kind()),
             cause: shorten(&e.to_string(), MAX_MESSAGE_CHARS),
         }
+    }
+}
+
+/// A failure's name: one of deltadrop's kinds, or one of Step Functions or Lambda itself
+/// (`States.Timeout`, `Lambda.ServiceException`), kept as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureName {
+    Kind(ErrorKind),
+    Other(String),
+}
+
+impl FailureName {
+    pub fn as_str(&self) -> &str {
+        match self {
+            FailureName::Kind(kind) => kind.name(),
+            FailureName::Other(name) => name,
+        }
+    }
+
+    pub fn advice(&self) -> &'static str {
+        match self {
+            FailureName::Kind(kind) => kind.advice(),
+            FailureName::Other(_) => {
+                "AWS itself stopped the step (a timeout or a Lambda error): look at the execution \
+                 in the console and the function's logs, then drop the file again."
+            }
+        }
+    }
+}
+
+impl From<&str> for FailureName {
+    fn from(name: &str) -> Self {
+        ErrorKind::from_name(name)
+            .map_or_else(|| FailureName::Other(name.into()), FailureName::Kind)
+    }
+}
+
+impl std::fmt::Display for FailureName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FailureName {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureName {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        Ok(FailureName::from(
+            String::deserialize(deserializer)?.as_str(),
+        ))
     }
 }

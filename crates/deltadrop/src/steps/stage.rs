@@ -70,16 +70,12 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         read_file(reader, &spec, &mut |batch| {
             sender
                 .blocking_send(batch)
-                .map_err(|_| Error::InvalidInput {
-                    message: "the staging writer stopped".into(),
-                })
+                .map_err(|_| Error::internal("the staging writer stopped"))
         })
     });
     let writing = StagingWriter::receive_all(&staging, receiver, run);
     let (read, written) = tokio::join!(reading, writing);
-    let read = read.map_err(|e| Error::InvalidInput {
-        message: format!("the file reader stopped unexpectedly: {e}"),
-    });
+    let read = read.map_err(|e| Error::internal(format!("the file reader stopped: {e}")));
 
     let outcome = match (read, written) {
         // A writer failure closes the channel, which the reader sees as its own error.

@@ -1,0 +1,82 @@
+//! Quarantine (after any failure): move the file beside an error report that says what went
+//! wrong and what to do, and drop the run's staging table. Safe to re-run after a partial move.
+
+use serde::{Deserialize, Serialize};
+
+use super::archive::{archive_key, copy_key, move_object};
+use super::{Failure, RunInput};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::upload::Upload;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineOutput {
+    pub quarantined_key: String,
+    pub quarantined_to: String,
+    pub report_key: String,
+    pub staging_removed: bool,
+}
+
+/// The error report written beside a quarantined file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub error: String,
+    pub message: String,
+    pub advice: String,
+    pub run_id: String,
+    pub feed: String,
+    pub original_key: String,
+    /// The upload that failed (S3 version, ETag, upload time).
+    #[serde(default)]
+    pub upload: Upload,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// `<quarantine prefix><folder of the key>/<run id>/<file name>`, as the archive copy.
+pub fn quarantine_key(env: &Environment, run: &RunInput) -> String {
+    copy_key(&env.config.locations.quarantine, run)
+}
+
+/// Moves the file (from where it arrived, or from the archive when the failure came after the
+/// archive step) to quarantine, writes the error report beside it and drops the run's staging
+/// table.
+pub async fn quarantine(
+    env: &Environment,
+    run: &RunInput,
+    failure: &Failure,
+) -> Result<QuarantineOutput> {
+    run.validate()?;
+    let to = quarantine_key(env, run);
+    let report_key = format!("{to}.error.json");
+    let report = ErrorReport {
+        error: failure.error.to_string(),
+        message: failure.cause.clone(),
+        advice: failure.error.advice().to_string(),
+        run_id: run.run_id.clone(),
+        feed: run.feed.clone(),
+        original_key: run.key.clone(),
+        upload: run.upload.clone(),
+        time: env.clock.now(),
+    };
+    let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
+    env.storage.put(&report_key, body).await?;
+
+    let archived = archive_key(env, run);
+    if env.storage.holds(&run.key, &run.upload).await? {
+        move_object(env, &run.key, &run.upload, &to).await?;
+    } else {
+        // The archive copy belongs to this run alone: no pin needed.
+        move_object(env, &archived, &Upload::any(), &to).await?;
+    }
+
+    let staging_removed = match env.staging_table(&run.run_id) {
+        Ok(staging) => staging.remove().await.is_ok(),
+        Err(_) => false,
+    };
+    Ok(QuarantineOutput {
+        quarantined_to: env.storage.display(&to),
+        quarantined_key: to,
+        report_key,
+        staging_removed,
+    })
+}
