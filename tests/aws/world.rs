@@ -577,25 +577,7 @@ impl World {
         let batches = deltadrop::inspect::rows(&table, &["order_id".to_string()], None)
             .await
             .unwrap();
-        let mut rows = Vec::new();
-        for batch in batches {
-            let formatted = deltalake::arrow::util::pretty::pretty_format_batches(&[batch])
-                .unwrap()
-                .to_string();
-            rows.extend(
-                formatted
-                    .lines()
-                    .filter(|l| l.starts_with("| ") && !l.contains("order_id"))
-                    .map(|l| {
-                        l.trim_matches('|')
-                            .split('|')
-                            .map(str::trim)
-                            .collect::<Vec<_>>()
-                            .join("|")
-                    }),
-            );
-        }
-        rows
+        deltadrop::inspect::row_strings(&batches).unwrap()
     }
 
     /// The emails SES "sent": subject, destinations and the HTML body.

@@ -6,9 +6,8 @@ use deltalake::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use deltalake::parquet::arrow::ArrowWriter;
 
-use crate::support::{gzip, zstd, Harness};
+use crate::support::{feed, gzip, parquet as parquet_of, zstd, Harness};
 
 const CSV: &str = "id,name,amount,day,active\n\
 1,Ada,10.5,2024-01-01,true\n\
@@ -56,18 +55,7 @@ fn parquet() -> Vec<u8> {
         Arc::new(Date32Array::from(vec![19723, 19724, 19725])),
         Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    out
-}
-
-fn feed(name: &str, extra: &str) -> String {
-    format!(
-        "[[feeds]]\nname = \"{name}\"\nincoming = \"incoming/{name}/\"\ntable = \"tables/{name}\"\nkeys = [\"id\"]\n{extra}\n"
-    )
+    parquet_of(&RecordBatch::try_new(schema, columns).unwrap())
 }
 
 #[tokio::test]
@@ -146,7 +134,10 @@ async fn a_large_file_streams_in_many_batches() {
         .load("incoming/csv/big.csv.gz", gzip(text.as_bytes()))
         .await;
     assert_eq!(result.report.stage.as_ref().unwrap().rows, 50_000);
-    assert_eq!(result.report.upsert.as_ref().unwrap().rows_inserted, 50_000);
+    assert_eq!(
+        result.report.upsert.as_ref().unwrap().changes.rows_inserted,
+        50_000
+    );
     let summary = deltadrop::inspect::summarize(&h.table("tables/csv"), 1)
         .await
         .unwrap();

@@ -1,44 +1,20 @@
 //! A corpus of bad files: each ends in quarantine with its error report, the target table is
 //! untouched, a failure email is written, and nothing is left staged.
 
-use crate::support::{gzip, zstd, Harness};
+use crate::support::{self, feed, gzip, parquet, zstd, Harness};
 
-const CONFIG: &str = r#"
-[notifications]
-recipients = ["ops@example.com"]
-
-[[feeds]]
-name = "csv"
-incoming = "incoming/csv/"
-table = "tables/csv"
-keys = ["id"]
-
-[[feeds]]
-name = "strict"
-incoming = "incoming/strict/"
-table = "tables/strict"
-keys = ["id"]
-schema_policy = "strict"
-
-[[feeds]]
-name = "json"
-incoming = "incoming/json/"
-table = "tables/json"
-keys = ["id"]
-
-# Small limits, so that crossing each costs the test little (the defaults are tested below).
-[[feeds]]
-name = "limited"
-incoming = "incoming/limited/"
-table = "tables/limited"
-keys = ["id"]
-
-[feeds.limits]
-max_line_mb = 1
-max_decompressed_mb = 8
-max_columns = 100
-max_nesting_depth = 8
-"#;
+fn config() -> String {
+    support::config(&[
+        feed("csv", ""),
+        feed("strict", "schema_policy = \"strict\""),
+        feed("json", ""),
+        // Small limits, so that crossing each costs the test little (the defaults are tested too).
+        feed(
+            "limited",
+            "[feeds.limits]\nmax_line_mb = 1\nmax_decompressed_mb = 8\nmax_columns = 100\nmax_nesting_depth = 8",
+        ),
+    ])
+}
 
 const GOOD_CSV: &str = "id,name,amount,day\n1,a,1.5,2024-01-01\n2,b,2.5,2024-01-02\n";
 
@@ -49,15 +25,10 @@ fn truncated(data: Vec<u8>) -> Vec<u8> {
 fn parquet_file() -> Vec<u8> {
     use deltalake::arrow::array::{Int64Array, RecordBatch};
     use std::sync::Arc;
-    let batch =
-        RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![7, 8, 9])) as _)])
-            .unwrap();
-    let mut out = Vec::new();
-    let mut writer =
-        deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    out
+    parquet(
+        &RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![7, 8, 9])) as _)])
+            .unwrap(),
+    )
 }
 
 /// Rows past the CSV sample (8192 records) go through the fast path: a CSV of `rows` good rows
@@ -256,13 +227,7 @@ fn producer_corpus() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)>
                     Arc::new(Int64Array::from(vec![1])) as _,
                 )])
                 .unwrap();
-                let mut out = Vec::new();
-                let mut w =
-                    deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None)
-                        .unwrap();
-                w.write(&batch).unwrap();
-                w.close().unwrap();
-                out
+                parquet(&batch)
             },
             "MissingKeyColumn",
             "key column 'id' is missing (columns found: other)",
@@ -591,13 +556,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
                     Arc::new(StringArray::from(vec!["1", "two"])) as _,
                 )])
                 .unwrap();
-                let mut out = Vec::new();
-                let mut w =
-                    deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None)
-                        .unwrap();
-                w.write(&batch).unwrap();
-                w.close().unwrap();
-                out
+                parquet(&batch)
             },
             "InvalidValue",
             "record 2, column 'id': value \"two\"",
@@ -607,7 +566,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
 
 #[tokio::test]
 async fn every_malformed_file_is_quarantined_and_changes_nothing() {
-    let h = Harness::new(CONFIG);
+    let h = Harness::new(&config());
     h.load("incoming/csv/good.csv", GOOD_CSV).await;
     h.load("incoming/strict/good.csv", GOOD_CSV).await;
     h.load("incoming/limited/good.csv", GOOD_CSV).await;
@@ -682,13 +641,9 @@ async fn every_malformed_file_is_quarantined_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_file_no_feed_claims_is_refused_before_anything_moves() {
-    let h = Harness::new(CONFIG);
-    let error = deltadrop::steps::RunInput::new(
-        &h.env.config,
-        "elsewhere/a.csv",
-        Default::default(),
-        &deltadrop::clock::SystemClock,
-    )
-    .unwrap_err();
+    let h = Harness::new(&config());
+    let error =
+        deltadrop::steps::RunInput::new(&h.env.config, "elsewhere/a.csv", Default::default())
+            .unwrap_err();
     assert_eq!(error.name(), "NoMatchingFeed");
 }

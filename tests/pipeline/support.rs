@@ -1,19 +1,14 @@
 //! A bucket in a temporary folder, the real pipeline over it, and ways to look at the result.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
 use deltadrop::delta::TableLocation;
 use deltadrop::inspect;
-use deltadrop::mail::OutboxMailer;
 use deltadrop::run::{run_file, RunResult};
 use deltadrop::steps::RunInput;
 use deltadrop::storage::{LocalBucket, ObjectStorage};
 use deltadrop::Environment;
-use deltalake::arrow::array::Array;
-use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -24,13 +19,14 @@ pub struct Harness {
 impl Harness {
     pub fn new(config: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(config, "test config").unwrap();
+        let env = Environment::local(
+            config,
+            &dir.path().join("bucket"),
+            &dir.path().join("outbox"),
+        )
+        .unwrap();
         let bucket = LocalBucket::new(dir.path().join("bucket")).unwrap();
-        let env = Environment {
-            config: Arc::new(Config::from_toml(config, "test config").unwrap()),
-            storage: Arc::new(bucket.clone()),
-            mailer: Arc::new(OutboxMailer::new(dir.path().join("outbox"))),
-            clock: Arc::new(SystemClock),
-        };
         Harness { dir, env, bucket }
     }
 
@@ -98,30 +94,7 @@ impl Harness {
         let batches = inspect::rows(&self.table(table), &order, None)
             .await
             .unwrap();
-        let mut rows = Vec::new();
-        for batch in batches {
-            let formatters: Vec<_> = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap())
-                .collect();
-            for row in 0..batch.num_rows() {
-                let cells: Vec<String> = batch
-                    .columns()
-                    .iter()
-                    .zip(&formatters)
-                    .map(|(c, f)| {
-                        if c.is_null(row) {
-                            "∅".into()
-                        } else {
-                            f.value(row).to_string()
-                        }
-                    })
-                    .collect();
-                rows.push(cells.join("|"));
-            }
-        }
-        rows
+        inspect::row_strings(&batches).unwrap()
     }
 
     pub async fn columns(&self, table: &str) -> Vec<String> {
@@ -153,6 +126,32 @@ impl Harness {
             .map(|mut d| d.next().is_none())
             .unwrap_or(true)
     }
+}
+
+/// A feed named `name` that reads `incoming/<name>/` into `tables/<name>`, keyed on `id`, with
+/// `extra` TOML lines (options, or `[feeds.*]` tables) after it.
+pub fn feed(name: &str, extra: &str) -> String {
+    format!(
+        "[[feeds]]\nname = \"{name}\"\nincoming = \"incoming/{name}/\"\ntable = \"tables/{name}\"\nkeys = [\"id\"]\n{extra}\n"
+    )
+}
+
+/// A configuration with a recipient for the failure emails and `feeds`.
+pub fn config(feeds: &[String]) -> String {
+    format!(
+        "[notifications]\nrecipients = [\"ops@example.com\"]\n\n{}",
+        feeds.concat()
+    )
+}
+
+/// A Parquet file holding `batch`.
+pub fn parquet(batch: &deltalake::arrow::array::RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer =
+        deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    out
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {

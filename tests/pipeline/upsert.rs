@@ -3,22 +3,16 @@
 
 use deltadrop::steps::UpsertOutcome;
 
-use crate::support::Harness;
+use crate::support::{config, feed, Harness};
 
-const ORDERS: &str = r#"
-[notifications]
-recipients = ["ops@example.com"]
-
-[[feeds]]
-name = "orders"
-incoming = "incoming/orders/"
-table = "tables/orders"
-keys = ["id"]
-"#;
+/// The `orders` feed (`incoming/orders/` into `tables/orders`, keyed on `id`) and `extra` lines.
+fn orders(extra: &str) -> String {
+    config(&[feed("orders", extra)])
+}
 
 #[tokio::test]
 async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     let first = h
         .load(
             "incoming/orders/1.csv",
@@ -26,7 +20,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
         )
         .await;
     let upsert = first.report.upsert.unwrap();
-    assert!(upsert.created_table);
+    assert!(upsert.changes.created_table);
     let table = h.table("tables/orders").open().await.unwrap().unwrap();
     let configuration = table.snapshot().unwrap().metadata().configuration().clone();
     assert_eq!(
@@ -36,7 +30,10 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
         Some("67108864"),
         "the feed's target_file_mb (default 64) is the table's delta.targetFileSize"
     );
-    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (3, 0));
+    assert_eq!(
+        (upsert.changes.rows_inserted, upsert.changes.rows_updated),
+        (3, 0)
+    );
 
     let second = h
         .load("incoming/orders/2.csv", "id,name,qty\n2,b2,21\n4,d,40\n")
@@ -44,9 +41,9 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
     let upsert = second.report.upsert.clone().unwrap();
     assert_eq!(
         (
-            upsert.rows_inserted,
-            upsert.rows_updated,
-            upsert.rows_deleted
+            upsert.changes.rows_inserted,
+            upsert.changes.rows_updated,
+            upsert.changes.rows_deleted
         ),
         (1, 1, 0)
     );
@@ -65,7 +62,7 @@ async fn first_load_then_upsert_replaces_matches_and_inserts_new_rows() {
 
 #[tokio::test]
 async fn composite_keys_match_on_all_columns() {
-    let h = Harness::new(&ORDERS.replace("keys = [\"id\"]", "keys = [\"region\", \"id\"]"));
+    let h = Harness::new(&orders("").replace("keys = [\"id\"]", "keys = [\"region\", \"id\"]"));
     h.load(
         "incoming/orders/1.csv",
         "region,id,qty\neu,1,10\nus,1,11\neu,2,20\n",
@@ -81,7 +78,7 @@ async fn composite_keys_match_on_all_columns() {
 
 #[tokio::test]
 async fn duplicate_keys_in_one_file_the_last_row_wins() {
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     h.load("incoming/orders/1.csv", "id,name\n1,old\n").await;
     // Key 1 matches a target row, key 2 is new: both appear twice.
     let result = h
@@ -91,13 +88,16 @@ async fn duplicate_keys_in_one_file_the_last_row_wins() {
         )
         .await;
     let upsert = result.report.upsert.unwrap();
-    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (1, 1));
+    assert_eq!(
+        (upsert.changes.rows_inserted, upsert.changes.rows_updated),
+        (1, 1)
+    );
     assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|last", "2|y"]);
 }
 
 #[tokio::test]
 async fn with_a_sequence_column_older_rows_never_win() {
-    let h = Harness::new(&ORDERS.replace(
+    let h = Harness::new(&orders("").replace(
         "keys = [\"id\"]",
         "keys = [\"id\"]\nsequence_column = \"seq\"",
     ));
@@ -119,7 +119,10 @@ async fn with_a_sequence_column_older_rows_never_win() {
         )
         .await;
     let upsert = late.report.upsert.unwrap();
-    assert_eq!((upsert.rows_inserted, upsert.rows_updated), (1, 1));
+    assert_eq!(
+        (upsert.changes.rows_inserted, upsert.changes.rows_updated),
+        (1, 1)
+    );
     assert_eq!(
         h.rows("tables/orders", &["id"]).await,
         ["1|newest|3", "2|b2|2", "3|c|1"]
@@ -132,7 +135,7 @@ async fn with_a_sequence_column_older_rows_never_win() {
 
 #[tokio::test]
 async fn rows_flagged_as_deletes_are_removed_and_the_flag_is_not_stored() {
-    let config = ORDERS.replace(
+    let config = orders("").replace(
         "keys = [\"id\"]",
         "keys = [\"id\"]\nsequence_column = \"seq\"\nchange_type = { column = \"op\", delete_value = \"D\" }",
     );
@@ -152,9 +155,9 @@ async fn rows_flagged_as_deletes_are_removed_and_the_flag_is_not_stored() {
     let upsert = result.report.upsert.unwrap();
     assert_eq!(
         (
-            upsert.rows_inserted,
-            upsert.rows_updated,
-            upsert.rows_deleted
+            upsert.changes.rows_inserted,
+            upsert.changes.rows_updated,
+            upsert.changes.rows_deleted
         ),
         (0, 1, 1)
     );
@@ -164,7 +167,7 @@ async fn rows_flagged_as_deletes_are_removed_and_the_flag_is_not_stored() {
 
 #[tokio::test]
 async fn additive_policy_adds_new_columns_and_nulls_missing_ones() {
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
     let result = h
         .load("incoming/orders/2.csv", "id,color\n1,red\n2,blue\n")
@@ -179,7 +182,7 @@ async fn additive_policy_adds_new_columns_and_nulls_missing_ones() {
 
 #[tokio::test]
 async fn strict_policy_accepts_exactly_the_target_columns_in_any_order() {
-    let h = Harness::new(&ORDERS.replace(
+    let h = Harness::new(&orders("").replace(
         "keys = [\"id\"]",
         "keys = [\"id\"]\nschema_policy = \"strict\"",
     ));
@@ -197,7 +200,7 @@ async fn strict_policy_accepts_exactly_the_target_columns_in_any_order() {
 
 #[tokio::test]
 async fn values_are_cast_to_the_target_types() {
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     h.load("incoming/orders/1.csv", "id,price,day\n1,1.5,2024-01-01\n")
         .await;
     // "2" fits a double column; the inferred type of a later file does not matter.
@@ -225,7 +228,7 @@ async fn values_are_cast_to_the_target_types() {
 #[tokio::test]
 async fn every_upload_is_applied_once_and_a_reupload_of_old_bytes_wins() {
     use deltadrop::steps::{archive, stage, upsert};
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     let key = "incoming/orders/daily.csv";
     let (a, b) = ("id,name\n1,a\n2,a\n", "id,name\n1,b\n2,b\n");
     let first = h.load(key, a).await;
@@ -267,7 +270,7 @@ async fn every_upload_is_applied_once_and_a_reupload_of_old_bytes_wins() {
 #[tokio::test]
 async fn an_older_upload_of_a_key_never_overwrites_a_newer_one() {
     use deltadrop::steps::{stage, upsert};
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     let key = "incoming/orders/daily.csv";
     h.put(key, "id,name\n1,old\n2,old\n").await;
     let older = h.run_input(key).await;
@@ -287,7 +290,7 @@ async fn an_older_upload_of_a_key_never_overwrites_a_newer_one() {
 /// with a named error and touches neither the newer upload nor the table.
 #[tokio::test]
 async fn a_run_whose_upload_was_replaced_stops_without_touching_the_newer_one() {
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     let key = "incoming/orders/daily.csv";
     h.put(key, "id,name\n1,old\n").await;
     let replaced = h.run_input(key).await;
@@ -306,7 +309,7 @@ async fn a_run_whose_upload_was_replaced_stops_without_touching_the_newer_one() 
 #[tokio::test]
 async fn an_upsert_retried_after_its_commit_reports_already_applied() {
     use deltadrop::steps::{stage, upsert};
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     h.load("incoming/orders/1.csv", "id,name\n1,a\n").await;
     h.put("incoming/orders/2.csv", "id,name\n1,b\n2,c\n").await;
     let run = h.run_input("incoming/orders/2.csv").await;
@@ -324,7 +327,7 @@ async fn steps_are_safe_to_rerun_after_a_partial_move() {
     use deltadrop::steps::archive::archive_key;
     use deltadrop::steps::quarantine::quarantine_key;
     use deltadrop::steps::{archive, quarantine, Failure};
-    let h = Harness::new(ORDERS);
+    let h = Harness::new(&orders(""));
     h.put("incoming/orders/1.csv", "id\n1\n").await;
     let run = h.run_input("incoming/orders/1.csv").await;
     let (archived, quarantined) = (archive_key(&h.env, &run), quarantine_key(&h.env, &run));
@@ -354,7 +357,8 @@ async fn steps_are_safe_to_rerun_after_a_partial_move() {
 /// narrow range of keys opens only the files whose range it overlaps.
 #[tokio::test]
 async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
-    let h = Harness::new(&ORDERS.replace("keys = [\"id\"]", "keys = [\"id\"]\ntarget_file_mb = 1"));
+    let h =
+        Harness::new(&orders("").replace("keys = [\"id\"]", "keys = [\"id\"]\ntarget_file_mb = 1"));
     // Incompressible-ish comments, so that 1 MB files hold a few tens of thousands of rows.
     let comment = |i: u64| {
         format!(
@@ -368,7 +372,7 @@ async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
         first.push_str(&format!("{i},{}\n", comment(i)));
     }
     let loaded = h.load("incoming/orders/all.csv", first).await;
-    let files = loaded.report.upsert.unwrap().files_added;
+    let files = loaded.report.upsert.unwrap().changes.files_added;
     assert!(files >= 4, "expected several files, got {files}");
 
     let mut update = String::from("id,comment\n");
@@ -377,12 +381,15 @@ async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
     }
     let merged = h.load("incoming/orders/some.csv", update).await;
     let upsert = merged.report.upsert.unwrap();
-    assert_eq!((upsert.rows_updated, upsert.rows_inserted), (100, 0));
+    assert_eq!(
+        (upsert.changes.rows_updated, upsert.changes.rows_inserted),
+        (100, 0)
+    );
     assert!(
-        upsert.files_scanned <= 2 && upsert.files_skipped >= files - 2,
+        upsert.changes.files_scanned <= 2 && upsert.changes.files_skipped >= files - 2,
         "scanned {} and skipped {} of {files} files",
-        upsert.files_scanned,
-        upsert.files_skipped
+        upsert.changes.files_scanned,
+        upsert.changes.files_skipped
     );
     let rows = h.rows("tables/orders", &["id"]).await;
     assert_eq!(rows.len(), 200_000);
@@ -395,7 +402,7 @@ async fn a_merge_of_a_narrow_key_range_skips_the_other_files() {
 #[tokio::test]
 async fn a_feed_in_arrival_order_merges_a_file_only_after_the_earlier_ones() {
     use deltadrop::steps::{archive, stage, upsert};
-    let h = Harness::new(&format!("{ORDERS}apply_in_arrival_order = true\n"));
+    let h = Harness::new(&orders("apply_in_arrival_order = true"));
     h.put("incoming/orders/a.csv", "id,name\n1,early\n2,early\n")
         .await;
     h.put("incoming/orders/b.csv", "id,name\n1,late\n").await;

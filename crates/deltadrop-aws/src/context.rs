@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::ProvideCredentials;
-use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
 use deltadrop::storage::ObjectStorage;
 use deltadrop::upload::Upload;
@@ -21,11 +20,18 @@ use crate::ses::SesMailer;
 /// How long a container keeps a configuration before reading it again.
 pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(60);
 
+/// A function's AWS clients and settings, built once per container and shared by its
+/// invocations, with the cached configuration.
 pub struct AwsContext {
+    /// The data bucket.
     pub storage: Arc<S3Bucket>,
+    /// Sends the notifications through SES.
     pub mailer: Arc<SesMailer>,
+    /// Starts executions (the trigger).
     pub sfn: aws_sdk_sfn::Client,
+    /// The AWS region (`us-east-1` when the SDK configuration names none).
     pub region: String,
+    /// What the environment variables said.
     pub settings: Settings,
     config: Mutex<Option<CachedConfig>>,
 }
@@ -52,6 +58,7 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Reads the environment variables; a `ConfigError` names a missing or invalid one.
     pub fn from_env() -> Result<Settings> {
         let bucket = std::env::var("DELTADROP_BUCKET").map_err(|_| Error::ConfigError {
             field: "DELTADROP_BUCKET".into(),
@@ -144,7 +151,6 @@ impl AwsContext {
             config: self.config().await?,
             storage: self.storage.clone(),
             mailer: self.mailer.clone(),
-            clock: Arc::new(SystemClock),
         })
     }
 }

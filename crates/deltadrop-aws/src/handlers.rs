@@ -21,16 +21,23 @@ use tracing::Instrument;
 use crate::context::AwsContext;
 use crate::trigger;
 
+/// The five Lambda functions of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
+    /// Starts an execution per file from S3 notifications delivered by SQS.
     Trigger,
+    /// The Stage state.
     Stage,
+    /// The Archive and Quarantine states.
     Archive,
+    /// The Upsert state (needs the `merge` feature).
     Upsert,
+    /// The NotifySuccess and NotifyFailure states.
     Notify,
 }
 
 impl Function {
+    /// Every function, in pipeline order.
     pub const ALL: [Function; 5] = [
         Function::Trigger,
         Function::Stage,
@@ -39,6 +46,7 @@ impl Function {
         Function::Notify,
     ];
 
+    /// The short name (`stage`), as in the `function` field of log lines and `crates/lambda-*`.
     pub fn name(self) -> &'static str {
         match self {
             Function::Trigger => "trigger",
@@ -52,10 +60,14 @@ impl Function {
 
 /// One Lambda function: what it reads, what it answers, and the run it works on (for logs).
 pub trait Handler {
+    /// The function this handler is.
     const FUNCTION: Function;
+    /// The invocation's payload, read from its JSON.
     type Request: DeserializeOwned + Send;
+    /// What the function answers (for a step, the state's output).
     type Output: Serialize;
 
+    /// Does the function's work for one invocation.
     fn handle(
         ctx: &AwsContext,
         request: Self::Request,
@@ -70,30 +82,41 @@ pub trait Handler {
 /// The Stage state's input: the execution input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
+    /// The run the trigger started.
     pub run: RunInput,
 }
 
+/// The Archive state's input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArchiveRequest {
+    /// The run whose file to archive.
     pub run: RunInput,
 }
 
 /// The Quarantine state's input: the run and the failure its `Catch` recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuarantineRequest {
+    /// The run whose file to quarantine.
     pub run: RunInput,
+    /// The failure, as Step Functions caught it (`Cause` may be Lambda's error JSON).
     pub failure: Failure,
 }
 
+/// The Upsert state's input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpsertRequest {
+    /// The run whose staged rows to merge.
     pub run: RunInput,
+    /// The Stage state's output: which staging table holds the rows.
     pub stage: StageOutput,
 }
 
+/// The input of the NotifySuccess and NotifyFailure states.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotifyRequest {
+    /// The execution's state document.
     pub report: Report,
+    /// The execution's ARN, turned into a console link in the email.
     #[serde(default)]
     pub execution_arn: Option<String>,
 }
@@ -103,22 +126,32 @@ pub struct NotifyRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum MoveRequest {
+    /// From the Quarantine state (it has a `failure`).
     Quarantine(QuarantineRequest),
+    /// From the Archive state.
     Archive(ArchiveRequest),
 }
 
+/// The archive function's output, for whichever state called it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum MoveOutput {
+    /// The file and its error report are in quarantine.
     Quarantined(QuarantineOutput),
+    /// The file is archived.
     Archived(ArchiveOutput),
 }
 
+/// The trigger function: an SQS batch of S3 notifications in, a partial batch response out.
 pub struct TriggerHandler;
+/// The stage function: [`steps::stage`].
 pub struct StageHandler;
+/// The archive function: [`steps::archive`], or [`steps::quarantine`] after a failure.
 pub struct ArchiveHandler;
+/// The upsert function: [`steps::upsert`].
 #[cfg(feature = "merge")]
 pub struct UpsertHandler;
+/// The notify function: [`steps::notify`], with a link to the execution.
 pub struct NotifyHandler;
 
 impl Handler for TriggerHandler {

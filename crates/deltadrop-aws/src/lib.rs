@@ -2,6 +2,8 @@
 //! executions, and the five Lambda functions (each binary in `crates/lambda-*` is one call to
 //! [`lambda::serve`] of one [`Handler`]).
 
+#![warn(missing_docs)]
+
 pub mod context;
 pub mod handlers;
 pub mod lambda;

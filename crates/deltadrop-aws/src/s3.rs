@@ -15,6 +15,8 @@ use url::Url;
 const SINGLE_COPY_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 const COPY_PART_BYTES: u64 = 512 * 1024 * 1024;
 
+/// The data bucket on S3. Reads, copies and deletes of a pinned upload act on its object
+/// version, or are conditional on its ETag in a bucket without versions.
 #[derive(Clone)]
 pub struct S3Bucket {
     client: aws_sdk_s3::Client,
@@ -24,6 +26,8 @@ pub struct S3Bucket {
 }
 
 impl S3Bucket {
+    /// `bucket` through `client`; `table_options` are the storage options delta-rs gets for
+    /// tables in it.
     pub fn new(
         client: aws_sdk_s3::Client,
         bucket: impl Into<String>,
@@ -34,14 +38,6 @@ impl S3Bucket {
             bucket: bucket.into(),
             table_options,
         }
-    }
-
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
     }
 
     fn error(&self, key: &str, err: impl std::error::Error) -> Error {

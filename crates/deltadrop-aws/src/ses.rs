@@ -6,12 +6,15 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use deltadrop::error::{Error, Result};
 use deltadrop::mail::{header_value, Email, Mailer};
 
+/// Sends emails through Amazon SES v2; the sender (`notifications.from`) must be an identity
+/// SES has verified.
 #[derive(Clone)]
 pub struct SesMailer {
     client: aws_sdk_sesv2::Client,
 }
 
 impl SesMailer {
+    /// Sends through `client`.
     pub fn new(client: aws_sdk_sesv2::Client) -> Self {
         SesMailer { client }
     }

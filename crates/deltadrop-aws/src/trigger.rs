@@ -20,30 +20,42 @@ pub struct S3Notification {
     pub records: Vec<S3Record>,
 }
 
+/// One record of an S3 event: what happened to which object.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Record {
+    /// E.g. `ObjectCreated:Put`; only `ObjectCreated:*` events start a run.
     #[serde(default)]
     pub event_name: Option<String>,
+    /// When S3 finished the request; it becomes the upload's time and the run's start.
     pub event_time: DateTime<Utc>,
+    /// The bucket and the object.
     pub s3: S3Entity,
 }
 
+/// The `s3` part of a record.
 #[derive(Debug, Clone, Deserialize)]
 pub struct S3Entity {
+    /// The bucket the object is in.
     pub bucket: S3BucketRef,
+    /// The object the event is about.
     pub object: S3ObjectRef,
 }
 
+/// The bucket of a record.
 #[derive(Debug, Clone, Deserialize)]
 pub struct S3BucketRef {
+    /// The bucket's name.
     pub name: String,
 }
 
+/// The object of a record.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct S3ObjectRef {
+    /// The key, URL-encoded as S3 sends it (see [`decode_key`]).
     pub key: String,
+    /// The uploaded object's ETag.
     #[serde(default)]
     pub e_tag: Option<String>,
     /// Present when the bucket is versioned.
@@ -58,18 +70,25 @@ pub struct S3ObjectRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Triggered {
+    /// An execution was started for the file.
     Started {
+        /// The object's key.
         key: String,
+        /// The execution's name (also the run id).
         execution: String,
     },
     /// The same file was notified before: its execution exists already.
     Duplicate {
+        /// The object's key.
         key: String,
+        /// The name of the execution that exists.
         execution: String,
     },
     /// Not a file for deltadrop: a test event, a folder marker, or no feed matches.
     Skipped {
+        /// The object's key (empty for a test event).
         key: String,
+        /// Why no execution was started.
         reason: String,
     },
 }
@@ -161,8 +180,11 @@ pub struct Trigger<'a> {
     /// The configuration, or why it could not be read: only records that need a feed fail
     /// without it (S3's test event does not).
     pub config: Result<&'a Config, &'a deltadrop::Error>,
+    /// The deployment's bucket: notifications from any other bucket start nothing.
     pub data_bucket: &'a str,
+    /// The Step Functions client that starts executions.
     pub sfn: &'a aws_sdk_sfn::Client,
+    /// The state machine to start executions of.
     pub state_machine_arn: &'a str,
 }
 

@@ -10,11 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
-use deltadrop::mail::OutboxMailer;
 use deltadrop::steps::{stage, upsert, RunInput};
-use deltadrop::storage::LocalBucket;
 use deltadrop::Environment;
 use serde_json::json;
 
@@ -64,28 +61,26 @@ keys = ["o_orderkey"]
 "#;
 
 fn environment(work: &Path, target_file_mb: Option<u64>) -> BenchResult<Environment> {
-    let bucket = LocalBucket::new(work)?;
     let mut config = CONFIG.to_string();
     if let Some(mb) = target_file_mb {
         config.push_str(&format!("target_file_mb = {mb}\n"));
     }
-    Ok(Environment {
-        config: Arc::new(Config::from_toml(&config, "bench")?),
-        storage: Arc::new(bucket),
-        mailer: Arc::new(OutboxMailer::new(work.join("outbox"))),
-        clock: Arc::new(SystemClock),
-    })
+    Ok(Environment::local(
+        Config::from_toml(&config, "bench")?,
+        work,
+        &work.join("outbox"),
+    )?)
 }
 
 /// The bench bucket in `work` with `file` in it, and a run for the file.
-fn prepare(
+async fn prepare(
     file: &Path,
     work: &Path,
     target_file_mb: Option<u64>,
 ) -> BenchResult<(Environment, RunInput)> {
     let env = environment(work, target_file_mb)?;
     let key = place(file, work)?;
-    let run = RunInput::new(&env.config, &key, &SystemClock)?;
+    let run = RunInput::for_current_upload(&env, &key).await?;
     Ok((env, run))
 }
 
@@ -162,7 +157,7 @@ async fn main() -> BenchResult<()> {
         }
         Command::Parse { file } => parse(&file)?,
         Command::Stage { file, work } => {
-            let (env, run) = prepare(&file, &work, None)?;
+            let (env, run) = prepare(&file, &work, None).await?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -176,7 +171,7 @@ async fn main() -> BenchResult<()> {
             work,
             target_file_mb,
         } => {
-            let (env, run) = prepare(&file, &work, target_file_mb)?;
+            let (env, run) = prepare(&file, &work, target_file_mb).await?;
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -187,9 +182,9 @@ async fn main() -> BenchResult<()> {
                 .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
             json!({"rows": staged.rows, "stage_seconds": (staged_at - started).as_secs_f64(),
                    "upsert_seconds": staged_at.elapsed().as_secs_f64(), "seconds": started.elapsed().as_secs_f64(),
-                   "inserted": merged.rows_inserted, "updated": merged.rows_updated,
-                   "files_scanned": merged.files_scanned, "files_skipped": merged.files_skipped,
-                   "files_added": merged.files_added,
+                   "inserted": merged.changes.rows_inserted, "updated": merged.changes.rows_updated,
+                   "files_scanned": merged.changes.files_scanned, "files_skipped": merged.changes.files_skipped,
+                   "files_added": merged.changes.files_added,
                    "version": merged.version})
         }
     };

@@ -2,13 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use deltadrop::clock::SystemClock;
 use deltadrop::config::Config;
 use deltadrop::delta::TableLocation;
 use deltadrop::inspect;
-use deltadrop::mail::OutboxMailer;
 use deltadrop::run::{run_file, RunResult};
 use deltadrop::steps::RunInput;
 use deltadrop::storage::LocalBucket;
@@ -32,12 +29,7 @@ pub fn environment(
     let outbox = outbox
         .map(Path::to_path_buf)
         .unwrap_or_else(|| storage.root().join("_deltadrop").join("outbox"));
-    Ok(Environment {
-        config: Arc::new(config),
-        storage: Arc::new(storage),
-        mailer: Arc::new(OutboxMailer::new(outbox)),
-        clock: Arc::new(SystemClock),
-    })
+    Environment::local(config, storage.root(), &outbox)
 }
 
 /// The key of `file` in the bucket: given as a key, or as a path inside the bucket folder.
@@ -87,9 +79,9 @@ pub fn print_summary(result: &RunResult) {
         (None, Some(upsert)) => println!(
             "done: {:?}; {} inserted, {} updated, {} deleted; {} is at version {}",
             upsert.outcome,
-            upsert.rows_inserted,
-            upsert.rows_updated,
-            upsert.rows_deleted,
+            upsert.changes.rows_inserted,
+            upsert.changes.rows_updated,
+            upsert.changes.rows_deleted,
             upsert.table,
             upsert.version.map_or("-".into(), |v| v.to_string())
         ),

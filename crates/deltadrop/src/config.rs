@@ -10,13 +10,17 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// A whole `deltadrop.toml`, parsed and validated by [`Config::from_toml`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where processed, failed and staged files go (`[locations]`).
     #[serde(default)]
     pub locations: Locations,
+    /// Who the emails come from and go to (`[notifications]`).
     #[serde(default)]
     pub notifications: Notifications,
+    /// The `[[feeds]]`, in order: a key belongs to the first whose `incoming` matches it.
     pub feeds: Vec<Feed>,
 }
 
@@ -42,6 +46,7 @@ impl Default for Locations {
     }
 }
 
+/// Who the emails come from and, unless a feed names its own, who they go to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Notifications {
@@ -60,22 +65,29 @@ impl Default for Notifications {
     }
 }
 
+/// One `[[feeds]]` entry: which files it takes, how to read them, and the table they are
+/// merged into.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feed {
+    /// Unique among the feeds; runs, emails and error reports name the feed by it.
     pub name: String,
     /// A key prefix (`incoming/orders/`) or a glob (`incoming/*/orders-*.csv.gz`).
     pub incoming: String,
     /// Chosen from the key's suffix when absent (`.csv`, `.jsonl`/`.ndjson`, `.json`, `.parquet`).
     pub format: Option<FileFormat>,
+    /// How CSV files are read (`[feeds.csv]`).
     #[serde(default)]
     pub csv: CsvOptions,
     /// Bucket-relative prefix (`tables/orders`) or a URL (`s3://other/orders`, `file:///data/orders`).
     pub table: String,
+    /// The columns the MERGE matches rows on: every file must have them, never null.
     pub keys: Vec<String>,
     /// When set, a row never replaces a row with a higher value in this column.
     pub sequence_column: Option<String>,
+    /// When set, rows marked as deletes remove their key instead of upserting it.
     pub change_type: Option<ChangeType>,
+    /// Whether a file may add columns to the table, or must have exactly its columns.
     #[serde(default)]
     pub schema_policy: SchemaPolicy,
     /// Overrides the feed-level default recipients.
@@ -106,7 +118,7 @@ pub struct Feed {
 
 /// Bounds on one file, so that a hostile or broken file fails with a named error instead of
 /// exhausting the function's memory, disk or time. Defaults fit a 1769 MB stage function with
-/// 10 GB of ephemeral storage (template.yaml); docs/configuration.md explains each.
+/// 10 GB of ephemeral storage (template.yaml); docs/reliability.md ("Bad files and resource limits") explains each.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -133,10 +145,12 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `max_decompressed_mb` in bytes.
     pub fn max_decompressed_bytes(&self) -> u64 {
         self.max_decompressed_mb.saturating_mul(1024 * 1024)
     }
 
+    /// `max_line_mb` in bytes.
     pub fn max_line_bytes(&self) -> u64 {
         self.max_line_mb.saturating_mul(1024 * 1024)
     }
@@ -174,22 +188,29 @@ fn default_infer_rows() -> usize {
     1000
 }
 
+/// The format of an incoming file (a feed's `format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
+    /// Delimited text, read with the feed's [`CsvOptions`].
     Csv,
     /// One JSON object per line.
     #[serde(alias = "ndjson")]
     Jsonl,
     /// One JSON array of objects.
     Json,
+    /// An Apache Parquet file.
     Parquet,
 }
 
+/// How an incoming file is compressed, told by its key's suffix ([`Compression::from_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Not compressed.
     None,
+    /// gzip (`.gz`), including files of several gzip members.
     Gzip,
+    /// Zstandard (`.zst`).
     Zstd,
 }
 
@@ -206,11 +227,15 @@ impl Compression {
     }
 }
 
+/// How a feed's CSV files are read (`[feeds.csv]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CsvOptions {
+    /// The first record names the columns; when false, they are the table's, or `column_1`, ...
     pub header: bool,
+    /// The field separator: exactly one ASCII character.
     pub delimiter: String,
+    /// The quote character: exactly one ASCII character.
     pub quote: String,
     /// Field values read as null (compared before any trimming).
     pub null_values: Vec<String>,
@@ -228,14 +253,17 @@ impl Default for CsvOptions {
 }
 
 impl CsvOptions {
+    /// The delimiter as the byte the parser takes (validation makes it exactly one).
     pub fn delimiter_byte(&self) -> u8 {
         self.delimiter.as_bytes()[0]
     }
+    /// The quote as the byte the parser takes (validation makes it exactly one).
     pub fn quote_byte(&self) -> u8 {
         self.quote.as_bytes()[0]
     }
 }
 
+/// A feed's `change_type`: the column that marks which rows delete their key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeType {
@@ -245,6 +273,7 @@ pub struct ChangeType {
     pub delete_value: String,
 }
 
+/// What a file's columns may do to the target table's columns (a feed's `schema_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaPolicy {
@@ -259,16 +288,24 @@ pub enum SchemaPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
+    /// UTF-8 text.
     String,
+    /// 64-bit signed integer.
     Long,
+    /// 32-bit signed integer.
     Integer,
+    /// 64-bit floating point.
     Double,
+    /// `true` or `false`.
     Boolean,
+    /// A calendar day (`YYYY-MM-DD`).
     Date,
+    /// A point in time in microseconds, as UTC.
     Timestamp,
 }
 
 impl ColumnType {
+    /// The Arrow type a column of this type is read into.
     pub fn arrow_type(self) -> DataType {
         match self {
             ColumnType::String => DataType::Utf8,
@@ -334,6 +371,7 @@ impl Config {
             })
     }
 
+    /// The feed a run names; `InvalidInput` when this configuration has none of that name.
     pub fn feed_named(&self, name: &str) -> Result<&Feed> {
         self.feeds
             .iter()
@@ -442,6 +480,7 @@ impl Feed {
         }
     }
 
+    /// Whether `key` belongs to this feed: it starts with the prefix, or matches the glob.
     pub fn matches(&self, key: &str) -> bool {
         if is_glob(&self.incoming) {
             glob::Pattern::new(&self.incoming)
@@ -518,7 +557,7 @@ keys = ["id"]
             FileFormat::Jsonl
         );
         assert!(f.format_for("incoming/orders/a.txt").is_err());
-        // The documented defaults (docs/configuration.md).
+        // The documented defaults (docs/reliability.md ("Bad files and resource limits")).
         assert_eq!(
             f.limits,
             Limits {

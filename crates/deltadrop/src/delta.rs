@@ -15,15 +15,19 @@ use crate::error::{Error, Result};
 /// Where a Delta table lives and how to reach it.
 #[derive(Debug, Clone)]
 pub struct TableLocation {
+    /// The table's root, e.g. `s3://bucket/tables/orders/` or `file:///data/orders/`.
     pub url: Url,
+    /// Storage options for delta-rs (endpoint, region, credentials off AWS).
     pub options: HashMap<String, String>,
 }
 
 impl TableLocation {
+    /// A table at `url`, reached with `options`.
     pub fn new(url: Url, options: HashMap<String, String>) -> Self {
         TableLocation { url, options }
     }
 
+    /// The URL as text, to name the table in messages and step outputs.
     pub fn name(&self) -> String {
         self.url.to_string()
     }
@@ -64,11 +68,11 @@ impl TableLocation {
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// Creates an empty table with the given columns and table properties; fails if one exists.
+    /// Creates an empty table with the given columns, `commit_info` recorded in its first
+    /// commit; fails if one exists.
     pub async fn create(
         &self,
         schema: &Schema,
-        properties: HashMap<String, Option<String>>,
         commit_info: HashMap<String, serde_json::Value>,
     ) -> Result<DeltaTable> {
         let table = self.handle().await?;
@@ -80,7 +84,6 @@ impl TableLocation {
         table
             .create()
             .with_columns(columns)
-            .with_configuration(properties)
             .with_commit_properties(
                 deltalake::kernel::transaction::CommitProperties::default()
                     .with_metadata(commit_info),

@@ -1,24 +1,37 @@
-//! What the pipeline gets from its caller: configuration, storage, mailer and clock. The Lambda
+//! What the pipeline gets from its caller: configuration, storage and mailer. The Lambda
 //! handlers, the local runner and the tests each build their own.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::delta::TableLocation;
 use crate::error::Result;
-use crate::mail::Mailer;
-use crate::storage::ObjectStorage;
+use crate::mail::{Mailer, OutboxMailer};
+use crate::storage::{LocalBucket, ObjectStorage};
 
+/// Everything a step needs from outside: cheap to clone, shared by the steps of a run.
 #[derive(Clone)]
 pub struct Environment {
+    /// The configuration the step runs under.
     pub config: Arc<Config>,
+    /// The bucket files land in, move within, and tables are resolved against.
     pub storage: Arc<dyn ObjectStorage>,
+    /// Delivers the notifications.
     pub mailer: Arc<dyn Mailer>,
-    pub clock: Arc<dyn Clock>,
 }
 
 impl Environment {
+    /// A folder as the bucket (created when missing) and a folder of `.eml` files as the mail:
+    /// the local runner, the benchmarks and the tests.
+    pub fn local(config: Config, bucket: &Path, outbox: &Path) -> Result<Environment> {
+        Ok(Environment {
+            config: Arc::new(config),
+            storage: Arc::new(LocalBucket::new(bucket)?),
+            mailer: Arc::new(OutboxMailer::new(outbox)),
+        })
+    }
+
     /// A table location (bucket-relative or URL) resolved against this environment's storage.
     pub fn table(&self, location: &str) -> Result<TableLocation> {
         Ok(TableLocation::new(

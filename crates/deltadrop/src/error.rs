@@ -37,21 +37,35 @@ fn at(file: &str, position: &Option<Position>) -> String {
     }
 }
 
+/// Every failure of the pipeline. The variant's name is its [`ErrorKind`]; the message
+/// (`Display`) names the file, the position, the column and the value where they are known.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is invalid; `field` names the offending setting.
     #[error("configuration error in {field}: {message}")]
-    ConfigError { field: String, message: String },
+    ConfigError {
+        /// The setting at fault: a field like `feeds[1].keys`, an environment variable, or the
+        /// configuration's own location when it cannot be read or parsed.
+        field: String,
+        /// What is wrong, and what is expected.
+        message: String,
+    },
 
     /// No feed's `incoming` pattern matches the key.
     #[error("no feed is configured for {key}: add a feed whose `incoming` matches it")]
-    NoMatchingFeed { key: String },
+    NoMatchingFeed {
+        /// The object key no feed takes.
+        key: String,
+    },
 
     /// The bytes of the file cannot be read as the configured format.
     #[error("{}: {message}", at(file, position))]
     MalformedFile {
+        /// The file's key.
         file: String,
+        /// Where in the file, when it is known.
         position: Option<Position>,
+        /// What is wrong with the bytes.
         message: String,
     },
 
@@ -61,93 +75,149 @@ pub enum Error {
         at(file, position)
     )]
     LimitExceeded {
+        /// The file's key.
         file: String,
+        /// Where in the file, when it is known.
         position: Option<Position>,
+        /// The limit's name in the feed's `limits`, e.g. `max_line_mb`.
         limit: String,
+        /// The limit's value, as shown to the operator (`256 MiB`).
         allowed: String,
+        /// What the file holds that crosses the limit.
         message: String,
     },
 
     /// A value does not fit the column's type (from the target table, the config, or inference).
     #[error("{}, column '{column}': value {:?} is not a valid {expected}", at(file, &Some(*position)), shorten(value, MAX_VALUE_CHARS))]
     InvalidValue {
+        /// The file's key.
         file: String,
+        /// The line or record that holds the value.
         position: Position,
+        /// The column the value is for.
         column: String,
+        /// The value as written in the file (shortened in the message).
         value: String,
+        /// A readable name of the column's type, e.g. `date (YYYY-MM-DD)`.
         expected: String,
     },
 
     /// A key column is absent from the file.
     #[error("{file}: key column '{column}' is missing (columns found: {found})")]
     MissingKeyColumn {
+        /// The file's key.
         file: String,
+        /// The key column the file lacks.
         column: String,
+        /// The file's columns, comma-separated.
         found: String,
     },
 
     /// A key column holds a null (or a configured null string).
     #[error("{}: key column '{column}' is null", at(file, &Some(*position)))]
     NullKey {
+        /// The file's key.
         file: String,
+        /// The line or record with the null key.
         position: Position,
+        /// The key column that is null.
         column: String,
     },
 
     /// The file's columns do not fit the target table under the feed's schema policy.
     #[error("{file}: {message}")]
-    SchemaMismatch { file: String, message: String },
+    SchemaMismatch {
+        /// The file's key.
+        file: String,
+        /// What does not fit, e.g. which columns are new or missing.
+        message: String,
+    },
 
     /// The object to process is not where the run expects it (nor already archived).
     #[error("object not found: {key}")]
-    ObjectNotFound { key: String },
+    ObjectNotFound {
+        /// The key where the object was expected.
+        key: String,
+    },
 
     /// The key no longer holds the upload this run was started for (a producer replaced or
     /// deleted it, in a bucket without object versions). The newer upload has its own run.
     #[error("{key} was replaced or deleted before this run could process the upload it was started for; a newer upload of the key is processed by its own run")]
-    UploadReplaced { key: String },
+    UploadReplaced {
+        /// The key that now holds another upload, or none.
+        key: String,
+    },
 
     /// The feed applies files in arrival order, and a file that arrived earlier is not merged
     /// yet (retried by the state machine until it is).
     #[error("{file} waits for {earlier}, which arrived earlier and is not merged yet (the feed applies files in arrival order)")]
-    WaitingForEarlierFile { file: String, earlier: String },
+    WaitingForEarlierFile {
+        /// The key of the file that waits.
+        file: String,
+        /// The key of the earlier file it waits for.
+        earlier: String,
+    },
 
     /// Concurrent commits kept winning against this one.
     #[error("{table}: gave up after {attempts} attempts because other writers kept committing to the table")]
-    CommitConflict { table: String, attempts: u32 },
+    CommitConflict {
+        /// The target table's location.
+        table: String,
+        /// How many times the MERGE was tried.
+        attempts: u32,
+    },
 
     /// Reading or writing the bucket failed (usually transient).
     #[error("storage error on {location}: {message}")]
-    StorageError { location: String, message: String },
+    StorageError {
+        /// What was being read or written: a key, or a URL-like location (`s3://bucket/key`).
+        location: String,
+        /// The storage's own error.
+        message: String,
+    },
 
     /// delta-rs reported a failure that is not one of the above.
     #[error("Delta table error on {table}: {message}")]
-    DeltaError { table: String, message: String },
+    DeltaError {
+        /// The table's location.
+        table: String,
+        /// delta-rs's own error.
+        message: String,
+    },
 
     /// The notification could not be sent.
     #[error("could not send the notification: {message}")]
-    MailError { message: String },
+    MailError {
+        /// Why the mailer failed.
+        message: String,
+    },
 
     /// A step was called with input it cannot use (a bug in the caller or the state machine).
     #[error("invalid step input: {message}")]
-    InvalidInput { message: String },
+    InvalidInput {
+        /// What is wrong with the input.
+        message: String,
+    },
 
     /// Something inside deltadrop failed that no input explains (a panicked reader thread, a
     /// value that would not serialize): a bug.
     #[error("internal error: {message}")]
-    InternalError { message: String },
+    InternalError {
+        /// What failed.
+        message: String,
+    },
 }
 
 /// Declares [`ErrorKind`] and its list from one list of names, so that `ALL` cannot miss one.
 macro_rules! error_kinds {
-    ($($kind:ident),* $(,)?) => {
+    ($($(#[$meta:meta])* $kind:ident),* $(,)?) => {
         /// What went wrong, without the details: the stable name Step Functions matches in
         /// `Retry` and `Catch`, and what each kind means for routing and for the operator. Every
         /// table below is an exhaustive match, so a new kind does not compile until each says
         /// what it is.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorKind {
-            $($kind),*
+            $($(#[$meta])* $kind),*
         }
 
         impl ErrorKind {
@@ -165,26 +235,45 @@ macro_rules! error_kinds {
 }
 
 error_kinds!(
+    /// The configuration is missing or invalid.
     ConfigError,
+    /// No feed's `incoming` pattern matches the key.
     NoMatchingFeed,
+    /// The file cannot be read as its format.
     MalformedFile,
+    /// The file crosses one of the feed's `limits`.
     LimitExceeded,
+    /// A value does not fit its column's type.
     InvalidValue,
+    /// A key column is absent from the file.
     MissingKeyColumn,
+    /// A key column holds a null.
     NullKey,
+    /// The file's columns do not fit the target table under the feed's schema policy.
     SchemaMismatch,
+    /// The object to process is not where the run expects it.
     ObjectNotFound,
+    /// The key no longer holds the upload the run was started for.
     UploadReplaced,
+    /// A file of the feed that arrived earlier is not merged yet.
     WaitingForEarlierFile,
+    /// Concurrent commits to the table kept winning against this one.
     CommitConflict,
+    /// Reading or writing the bucket failed.
     StorageError,
+    /// delta-rs reported a failure that is not one of the above.
     DeltaError,
+    /// The notification could not be sent.
     MailError,
+    /// A step got input it cannot use.
     InvalidInput,
+    /// A bug inside deltadrop.
     InternalError,
 );
 
 impl ErrorKind {
+    /// The kind with this stable name, or `None` for a name that is not deltadrop's (one of
+    /// Step Functions or Lambda, like `States.Timeout`).
     pub fn from_name(name: &str) -> Option<ErrorKind> {
         ErrorKind::ALL.iter().copied().find(|k| k.name() == name)
     }
@@ -283,6 +372,7 @@ impl Error {
         self.kind().is_bad_file()
     }
 
+    /// An [`Error::InternalError`]: a bug, not something the input explains.
     pub fn internal(message: impl Into<String>) -> Self {
         Error::InternalError {
             message: message.into(),
@@ -296,6 +386,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::StorageError`] on `location` with `err`'s message.
     pub fn storage(location: impl Into<String>, err: impl fmt::Display) -> Self {
         Error::StorageError {
             location: location.into(),
@@ -303,6 +394,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::DeltaError`] on `table` with `err`'s message.
     pub fn delta(table: impl Into<String>, err: impl fmt::Display) -> Self {
         Error::DeltaError {
             table: table.into(),
@@ -323,6 +415,7 @@ impl Error {
     }
 }
 
+/// The pipeline's result: fails with an [`Error`] unless told otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

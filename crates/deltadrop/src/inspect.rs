@@ -10,11 +10,16 @@ use serde::Serialize;
 use crate::delta::{arrow_schema, TableLocation};
 use crate::error::{Error, Result};
 
+/// What [`summarize`] found: the table's state now and its latest commits.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableSummary {
+    /// The table's URL.
     pub location: String,
+    /// The current table version.
     pub version: u64,
+    /// Rows in the current version.
     pub rows: u64,
+    /// Data files in the current version.
     pub files: usize,
     /// (name, type) in table order.
     pub columns: Vec<(String, String)>,
@@ -22,10 +27,14 @@ pub struct TableSummary {
     pub history: Vec<HistoryEntry>,
 }
 
+/// One commit of a table's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
+    /// The table version the commit created.
     pub version: u64,
+    /// When it was committed, if the commit says.
     pub time: Option<DateTime<Utc>>,
+    /// The Delta operation, e.g. `MERGE` or `WRITE` (empty when the commit does not say).
     pub operation: String,
     /// Row counts from the operation's metrics, e.g. `inserted 3, updated 2`.
     pub rows: String,
@@ -57,6 +66,8 @@ fn row_metrics(info: &std::collections::HashMap<String, serde_json::Value>) -> S
         .join(", ")
 }
 
+/// Version, row count, files, columns and the last `history` commits of the table at
+/// `location`; a `DeltaError` when there is no table there.
 pub async fn summarize(location: &TableLocation, history: usize) -> Result<TableSummary> {
     let table = open(location).await?;
     let error = |e: &dyn std::fmt::Display| Error::delta(location.name(), e);
@@ -142,4 +153,35 @@ pub async fn rows(
         .collect()
         .await
         .map_err(|e| error(&e))
+}
+
+/// Rows as `a|b|c`, nulls as `∅`: a compact text form for tests and comparisons with other
+/// readers (`tests/crosscheck.py` prints the same form).
+pub fn row_strings(batches: &[RecordBatch]) -> Result<Vec<String>> {
+    use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .zip(&formatters)
+                .map(|(column, formatter)| {
+                    if column.is_null(row) {
+                        "∅".to_string()
+                    } else {
+                        formatter.value(row).to_string()
+                    }
+                })
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    Ok(rows)
 }

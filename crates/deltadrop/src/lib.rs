@@ -2,14 +2,15 @@
 //!
 //! The pipeline is four steps ([`steps::stage`], [`steps::archive`] or [`steps::quarantine`],
 //! [`steps::upsert`], [`steps::notify`]) over an [`Environment`] that the caller builds: the
-//! configuration, the bucket ([`storage::ObjectStorage`]), the mailer and the clock. The Lambda
+//! configuration, the bucket ([`storage::ObjectStorage`]) and the mailer. The Lambda
 //! handlers run one step each; [`run::run_file`] runs them all in the state machine's order.
 //!
 //! The `merge` feature (DataFusion) brings the upsert step, [`run`] and [`inspect`]; without it
 //! the library stages, archives and notifies, and binaries that only do that stay small.
 
+#![warn(missing_docs)]
+
 pub mod bounded;
-pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod environment;

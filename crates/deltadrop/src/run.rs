@@ -14,6 +14,7 @@ use crate::steps::{
 /// What happened to one file.
 #[derive(Debug)]
 pub struct RunResult {
+    /// Everything the steps produced, as the notification saw it.
     pub report: Report,
     /// The error that failed the run, if any.
     pub error: Option<Error>,
@@ -22,6 +23,7 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// True when no step failed; an email that could not be sent does not count.
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
@@ -69,9 +71,9 @@ async fn load(
     progress(&format!(
         "upsert: {:?}: {} inserted, {} updated, {} deleted → {} version {}",
         merged.outcome,
-        merged.rows_inserted,
-        merged.rows_updated,
-        merged.rows_deleted,
+        merged.changes.rows_inserted,
+        merged.changes.rows_updated,
+        merged.changes.rows_deleted,
         merged.table,
         merged.version.map_or("-".into(), |v| v.to_string())
     ));
@@ -79,6 +81,9 @@ async fn load(
     Ok(())
 }
 
+/// Runs the steps for one file in the state machine's order. On a failure the file is
+/// quarantined (not a replaced upload, nor a file still waiting in `incoming` for an earlier
+/// one) and the failure is emailed. `progress` gets a line per step; the result says how it went.
 pub async fn run_file(
     env: &Environment,
     run: RunInput,

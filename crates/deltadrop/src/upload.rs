@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// One upload of a key: what pins it in the bucket, and what orders it among uploads of the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     /// The S3 object version (a versioned bucket).
@@ -32,6 +33,8 @@ impl Upload {
         Upload::default()
     }
 
+    /// Whether operations act on this upload only (it has a version or an ETag), rather than
+    /// on whatever the key holds.
     pub fn is_pinned(&self) -> bool {
         self.version_id.is_some() || self.etag.is_some()
     }
@@ -69,6 +72,7 @@ impl Upload {
 pub struct UploadOrder(pub i64, pub i64);
 
 impl UploadOrder {
+    /// The order of an upload with neither sequencer nor upload time: the lowest.
     pub const UNKNOWN: UploadOrder = UploadOrder(0, 0);
     const HALF_DIGITS: usize = 15;
 

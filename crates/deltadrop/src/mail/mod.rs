@@ -14,13 +14,19 @@ use crate::error::Result;
 /// A rendered email: plain text and HTML alternatives of the same content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Email {
+    /// The sender address.
     pub from: String,
+    /// The recipient addresses.
     pub to: Vec<String>,
+    /// The subject line, as written (mailers make it safe for a header).
     pub subject: String,
+    /// The plain-text body.
     pub text: String,
+    /// The HTML body.
     pub html: String,
 }
 
+/// Delivers emails: SES on AWS, [`OutboxMailer`] on a machine.
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Delivers the email and returns where it went (a message id or a file path).

@@ -8,20 +8,18 @@ use async_trait::async_trait;
 use super::{header_value, Email, Mailer};
 use crate::error::{Error, Result};
 
+/// Writes each email as an `.eml` file into a folder instead of sending it.
 #[derive(Debug, Clone)]
 pub struct OutboxMailer {
     dir: PathBuf,
 }
 
 impl OutboxMailer {
+    /// Writes into `dir`, creating it when needed.
     pub fn new(dir: impl AsRef<Path>) -> Self {
         OutboxMailer {
             dir: dir.as_ref().to_path_buf(),
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -106,12 +106,18 @@ fn feed_and_key(report: &Report) -> (&str, &str) {
         .unwrap_or(("?", "?"))
 }
 
+/// The email for a run that did not fail (loaded, already applied, superseded or empty),
+/// without sender and recipients; `now` ends the run's duration.
 pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     let (feed, key) = feed_and_key(report);
     let mut rows = run_rows(report);
     if let Some(stage) = &report.stage {
         rows.push(("Rows staged", stage.rows.to_string()));
-        if !stage.new_columns.is_empty() && report.upsert.as_ref().is_some_and(|u| !u.created_table)
+        if !stage.new_columns.is_empty()
+            && report
+                .upsert
+                .as_ref()
+                .is_some_and(|u| !u.changes.created_table)
         {
             rows.push((
                 "New columns",
@@ -122,15 +128,17 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     let summary = match &report.upsert {
         Some(upsert) => {
             rows.push(("Table", upsert.table.clone()));
-            rows.push(("Rows inserted", upsert.rows_inserted.to_string()));
-            rows.push(("Rows updated", upsert.rows_updated.to_string()));
-            rows.push(("Rows deleted", upsert.rows_deleted.to_string()));
+            rows.push(("Rows inserted", upsert.changes.rows_inserted.to_string()));
+            rows.push(("Rows updated", upsert.changes.rows_updated.to_string()));
+            rows.push(("Rows deleted", upsert.changes.rows_deleted.to_string()));
             let version = upsert.version.map_or("none".to_string(), |v| v.to_string());
             rows.push(("Table version", version.clone()));
             match upsert.outcome {
                 UpsertOutcome::Applied => format!(
                     "{} inserted, {} updated, {} deleted; table version {version}",
-                    upsert.rows_inserted, upsert.rows_updated, upsert.rows_deleted
+                    upsert.changes.rows_inserted,
+                    upsert.changes.rows_updated,
+                    upsert.changes.rows_deleted
                 ),
                 UpsertOutcome::AlreadyApplied => {
                     "already applied before; nothing changed".to_string()
@@ -172,6 +180,8 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     )
 }
 
+/// The email for a failed run: the error, its cause, what to do and where the file is now;
+/// without sender and recipients. `now` ends the run's duration.
 pub fn render_failure(report: &Report, now: DateTime<Utc>) -> Email {
     let (feed, key) = feed_and_key(report);
     let (name, cause) = report

@@ -34,15 +34,20 @@ pub const BATCH_ROWS: usize = 8192;
 pub struct ReadSpec<'a> {
     /// The key, for messages.
     pub file: &'a str,
+    /// The feed the file belongs to: keys, CSV options, column types, limits.
     pub feed: &'a Feed,
+    /// How to parse the decompressed bytes.
     pub format: FileFormat,
+    /// How the stored bytes are compressed.
     pub compression: Compression,
     /// The target table's schema when the table exists.
     pub target: Option<SchemaRef>,
 }
 
+/// What [`read_file`] found in the file.
 #[derive(Debug, Clone, Default)]
 pub struct ReadSummary {
+    /// Records read (and handed to `sink`).
     pub rows: u64,
     /// Size of the object as stored (compressed).
     pub bytes: u64,
@@ -52,8 +57,6 @@ pub struct ReadSummary {
     pub columns: Vec<String>,
     /// Columns the target table does not have (all of them for a new table).
     pub new_columns: Vec<String>,
-    /// The staging schema, once at least one row was read.
-    pub schema: Option<SchemaRef>,
 }
 
 /// Marks I/O errors that come from the storage (transient), as opposed to the file's content.
@@ -145,4 +148,106 @@ pub fn read_file(
     summary.bytes = hashing.bytes;
     summary.sha256 = hex::encode(hashing.hasher.finalize());
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::Array;
+    use deltalake::arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn feed(extra: &str) -> Feed {
+        let toml = format!(
+            "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{extra}"
+        );
+        Config::from_toml(&toml, "test").unwrap().feeds.remove(0)
+    }
+
+    /// Reads `bytes` as `file` of `feed`; the batches and the summary.
+    fn read(bytes: &[u8], file: &str, feed: &Feed) -> Result<(Vec<RecordBatch>, ReadSummary)> {
+        let spec = ReadSpec {
+            file,
+            feed,
+            format: feed.format_for(file)?,
+            compression: Compression::from_key(file),
+            target: None,
+        };
+        let mut batches = Vec::new();
+        let summary = read_file(bytes, &spec, &mut |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        Ok((batches, summary))
+    }
+
+    #[test]
+    fn csv_is_typed_from_a_sample_and_every_row_keeps_its_line() {
+        let (batches, summary) = read(
+            b"id,name,amount\n1,a,1.5\n2,\"b\nc\",2\n",
+            "in/a.csv",
+            &feed(""),
+        )
+        .unwrap();
+        assert_eq!((summary.rows, summary.bytes), (2, 33));
+        assert_eq!(summary.columns, ["id", "name", "amount"]);
+        let schema = batches[0].schema();
+        let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(
+            types,
+            [
+                &DataType::Int64,
+                &DataType::Utf8,
+                &DataType::Float64,
+                &DataType::Int64
+            ]
+        );
+        let lines = batches[0].column_by_name(LINE_COLUMN).unwrap();
+        assert_eq!(
+            format!("{lines:?}").replace(char::is_whitespace, ""),
+            "PrimitiveArray<Int64>[2,3,]"
+        );
+    }
+
+    #[test]
+    fn gzip_members_are_one_stream_and_json_nesting_is_kept_as_text() {
+        use std::io::Write;
+        let mut gz = Vec::new();
+        for part in [
+            "{\"id\": 1, \"tags\": [\"x\", {\"y\": 2}]}\n",
+            "{\"id\": 2}\n",
+        ] {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(part.as_bytes()).unwrap();
+            gz.extend(encoder.finish().unwrap());
+        }
+        let (batches, summary) = read(&gz, "in/a.jsonl.gz", &feed("")).unwrap();
+        assert_eq!(summary.rows, 2);
+        let tags = batches[0].column_by_name("tags").unwrap();
+        let tags = tags
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(tags.value(0), r#"["x",{"y":2}]"#);
+        assert!(tags.is_null(1));
+    }
+
+    #[test]
+    fn limits_and_bad_bytes_fail_with_their_names() {
+        let limited = feed("[feeds.limits]\nmax_columns = 2\nmax_line_mb = 1\n");
+        let name = |bytes: &[u8], file: &str| read(bytes, file, &limited).unwrap_err().name();
+        assert_eq!(name(b"id,a,b\n1,2,3\n", "in/a.csv"), "LimitExceeded");
+        assert_eq!(name(&vec![b'x'; 2 << 20], "in/a.csv"), "LimitExceeded");
+        assert_eq!(name(b"id\n1\0\n", "in/a.csv"), "MalformedFile");
+        assert_eq!(name(b"id\n1\n", "in/a.csv.gz"), "MalformedFile");
+        let error = read(
+            b"{\"id\": 1, \"n\": [[[1]]]}\n",
+            "in/a.jsonl",
+            &feed("[feeds.limits]\nmax_nesting_depth = 2\n"),
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "in/a.jsonl, line 1: a value nests objects and arrays more than 2 levels deep (the feed's limits.max_nesting_depth is 2; raise it if the file is genuine)");
+    }
 }

@@ -100,7 +100,6 @@ pub(crate) fn read(
             .as_ref()
             .map(|p| p.new_columns.clone())
             .unwrap_or_default(),
-        schema: plan.map(|p| p.schema),
         ..Default::default()
     })
 }

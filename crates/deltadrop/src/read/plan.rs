@@ -66,6 +66,64 @@ fn check_column_names<'c>(file: &str, file_columns: &'c [String]) -> Result<Hash
     Ok(seen)
 }
 
+/// Every key column and the sequence column are in the file.
+fn check_required_columns(
+    spec: &ReadSpec<'_>,
+    file_columns: &[String],
+    seen: &HashSet<&str>,
+) -> Result<()> {
+    let feed = spec.feed;
+    if let Some(key) = feed.keys.iter().find(|k| !seen.contains(k.as_str())) {
+        return Err(Error::MissingKeyColumn {
+            file: spec.file.into(),
+            column: key.clone(),
+            found: file_columns.join(", "),
+        });
+    }
+    match &feed.sequence_column {
+        Some(sequence) if !seen.contains(sequence.as_str()) => Err(Error::SchemaMismatch {
+            file: spec.file.into(),
+            message: format!("the sequence column '{sequence}' is missing"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Under `schema_policy = "strict"` the file has exactly the target table's columns (a JSON
+/// file, whose records may leave columns out, need not have all of them).
+fn check_strict_policy(
+    spec: &ReadSpec<'_>,
+    target_fields: &[Field],
+    new_columns: &[String],
+    seen: &HashSet<&str>,
+    fixed_columns: bool,
+) -> Result<()> {
+    let mismatch = |message: String| {
+        Err(Error::SchemaMismatch {
+            file: spec.file.into(),
+            message,
+        })
+    };
+    if !new_columns.is_empty() {
+        return mismatch(format!(
+            "new column(s) {} not in the target table, and the feed's schema_policy is strict",
+            new_columns.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = target_fields
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|name| !seen.contains(name))
+        .collect();
+    if fixed_columns && !missing.is_empty() {
+        return mismatch(format!(
+            "column(s) {} of the target table are missing, and the feed's schema_policy is strict",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn make_plan(
     spec: &ReadSpec<'_>,
     file_columns: &[String],
@@ -73,66 +131,21 @@ pub(crate) fn make_plan(
     new_column_type: &dyn Fn(&str) -> Result<DataType>,
 ) -> Result<Plan> {
     let feed = spec.feed;
-    let file = spec.file;
-    let seen = check_column_names(file, file_columns)?;
-    for key in &feed.keys {
-        if !seen.contains(key.as_str()) {
-            return Err(Error::MissingKeyColumn {
-                file: file.into(),
-                column: key.clone(),
-                found: file_columns.join(", "),
-            });
-        }
-    }
-    if let Some(sequence) = &feed.sequence_column {
-        if !seen.contains(sequence.as_str()) {
-            return Err(Error::SchemaMismatch {
-                file: file.into(),
-                message: format!("the sequence column '{sequence}' is missing"),
-            });
-        }
-    }
-
-    let data_columns: Vec<&String> = file_columns
-        .iter()
-        .filter(|c| !feed.is_control_column(c))
-        .collect();
+    let seen = check_column_names(spec.file, file_columns)?;
+    check_required_columns(spec, file_columns, &seen)?;
     let target_fields: Vec<Field> = spec
         .target
         .as_ref()
         .map(|t| t.fields().iter().map(|f| f.as_ref().clone()).collect())
         .unwrap_or_default();
-    let in_target = |name: &str| target_fields.iter().any(|f| f.name() == name);
-    let new_columns: Vec<String> = data_columns
+    let new_columns: Vec<String> = file_columns
         .iter()
-        .filter(|c| !in_target(c))
-        .map(|c| c.to_string())
+        .filter(|c| !feed.is_control_column(c))
+        .filter(|c| !target_fields.iter().any(|f| f.name() == *c))
+        .cloned()
         .collect();
-
     if spec.target.is_some() && feed.schema_policy == SchemaPolicy::Strict {
-        if !new_columns.is_empty() {
-            return Err(Error::SchemaMismatch {
-                file: file.into(),
-                message: format!(
-                    "new column(s) {} not in the target table, and the feed's schema_policy is strict",
-                    new_columns.join(", ")
-                ),
-            });
-        }
-        let missing: Vec<&str> = target_fields
-            .iter()
-            .map(|f| f.name().as_str())
-            .filter(|name| !seen.contains(name))
-            .collect();
-        if fixed_columns && !missing.is_empty() {
-            return Err(Error::SchemaMismatch {
-                file: file.into(),
-                message: format!(
-                    "column(s) {} of the target table are missing, and the feed's schema_policy is strict",
-                    missing.join(", ")
-                ),
-            });
-        }
+        check_strict_policy(spec, &target_fields, &new_columns, &seen, fixed_columns)?;
     }
 
     let mut fields: Vec<Field> = target_fields

@@ -192,7 +192,6 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 .as_ref()
                 .map(|p| p.new_columns.clone())
                 .unwrap_or_default(),
-            schema: self.plan.map(|p| p.schema),
             ..Default::default()
         })
     }

@@ -8,8 +8,10 @@ use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
+/// Where the archive step moved the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveOutput {
+    /// The archive copy's key in the bucket.
     pub archived_key: String,
     /// Where the file is now, as a URL-like location.
     pub archived_to: String,
@@ -49,10 +51,13 @@ pub(super) fn copy_key(prefix: &str, run: &RunInput) -> String {
     format!("{prefix}{folder}{}/{file}", run.run_id)
 }
 
+/// `<archive prefix><folder of the key>/<run id>/<file name>`: where the run's file is archived.
 pub fn archive_key(env: &Environment, run: &RunInput) -> String {
     copy_key(&env.config.locations.archive, run)
 }
 
+/// Moves exactly the run's upload from its key to [`archive_key`]; a re-run after the move
+/// finds the copy and succeeds.
 pub async fn archive(env: &Environment, run: &RunInput) -> Result<ArchiveOutput> {
     run.validate()?;
     let to = archive_key(env, run);

@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::{shorten, MAX_MESSAGE_CHARS};
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
@@ -33,7 +32,9 @@ pub struct RunInput {
     pub run_id: String,
     /// The object key of the incoming file.
     pub key: String,
+    /// The name of the feed the key belongs to.
     pub feed: String,
+    /// When the run started (on AWS, the S3 event's time): emails count its duration from it.
     pub started_at: DateTime<Utc>,
     /// Which upload of `key` this run processes (see [`Upload`]).
     #[serde(default)]
@@ -42,9 +43,9 @@ pub struct RunInput {
 
 impl RunInput {
     /// A run for `upload` of `key` with a fresh run id; fails when no feed matches the key.
-    pub fn new(config: &Config, key: &str, upload: Upload, clock: &dyn Clock) -> Result<RunInput> {
+    pub fn new(config: &Config, key: &str, upload: Upload) -> Result<RunInput> {
         let feed = config.feed_for_key(key)?;
-        let started_at = clock.now();
+        let started_at = Utc::now();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let run_id = format!(
             "{}-{}-{}",
@@ -70,7 +71,7 @@ impl RunInput {
             .ok_or_else(|| Error::ObjectNotFound {
                 key: key.to_string(),
             })?;
-        RunInput::new(&env.config, key, upload, env.clock.as_ref())
+        RunInput::new(&env.config, key, upload)
     }
 
     /// Run ids become paths and execution names: only `[A-Za-z0-9_-]`, at most 80 characters.
@@ -111,8 +112,10 @@ pub fn sanitize(text: &str) -> String {
 /// handlers turn Lambda's error JSON in `Cause` into its message before a step sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// The failure's stable name.
     #[serde(rename = "Error")]
     pub error: FailureName,
+    /// What went wrong: the error's message (shortened), or the cause AWS gave.
     #[serde(rename = "Cause")]
     pub cause: String,
 }
@@ -130,11 +133,14 @@ impl From<&Error> for Failure {
 /// (`States.Timeout`, `Lambda.ServiceException`), kept as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureName {
+    /// A deltadrop error.
     Kind(ErrorKind),
+    /// A name deltadrop does not define, from Step Functions or Lambda.
     Other(String),
 }
 
 impl FailureName {
+    /// The name as Step Functions shows it.
     pub fn as_str(&self) -> &str {
         match self {
             FailureName::Kind(kind) => kind.name(),
@@ -142,6 +148,7 @@ impl FailureName {
         }
     }
 
+    /// What an operator should do about it (see [`ErrorKind::advice`]).
     pub fn advice(&self) -> &'static str {
         match self {
             FailureName::Kind(kind) => kind.advice(),

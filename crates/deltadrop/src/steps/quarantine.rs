@@ -9,26 +9,38 @@ use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
+/// Where the quarantine step put the file and its error report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineOutput {
+    /// The quarantined file's key in the bucket.
     pub quarantined_key: String,
+    /// Where the file is now, as a URL-like location.
     pub quarantined_to: String,
+    /// The key of the error report: the file's key followed by `.error.json`.
     pub report_key: String,
+    /// False when the run's staging table could not be removed.
     pub staging_removed: bool,
 }
 
 /// The error report written beside a quarantined file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReport {
+    /// The failure's stable name, e.g. `MalformedFile`.
     pub error: String,
+    /// What went wrong, naming the line and column where known.
     pub message: String,
+    /// What an operator should do about it.
     pub advice: String,
+    /// The run that failed.
     pub run_id: String,
+    /// The file's feed.
     pub feed: String,
+    /// The key the file arrived under.
     pub original_key: String,
     /// The upload that failed (S3 version, ETag, upload time).
     #[serde(default)]
     pub upload: Upload,
+    /// When the report was written.
     pub time: chrono::DateTime<chrono::Utc>,
 }
 
@@ -56,7 +68,7 @@ pub async fn quarantine(
         feed: run.feed.clone(),
         original_key: run.key.clone(),
         upload: run.upload.clone(),
-        time: env.clock.now(),
+        time: chrono::Utc::now(),
     };
     let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
     env.storage.put(&report_key, body).await?;

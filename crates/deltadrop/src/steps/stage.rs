@@ -24,8 +24,10 @@ use crate::read::{read_file, ReadSpec};
 /// holds the file being written in memory: this bounds the stage's memory.
 const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// What the stage step read, and where it wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageOutput {
+    /// Rows read from the file and staged.
     pub rows: u64,
     /// Size of the file as stored.
     pub bytes: u64,
@@ -33,17 +35,22 @@ pub struct StageOutput {
     pub sha256: String,
     /// The file's columns: the first [`crate::bounded::MAX_LISTED_NAMES`] of `column_count`.
     pub columns: Vec<String>,
+    /// How many columns the file has.
     #[serde(default)]
     pub column_count: u64,
     /// Columns the target table does not have yet (listed as `columns` is).
     pub new_columns: Vec<String>,
+    /// How many columns the target table does not have yet.
     #[serde(default)]
     pub new_column_count: u64,
     /// The staging table; absent when the file holds no rows.
     pub staging_table: Option<String>,
+    /// The table the upsert merges the rows into.
     pub target_table: String,
 }
 
+/// Reads the run's upload and writes its rows, typed for the target table, as the run's
+/// staging table (none when the file holds no rows). On failure the staging table is removed.
 pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     run.validate()?;
     let feed = env.config.feed_named(&run.feed)?.clone();
@@ -145,9 +152,7 @@ impl StagingWriter {
                 ARRIVED_FIELD: run.upload.uploaded_at.map(|t| t.timestamp_millis()),
             }),
         )]);
-        let table = location
-            .create(&first.schema(), HashMap::new(), info)
-            .await?;
+        let table = location.create(&first.schema(), info).await?;
         let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(error)?

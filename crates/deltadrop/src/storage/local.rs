@@ -9,6 +9,7 @@ use super::{Listed, ObjectReader, ObjectStorage};
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
+/// A folder as the bucket, for the local runner and the tests.
 #[derive(Debug, Clone)]
 pub struct LocalBucket {
     root: PathBuf,
@@ -25,6 +26,7 @@ impl LocalBucket {
         Ok(LocalBucket { root })
     }
 
+    /// The bucket's folder (absolute).
     pub fn root(&self) -> &Path {
         &self.root
     }

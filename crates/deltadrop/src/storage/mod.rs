@@ -16,15 +16,20 @@ pub use local::LocalBucket;
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
+/// The bytes of an object, streamed ([`ObjectStorage::reader`]).
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// An object found by [`ObjectStorage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// The object's key.
     pub key: String,
+    /// When the object was last written.
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
+/// A bucket: S3 on AWS, [`LocalBucket`] on a machine. Reads, copies and deletes name the
+/// [`Upload`] they act on, so that a run acts on the upload it was started for and no other.
 #[async_trait]
 pub trait ObjectStorage: Send + Sync {
     /// A URL-like name of a key for messages: `file:///data/bucket/a.csv`, `s3://bucket/a.csv`.

@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use rand::Rng;
 
 use super::arrival::wait_for_earlier_files;
-use super::{file_identity, newest_upload_ids, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
+use super::{file_identity, newest_upload_ids, Changes, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::TableLocation;
 use crate::environment::Environment;
@@ -73,14 +73,18 @@ async fn already_decided(
     } else {
         return Ok(None);
     };
-    Ok(Some(UpsertOutput::unchanged(
+    Ok(Some(UpsertOutput::new(
         outcome,
         target,
         table.version(),
         identity.to_string(),
+        Changes::default(),
     )))
 }
 
+/// MERGEs the run's staging table into the feed's target table, exactly once per upload: the
+/// first file creates the table; a MERGE that lost to a concurrent commit is re-run from a fresh
+/// snapshot (up to `MAX_ATTEMPTS`); then the staging table is removed.
 pub async fn upsert(
     env: &Environment,
     run: &RunInput,
@@ -92,11 +96,12 @@ pub async fn upsert(
     let identity = file_identity(run, stage);
     let Some(staging_name) = &stage.staging_table else {
         let version = target.open().await?.and_then(|t| t.version());
-        return Ok(UpsertOutput::unchanged(
+        return Ok(UpsertOutput::new(
             UpsertOutcome::NothingToApply,
             &target,
             version,
             identity,
+            Changes::default(),
         ));
     };
     let staging = env.staging_table(&run.run_id)?;
@@ -228,7 +233,7 @@ async fn merge_once(
         .filter(|name| !feed.is_control_column(name))
         .collect();
 
-    let now = env.clock.now().timestamp_millis();
+    let now = chrono::Utc::now().timestamp_millis();
     let commit = CommitProperties::default()
         .with_metadata([(
             "deltadrop".to_string(),
@@ -248,7 +253,57 @@ async fn merge_once(
         return first_load(feed, target, ctx, source.clone(), commit, identity).await;
     };
 
-    let predicate = feed
+    let rules = merge_rules(feed);
+    let mut merge = table
+        .merge(source.clone(), rules.on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_commit_properties(commit);
+    if let Some(condition) = rules.delete_when {
+        merge = merge
+            .when_matched_delete(|delete| delete.predicate(condition))
+            .map_err(delta_error)?;
+    }
+    merge = merge
+        .when_matched_update(|mut update| {
+            if let Some(c) = rules.update_when {
+                update = update.predicate(c);
+            }
+            for name in &data_columns {
+                update = update.update(Column::new_unqualified(name), qualified("source", name));
+            }
+            update
+        })
+        .map_err(delta_error)?
+        .when_not_matched_insert(|mut insert| {
+            if let Some(c) = rules.insert_when {
+                insert = insert.predicate(c);
+            }
+            for name in &data_columns {
+                insert = insert.set(Column::new_unqualified(name), qualified("source", name));
+            }
+            insert
+        })
+        .map_err(delta_error)?;
+    let (table, metrics) = merge.await.map_err(delta_error)?;
+    Ok(applied(target, &table, &metrics, identity))
+}
+
+/// The conditions of a feed's MERGE, apart from any I/O: how a source row matches a target
+/// row, and when a match is deleted or updated and an unmatched row inserted (`None`: always;
+/// no `delete_when`: nothing is deleted).
+#[derive(Debug)]
+struct MergeRules {
+    on: Expr,
+    delete_when: Option<Expr>,
+    update_when: Option<Expr>,
+    insert_when: Option<Expr>,
+}
+
+fn merge_rules(feed: &Feed) -> MergeRules {
+    let on = feed
         .keys
         .iter()
         .map(|k| qualified("target", k).eq(qualified("source", k)))
@@ -266,49 +321,14 @@ async fn merge_once(
             .is_not_null()
             .and(qualified("source", &c.column).eq(lit(c.delete_value.clone())))
     });
-    let all_of = |parts: Vec<Option<Expr>>| parts.into_iter().flatten().reduce(Expr::and);
-
-    let mut merge = table
-        .merge(source.clone(), predicate)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
-        .with_session_state(Arc::new(ctx.state()))
-        .with_commit_properties(commit);
-    if let Some(is_delete) = &is_delete {
-        let condition = all_of(vec![Some(is_delete.clone()), not_older.clone()]);
-        merge = merge
-            .when_matched_delete(|delete| match condition {
-                Some(c) => delete.predicate(c),
-                None => delete,
-            })
-            .map_err(delta_error)?;
+    let all_of = |parts: [Option<Expr>; 2]| parts.into_iter().flatten().reduce(Expr::and);
+    let not_delete = is_delete.clone().map(|d| !d);
+    MergeRules {
+        on,
+        delete_when: is_delete.map(|d| all_of([Some(d), not_older.clone()]).expect("one part")),
+        update_when: all_of([not_older, not_delete.clone()]),
+        insert_when: not_delete,
     }
-    let not_delete = is_delete.map(|d| !d);
-    let update_condition = all_of(vec![not_older, not_delete.clone()]);
-    merge = merge
-        .when_matched_update(|mut update| {
-            if let Some(c) = update_condition {
-                update = update.predicate(c);
-            }
-            for name in &data_columns {
-                update = update.update(Column::new_unqualified(name), qualified("source", name));
-            }
-            update
-        })
-        .map_err(delta_error)?
-        .when_not_matched_insert(|mut insert| {
-            if let Some(c) = not_delete {
-                insert = insert.predicate(c);
-            }
-            for name in &data_columns {
-                insert = insert.set(Column::new_unqualified(name), qualified("source", name));
-            }
-            insert
-        })
-        .map_err(delta_error)?;
-    let (table, metrics) = merge.await.map_err(delta_error)?;
-    Ok(applied(target, &table, &metrics, identity))
 }
 
 /// What a commit records: this upload as applied and, when its order is known, that order as the
@@ -344,10 +364,7 @@ fn applied(
     m: &MergeMetrics,
     identity: &str,
 ) -> UpsertOutput {
-    UpsertOutput {
-        outcome: UpsertOutcome::Applied,
-        table: target.name(),
-        version: table.version(),
+    let changes = Changes {
         created_table: false,
         rows_inserted: m.num_target_rows_inserted as u64,
         rows_updated: m.num_target_rows_updated as u64,
@@ -357,41 +374,34 @@ fn applied(
         files_skipped: m.num_target_files_skipped_during_scan as u64,
         files_added: m.num_target_files_added as u64,
         files_removed: m.num_target_files_removed as u64,
-        attempts: 1,
-        file_identity: identity.to_string(),
-    }
+    };
+    UpsertOutput::new(
+        UpsertOutcome::Applied,
+        target,
+        table.version(),
+        identity.to_string(),
+        changes,
+    )
 }
 
-/// The first file of a table writes it (one commit: schema, properties, rows and the file's
-/// application transaction) instead of merging into an empty table. Two first files racing:
-/// one commit wins version 0, the other conflicts and merges into the winner's table.
-async fn first_load(
+/// What the first file writes: its rows without deletes (of keys the table never had) and
+/// without the change-type column, with plain string and binary types (the staging scan yields
+/// views; the table stores what every reader expects).
+fn rows_of_a_new_table(
     feed: &Feed,
-    target: &TableLocation,
-    ctx: &SessionContext,
     source: DataFrame,
-    commit: CommitProperties,
-    identity: &str,
-) -> Result<UpsertOutput, Attempt> {
-    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
-    let plan_error = |e: deltalake::datafusion::error::DataFusionError| {
-        Attempt::Failed(Error::delta(target.name(), e))
-    };
+) -> Result<DataFrame, deltalake::datafusion::error::DataFusionError> {
     let mut rows = source;
     if let Some(change) = &feed.change_type {
-        // Deletes of keys the table never had: nothing to write.
         let flag = column(&change.column);
         rows = rows
             .filter(
                 flag.clone()
                     .is_null()
                     .or(flag.not_eq(lit(change.delete_value.clone()))),
-            )
-            .map_err(plan_error)?
-            .drop_columns(&[change.column.as_str()])
-            .map_err(plan_error)?;
+            )?
+            .drop_columns(&[change.column.as_str()])?;
     }
-    // The staging scan yields string views; the table stores plain strings, as every reader expects.
     let plain_types: Vec<Expr> = rows
         .schema()
         .fields()
@@ -406,7 +416,23 @@ async fn first_load(
             _ => column(f.name()),
         })
         .collect();
-    let rows = rows.select(plain_types).map_err(plan_error)?;
+    rows.select(plain_types)
+}
+
+/// The first file of a table writes it (one commit: schema, properties, rows and the file's
+/// application transaction) instead of merging into an empty table. Two first files racing:
+/// one commit wins version 0, the other conflicts and merges into the winner's table.
+async fn first_load(
+    feed: &Feed,
+    target: &TableLocation,
+    ctx: &SessionContext,
+    source: DataFrame,
+    commit: CommitProperties,
+    identity: &str,
+) -> Result<UpsertOutput, Attempt> {
+    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
+    let rows = rows_of_a_new_table(feed, source)
+        .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
     let properties = [(
         "delta.targetFileSize".to_string(),
         Some((feed.target_file_mb * 1024 * 1024).to_string()),
@@ -435,16 +461,19 @@ async fn first_load(
         },
     };
     let written = last_commit_metric(&table, "num_added_rows").await;
-    let mut output = UpsertOutput::unchanged(
+    let changes = Changes {
+        created_table: true,
+        rows_inserted: written,
+        files_added: last_commit_metric(&table, "num_added_files").await,
+        ..Changes::default()
+    };
+    Ok(UpsertOutput::new(
         UpsertOutcome::Applied,
         target,
         table.version(),
         identity.to_string(),
-    );
-    output.created_table = true;
-    output.rows_inserted = written;
-    output.files_added = last_commit_metric(&table, "num_added_files").await;
-    Ok(output)
+        changes,
+    ))
 }
 
 /// A number from the operation metrics of the table's last commit (0 when absent).
@@ -504,4 +533,79 @@ async fn has_duplicate_keys(rows: &DataFrame, feed: &Feed) -> Result<bool, Delta
         .collect()
         .await?;
     Ok(repeated.iter().any(|batch| batch.num_rows() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn rules(extra: &str) -> MergeRules {
+        let toml = format!(
+            "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\", \"day\"]\n{extra}"
+        );
+        merge_rules(&Config::from_toml(&toml, "test").unwrap().feeds[0])
+    }
+
+    fn text(expr: &Option<Expr>) -> Option<String> {
+        expr.as_ref().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plain_feed_matches_on_every_key_and_always_updates_or_inserts() {
+        let plain = rules("");
+        assert_eq!(
+            plain.on.to_string(),
+            "target.id = source.id AND target.day = source.day"
+        );
+        assert_eq!(
+            (
+                text(&plain.delete_when),
+                text(&plain.update_when),
+                text(&plain.insert_when)
+            ),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_sequence_column_keeps_newer_target_rows() {
+        let sequenced = rules("sequence_column = \"seq\"\n");
+        assert_eq!(
+            text(&sequenced.update_when).unwrap(),
+            "target.seq IS NULL OR source.seq >= target.seq"
+        );
+        assert_eq!(
+            (text(&sequenced.delete_when), text(&sequenced.insert_when)),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn delete_rows_delete_matches_and_insert_nothing_and_respect_the_sequence() {
+        let both = rules(
+            "sequence_column = \"seq\"\nchange_type = { column = \"op\", delete_value = \"D\" }\n",
+        );
+        let is_delete = "source.op IS NOT NULL AND source.op = Utf8(\"D\")";
+        let not_older = "target.seq IS NULL OR source.seq >= target.seq";
+        assert_eq!(
+            text(&both.delete_when).unwrap(),
+            format!("{is_delete} AND ({not_older})")
+        );
+        // DataFusion prints NOT without parentheses: look at the trees instead.
+        let negated = |e: &Expr| match e {
+            Expr::Not(inner) => inner.to_string(),
+            other => panic!("not a negation: {other}"),
+        };
+        assert_eq!(negated(both.insert_when.as_ref().unwrap()), is_delete);
+        match both.update_when.unwrap() {
+            Expr::BinaryExpr(and)
+                if and.op == deltalake::datafusion::logical_expr::Operator::And =>
+            {
+                assert_eq!(and.left.to_string(), not_older);
+                assert_eq!(negated(&and.right), is_delete);
+            }
+            other => panic!("not a conjunction: {other}"),
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub use merge::upsert;
 /// How often a MERGE that lost to a concurrent commit is re-run from a fresh snapshot.
 pub const MAX_ATTEMPTS: u32 = 8;
 
+/// What the upsert did with the staged rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpsertOutcome {
@@ -30,47 +31,62 @@ pub enum UpsertOutcome {
     NothingToApply,
 }
 
+/// What the upsert step did to the target table, with the MERGE's metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpsertOutput {
+    /// Whether the rows were merged, and if not why.
     pub outcome: UpsertOutcome,
+    /// The target table's location.
     pub table: String,
     /// The table version after this step (absent when no table exists).
     pub version: Option<u64>,
-    pub created_table: bool,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_deleted: u64,
-    pub rows_copied: u64,
-    pub files_scanned: u64,
-    pub files_skipped: u64,
-    pub files_added: u64,
-    pub files_removed: u64,
+    /// What the commit changed (flat in the step's JSON output).
+    #[serde(flatten)]
+    pub changes: Changes,
+    /// How many MERGE attempts it took (more than 1 after concurrent commits won).
     pub attempts: u32,
     /// The application transaction id that records this file in the table.
     pub file_identity: String,
 }
 
+/// What one commit changed in the target table; all zero when nothing was merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// True when this file created the table (its rows are then all inserted).
+    pub created_table: bool,
+    /// Rows with keys the table did not have.
+    pub rows_inserted: u64,
+    /// Table rows replaced by the file's version.
+    pub rows_updated: u64,
+    /// Table rows deleted by the file's change-type rows.
+    pub rows_deleted: u64,
+    /// Unchanged rows rewritten because they share a data file with changed ones.
+    pub rows_copied: u64,
+    /// The table's data files the MERGE read.
+    pub files_scanned: u64,
+    /// The table's data files the MERGE skipped: outside the range of the keys the file brings.
+    pub files_skipped: u64,
+    /// Data files the commit added.
+    pub files_added: u64,
+    /// Data files the commit removed (rewritten ones).
+    pub files_removed: u64,
+}
+
 #[cfg(feature = "merge")]
 impl UpsertOutput {
-    pub(crate) fn unchanged(
+    /// The step's output for `outcome`, with the table's `version` after it.
+    pub(crate) fn new(
         outcome: UpsertOutcome,
         table: &crate::delta::TableLocation,
         version: Option<u64>,
         identity: String,
+        changes: Changes,
     ) -> Self {
         UpsertOutput {
             outcome,
             table: table.name(),
             version,
-            created_table: false,
-            rows_inserted: 0,
-            rows_updated: 0,
-            rows_deleted: 0,
-            rows_copied: 0,
-            files_scanned: 0,
-            files_skipped: 0,
-            files_added: 0,
-            files_removed: 0,
+            changes,
             attempts: 1,
             file_identity: identity,
         }
