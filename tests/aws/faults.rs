@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::world::{in_run_folder, notified_key, Finished, World};
 
-const TABLES: usize = 3;
+pub const TABLES: usize = 3;
 const GOOD_FILES_PER_TABLE: usize = 8;
 const ROWS_PER_FILE: usize = 5;
 /// Every ninth S3 request of each kind fails (11%); DELTADROP_FAULT_EVERY sets another share.

@@ -24,7 +24,7 @@ use crate::recorder::Recorder;
 pub const BUCKET: &str = "deltadrop-e2e";
 pub const SENDER: &str = "deltadrop@example.com";
 
-pub const CONFIG: &str = r#"
+const FEEDS: &str = r#"
 [notifications]
 from = "deltadrop@example.com"
 recipients = ["data-team@example.com"]
@@ -51,25 +51,20 @@ table = "tables/ordered"
 keys = ["order_id"]
 apply_in_arrival_order = true
 
-# The fault run (tests/aws/faults.rs): three tables, many files each at once.
-[[feeds]]
-name = "faults-0"
-incoming = "incoming/faults/0/"
-table = "tables/faults-0"
-keys = ["id"]
-
-[[feeds]]
-name = "faults-1"
-incoming = "incoming/faults/1/"
-table = "tables/faults-1"
-keys = ["id"]
-
-[[feeds]]
-name = "faults-2"
-incoming = "incoming/faults/2/"
-table = "tables/faults-2"
-keys = ["id"]
 "#;
+
+/// The deployment's configuration: the feeds above and, for the fault run (tests/aws/faults.rs),
+/// three tables that take many files at once.
+pub fn config() -> String {
+    let fault_feeds: String = (0..crate::faults::TABLES)
+        .map(|t| {
+            format!(
+                "\n[[feeds]]\nname = \"faults-{t}\"\nincoming = \"incoming/faults/{t}/\"\ntable = \"tables/faults-{t}\"\nkeys = [\"id\"]\n"
+            )
+        })
+        .collect();
+    format!("{FEEDS}{fault_feeds}")
+}
 
 /// Step Functions' limit on a state's input or output: 256 KB
 /// (https://docs.aws.amazon.com/step-functions/latest/dg/limits-overview.html). moto does not
@@ -239,7 +234,7 @@ impl World {
     }
 
     pub async fn upload_config(&self) {
-        self.upload("deltadrop.toml", CONFIG).await;
+        self.upload("deltadrop.toml", config()).await;
     }
 
     pub async fn upload(&self, key: &str, body: impl AsRef<[u8]>) {
@@ -494,7 +489,7 @@ impl World {
             .unwrap();
         let body: Value = serde_json::from_str(file_message["body"].as_str().unwrap()).unwrap();
         let record = &body["Records"][0];
-        let config = Config::from_toml(CONFIG, "test").unwrap();
+        let config = Config::from_toml(&config(), "test").unwrap();
         let (name, _) = deltadrop_aws::trigger::run_for_record(
             &config,
             BUCKET,
@@ -599,7 +594,7 @@ pub fn notified_key(message: &Value) -> String {
 /// The execution name the trigger gives the upload an SQS record notifies.
 pub fn execution_for(message: &Value) -> String {
     let body: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
-    let config = Config::from_toml(CONFIG, "test").unwrap();
+    let config = Config::from_toml(&config(), "test").unwrap();
     deltadrop_aws::trigger::run_for_record(
         &config,
         BUCKET,
