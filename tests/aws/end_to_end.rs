@@ -18,7 +18,8 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_malformed_file_is_quarantined(&world).await;
     a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(&world).await;
     a_mail_failure_does_not_fail_a_load(&world).await;
-    a_failure_after_the_archive_moves_the_file_to_quarantine(&world).await;
+    let late = a_failure_after_the_archive_moves_the_file_to_quarantine(&world).await;
+    a_quarantined_file_replayed_runs_again(&world, &late).await;
     the_same_bytes_dropped_again_are_loaded_again(&world).await;
     a_late_and_repeated_notification_never_undoes_a_newer_upload(&world).await;
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
@@ -276,7 +277,7 @@ async fn a_mail_failure_does_not_fail_a_load(world: &World) {
 
 /// The upsert fails after the file was archived: the quarantine finds it in archive/ (reading
 /// incoming/ first, which is a 404 only with s3:ListBucket), moves it, drops the staging table.
-async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World) {
+async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World) -> String {
     world
         .faults
         .deny_upsert_writes
@@ -327,6 +328,24 @@ async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World)
         5,
         "the failed upsert changed the table"
     );
+    quarantined
+}
+
+/// The file quarantined above (its upsert was denied) is replayed once the cause is gone: put
+/// back under its key as a new upload, its notification starts a new execution, and it loads.
+async fn a_quarantined_file_replayed_runs_again(world: &World, quarantined: &str) {
+    let storage = deltadrop_aws::s3::S3Bucket::new(world.s3.clone(), BUCKET, Default::default());
+    let replayed = deltadrop::replay::replay(&storage, quarantined)
+        .await
+        .unwrap();
+    assert_eq!(replayed.original_key, "incoming/orders/late.csv");
+    world.uploaded(&replayed.original_key).await;
+    let records = world.file_records(1).await;
+    let run = world.deliver(&records).await.remove(0);
+    assert_eq!(run.status, "SUCCEEDED", "{:#}", run.output);
+    assert!(world.rows().await.contains(&"6|new|60.0".to_string()));
+    assert!(world.exists(&replayed.report_kept_at).await);
+    assert!(!world.exists(quarantined).await);
 }
 
 /// A re-drop of the same bytes is a new upload (a new object version): it runs and is applied.

@@ -238,8 +238,7 @@ impl World {
     }
 
     pub async fn upload(&self, key: &str, body: impl AsRef<[u8]>) {
-        let put = self
-            .s3
+        self.s3
             .put_object()
             .bucket(BUCKET)
             .key(key)
@@ -247,12 +246,26 @@ impl World {
             .send()
             .await
             .unwrap();
+        self.uploaded(key).await;
+    }
+
+    /// Notes the object now at `key` as an upload whose notification is to come (after a put,
+    /// or a copy made by something other than `upload`).
+    pub async fn uploaded(&self, key: &str) {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
         let mut uploads = self.uploads.lock().unwrap();
         let sequencer = format!("0055AED6DCD9{:06X}", uploads.len() + 1);
         uploads.push(Uploaded {
             key: key.to_string(),
-            etag: put.e_tag().unwrap().trim_matches('"').to_string(),
-            version_id: put.version_id().expect("a versioned bucket").to_string(),
+            etag: head.e_tag().unwrap().trim_matches('"').to_string(),
+            version_id: head.version_id().expect("a versioned bucket").to_string(),
             sequencer,
             notified: false,
         });

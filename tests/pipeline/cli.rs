@@ -97,3 +97,134 @@ fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `incoming`"));
 }
+
+/// A file quarantined because the configuration did not fit it, replayed once the
+/// configuration is fixed: it loads, its old report is kept under another name, and nothing is
+/// left to replay.
+#[test]
+fn replay_puts_a_quarantined_file_back_and_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    let config = |amount: &str| {
+        let feed =
+            crate::support::feed("t", &format!("[feeds.column_types]\namount = \"{amount}\""));
+        std::fs::write(
+            bucket.join("deltadrop.toml"),
+            crate::support::config(&[feed]),
+        )
+        .unwrap();
+    };
+    config("long");
+    std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
+    std::fs::write(bucket.join("incoming/t/a.csv"), "id,amount\n1,1.5\n").unwrap();
+    let run = |args: &[&str]| {
+        let output = deltadrop()
+            .args(args)
+            .arg("--bucket")
+            .arg(bucket)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        (output.status.code(), stdout)
+    };
+    let (code, stdout) = run(&["run", "incoming/t/a.csv"]);
+    assert_eq!(code, Some(1), "{stdout}");
+
+    config("double");
+    let (code, stdout) = run(&["replay", "--all"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("1 file(s) to replay"), "{stdout}");
+    assert!(stdout.contains("→ incoming/t/a.csv (feed t"), "{stdout}");
+    assert!(stdout.contains("1 inserted"), "{stdout}");
+    let kept: Vec<String> = walk(&bucket.join("quarantine"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].contains("a.csv.replayed-") && kept[0].ends_with(".error.json"));
+
+    let (code, stdout) = run(&["replay", "--all"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "0 file(s) to replay"));
+    let (code, _) = run(&["replay", "--all", "quarantine/x.csv"]);
+    assert_eq!(code, Some(2), "files and --all together are refused");
+}
+
+/// The same on an S3 bucket (moto, when the test command runs it): the file is back under its
+/// original key as a new object version, and the report is kept.
+#[test]
+fn replay_on_s3_puts_the_file_back_as_a_new_upload() {
+    let Ok(endpoint) = std::env::var("DELTADROP_MOTO_ENDPOINT") else {
+        panic!("DELTADROP_MOTO_ENDPOINT is not set: run the tests with ./scripts/test");
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(async {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    });
+    let bucket = "deltadrop-replay-cli";
+    let quarantined = "quarantine/incoming/t/run-1/a.csv";
+    let report = r#"{"error":"DeltaError","message":"m","advice":"a","run_id":"run-1","feed":"t","original_key":"incoming/t/a.csv","time":"2026-11-26T00:00:00Z"}"#;
+    runtime.block_on(async {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+        for (key, body) in [
+            (quarantined.to_string(), "id\n1\n"),
+            (format!("{quarantined}.error.json"), report),
+        ] {
+            s3.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.as_bytes().to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let output = deltadrop()
+        .args(["replay", "--all", "--bucket", &format!("s3://{bucket}")])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("replayed quarantine/incoming/t/run-1/a.csv → incoming/t/a.csv"),
+        "{stdout}"
+    );
+    let keys: Vec<String> = runtime.block_on(async {
+        let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    });
+    assert!(keys.contains(&"incoming/t/a.csv".to_string()), "{keys:?}");
+    assert!(!keys.contains(&quarantined.to_string()), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.contains("a.csv.replayed-")),
+        "{keys:?}"
+    );
+}
+
+/// Every file below `dir`, as paths relative to it.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}

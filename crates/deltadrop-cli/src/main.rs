@@ -2,6 +2,7 @@
 
 mod demo;
 mod local;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,34 @@ enum Command {
         #[arg(long, default_value = "deltadrop-demo")]
         dir: PathBuf,
     },
+    /// Put quarantined files back under their original keys as new uploads, so that they run
+    /// again (after the sender fixed them, or a transient failure passed).
+    ///
+    /// Locally the replayed files are run at once; on S3 their notifications start executions.
+    /// Exit status: 0 every replayed file loaded (or was put back, on S3); 1 one failed again;
+    /// 2 nothing was replayed.
+    Replay {
+        /// Quarantined files: keys like quarantine/incoming/orders/<run id>/a.csv.
+        files: Vec<String>,
+        /// Every quarantined file that waits for a replay (of --feed when given).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this feed's files.
+        #[arg(long)]
+        feed: Option<String>,
+        /// The bucket: a folder, or s3://<bucket> (with your AWS credentials).
+        #[arg(long)]
+        bucket: String,
+        /// The configuration [default: <bucket>/deltadrop.toml] (a folder bucket only).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where emails are written [default: <bucket>/_deltadrop/outbox] (a folder bucket only).
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+        /// The quarantine prefix of an S3 bucket.
+        #[arg(long, default_value = "quarantine/")]
+        quarantine: String,
+    },
     /// Show a Delta table: version, row count, schema, recent operations and some rows.
     Table {
         /// A table folder or URL (file:///..., s3://...).
@@ -75,6 +104,33 @@ async fn main() -> ExitCode {
             outbox,
         } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Replay {
+            files,
+            all,
+            feed,
+            bucket,
+            config,
+            outbox,
+            quarantine,
+        } => {
+            let which = replay::Which {
+                files,
+                all,
+                feed: feed.as_deref(),
+            };
+            match bucket.strip_prefix("s3://") {
+                Some(name) => replay::on_s3(name.trim_end_matches('/'), &quarantine, which).await,
+                None => {
+                    replay::in_folder(
+                        PathBuf::from(bucket).as_path(),
+                        config.as_deref(),
+                        outbox.as_deref(),
+                        which,
+                    )
+                    .await
+                }
+            }
+        }
         Command::Table {
             location,
             history,

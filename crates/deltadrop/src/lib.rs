@@ -19,6 +19,7 @@ pub mod error;
 pub mod inspect;
 pub mod mail;
 pub mod read;
+pub mod replay;
 #[cfg(feature = "merge")]
 pub mod run;
 pub mod steps;
