@@ -25,6 +25,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
+    the_scheduled_maintenance_compacts_every_table(&world).await;
     every_call_is_one_the_function_policy_allows(&world).await;
 }
 
@@ -504,6 +505,35 @@ async fn a_feed_in_arrival_order_waits_for_the_earlier_file(world: &World) {
         world.rows_of("tables/ordered").await,
         ["1|late|3", "2|early|2"]
     );
+}
+
+/// The maintain function as its daily schedule invokes it (`{}`): every feed's table compacted
+/// and checkpointed, every row still there (and its calls checked against its policy below).
+async fn the_scheduled_maintenance_compacts_every_table(world: &World) {
+    let rows = world.rows().await;
+    let output = invoke(world.ctx(Function::Maintain), Function::Maintain, json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{}: {}", e.error_type, e.error_message));
+    let tables: Vec<&str> = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["feed"].as_str().unwrap())
+        .collect();
+    for feed in [
+        "orders", "wide", "ordered", "faults-0", "faults-1", "faults-2",
+    ] {
+        assert!(tables.contains(&feed), "{feed} not maintained: {output:#}");
+    }
+    let orders = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["feed"] == "orders")
+        .unwrap();
+    assert!(orders["files_before"].as_u64().unwrap() > 1, "{orders:#}");
+    assert_eq!(orders["files_after"], 1, "{orders:#}");
+    assert_eq!(world.rows().await, rows);
 }
 
 /// moto enforces no IAM: every call each function made above is checked against that

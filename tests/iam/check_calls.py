@@ -85,6 +85,7 @@ FUNCTIONS = {
     "archive": "ArchiveFunction",
     "upsert": "UpsertFunction",
     "notify": "NotifyFunction",
+    "maintain": "MaintainFunction",
 }
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"

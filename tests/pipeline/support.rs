@@ -47,6 +47,11 @@ impl Harness {
         RunInput::for_current_upload(&self.env, key).await.unwrap()
     }
 
+    /// `run` for an owned key (for futures that outlive the caller's borrow).
+    pub async fn run_key(&self, key: String) -> RunResult {
+        self.run(&key).await
+    }
+
     pub async fn run(&self, key: &str) -> RunResult {
         let run = self.run_input(key).await;
         run_file(&self.env, run, &|_| {}).await

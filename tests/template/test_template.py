@@ -32,7 +32,14 @@ from cfnlint.decode import decode
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 
-FUNCTIONS = ["TriggerFunction", "StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"]
+FUNCTIONS = [
+    "TriggerFunction",
+    "StageFunction",
+    "ArchiveFunction",
+    "UpsertFunction",
+    "NotifyFunction",
+    "MaintainFunction",
+]
 STAGING = "_deltadrop/staging/"
 
 # A made-up deployment to resolve intrinsics against.
@@ -559,7 +566,7 @@ def test_administrator_arns_default_is_empty_and_still_denies_producers():
     assert bucket_policy_denies(PRODUCER, "s3:PutObject", "deltadrop.toml")
 
 
-def test_deny_statement_names_exactly_the_five_function_roles():
+def test_deny_statement_names_exactly_the_function_roles():
     (policy,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::S3::BucketPolicy"]
     deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "NotResource" in s]
     assert len(deny) == 1
@@ -732,7 +739,7 @@ def enables_feature(dependency: Any, feature: str, defaults: list[str]) -> bool:
     return feature in dependency.get("features", []) or (uses_defaults and feature in defaults)
 
 
-def test_only_the_upsert_crate_enables_merge():
+def test_only_the_upsert_and_maintain_crates_enable_merge():
     aws = cargo_toml(ROOT / "crates/deltadrop-aws")
     aws_defaults = aws.get("features", {}).get("default", [])
     # deltadrop-aws must not pull deltadrop's own default `merge` in behind its feature's back.
@@ -748,4 +755,4 @@ def test_only_the_upsert_crate_enables_merge():
         dependency = manifest["dependencies"]["deltadrop-aws"]
         if enables_feature(dependency, "merge", aws_defaults):
             enabling.append(manifest["package"]["name"])
-    assert enabling == ["lambda-upsert"], f"crates enabling deltadrop-aws/merge: {enabling}"
+    assert enabling == ["lambda-maintain", "lambda-upsert"], f"crates enabling deltadrop-aws/merge: {enabling}"

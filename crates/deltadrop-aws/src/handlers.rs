@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::context::AwsContext;
 use crate::trigger;
 
-/// The five Lambda functions of a deployment.
+/// The six Lambda functions of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     /// Starts an execution per file from S3 notifications delivered by SQS.
@@ -34,16 +34,19 @@ pub enum Function {
     Upsert,
     /// The NotifySuccess and NotifyFailure states.
     Notify,
+    /// Table maintenance, on a schedule (needs the `merge` feature).
+    Maintain,
 }
 
 impl Function {
     /// Every function, in pipeline order.
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::Trigger,
         Function::Stage,
         Function::Archive,
         Function::Upsert,
         Function::Notify,
+        Function::Maintain,
     ];
 
     /// The short name (`stage`), as in the `function` field of log lines and `crates/lambda-*`.
@@ -54,6 +57,7 @@ impl Function {
             Function::Archive => "archive",
             Function::Upsert => "upsert",
             Function::Notify => "notify",
+            Function::Maintain => "maintain",
         }
     }
 }
@@ -153,6 +157,57 @@ pub struct ArchiveHandler;
 pub struct UpsertHandler;
 /// The notify function: [`steps::notify`], with a link to the execution.
 pub struct NotifyHandler;
+/// Table maintenance, on a schedule (not a state of the state machine).
+#[cfg(feature = "merge")]
+pub struct MaintainHandler;
+
+/// The maintain function's input: one feed's table, or (the daily schedule's `{}`) every feed's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MaintainRequest {
+    /// Only this feed's table.
+    #[serde(default)]
+    pub feed: Option<String>,
+}
+
+#[cfg(feature = "merge")]
+impl Handler for MaintainHandler {
+    const FUNCTION: Function = Function::Maintain;
+    type Request = MaintainRequest;
+    type Output = Vec<deltadrop::maintain::MaintainOutput>;
+
+    /// Each table on its own: one that fails does not stop the others; the invocation fails
+    /// (and `FunctionErrorsAlarm` fires) naming every table that failed.
+    async fn handle(ctx: &AwsContext, request: MaintainRequest) -> Result<Self::Output, Error> {
+        let env = ctx.environment().await?;
+        let feeds = match &request.feed {
+            Some(name) => vec![env.config.feed_named(name)?.clone()],
+            None => env.config.feeds.clone(),
+        };
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for feed in &feeds {
+            match deltadrop::maintain::maintain(&env, feed).await {
+                Ok(Some(output)) => {
+                    tracing::info!(feed = %feed.name, ?output, "maintained");
+                    done.push(output);
+                }
+                Ok(None) => tracing::info!(feed = %feed.name, "no table yet"),
+                Err(e) => {
+                    tracing::error!(feed = %feed.name, error = e.name(), message = %e, "maintenance failed");
+                    failed.push(format!("{}: {e}", feed.name));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(done)
+        } else {
+            Err(Error::DeltaError {
+                table: format!("{} table(s)", failed.len()),
+                message: failed.join("; "),
+            })
+        }
+    }
+}
 
 impl Handler for TriggerHandler {
     const FUNCTION: Function = Function::Trigger;
@@ -339,6 +394,7 @@ pub async fn invoke(
         Function::Archive => handle_json::<ArchiveHandler>(ctx, payload).await,
         Function::Upsert => handle_json::<UpsertHandler>(ctx, payload).await,
         Function::Notify => handle_json::<NotifyHandler>(ctx, payload).await,
+        Function::Maintain => handle_json::<MaintainHandler>(ctx, payload).await,
     }
 }
 

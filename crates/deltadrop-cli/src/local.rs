@@ -98,6 +98,42 @@ pub fn print_summary(result: &RunResult) {
     }
 }
 
+/// `deltadrop maintain`: every feed's table (or one feed's), one line each.
+pub async fn maintain(
+    bucket: &Path,
+    feed: Option<&str>,
+    config: Option<&Path>,
+) -> Result<ExitCode> {
+    let env = environment(bucket, config, None)?;
+    let feeds = match feed {
+        Some(name) => vec![env.config.feed_named(name)?.clone()],
+        None => env.config.feeds.clone(),
+    };
+    for feed in &feeds {
+        match deltadrop::maintain::maintain(&env, feed).await? {
+            None => println!("{}: no table yet", feed.name),
+            Some(m) => println!(
+                "{}: {} files ({}) → {} files ({}); compacted {} into {}, vacuumed {}, checkpoint at version {}, {} expired log files removed",
+                m.feed,
+                m.files_before,
+                megabytes(m.bytes_before),
+                m.files_after,
+                megabytes(m.bytes_after),
+                m.files_compacted,
+                m.files_written,
+                m.files_vacuumed,
+                m.version,
+                m.logs_removed
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<ExitCode> {
     let url = if location.contains("://") {
         url::Url::parse(location).map_err(|e| Error::InvalidInput {

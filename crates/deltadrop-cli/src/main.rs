@@ -73,6 +73,19 @@ enum Command {
         #[arg(long, default_value = "quarantine/")]
         quarantine: String,
     },
+    /// Maintain the feeds' tables: compact small files, VACUUM unreferenced ones past the
+    /// retention, write a checkpoint and drop expired log files and upload records.
+    Maintain {
+        /// The folder used as the bucket.
+        #[arg(long)]
+        bucket: PathBuf,
+        /// Only this feed's table [default: every feed's].
+        #[arg(long)]
+        feed: Option<String>,
+        /// The configuration [default: <bucket>/deltadrop.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show a Delta table: version, row count, schema, recent operations and some rows.
     Table {
         /// A table folder or URL (file:///..., s3://...).
@@ -104,6 +117,11 @@ async fn main() -> ExitCode {
             outbox,
         } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Maintain {
+            bucket,
+            feed,
+            config,
+        } => local::maintain(&bucket, feed.as_deref(), config.as_deref()).await,
         Command::Replay {
             files,
             all,

@@ -114,6 +114,57 @@ pub struct Feed {
     /// newer upload either way).
     #[serde(default)]
     pub apply_in_arrival_order: bool,
+    /// How `deltadrop maintain` (and the scheduled maintain function) keeps the table healthy.
+    #[serde(default)]
+    pub maintenance: Maintenance,
+}
+
+/// Retention settings of table maintenance (`[feeds.maintenance]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maintenance {
+    /// VACUUM deletes data files unreferenced for longer than this (and sets
+    /// `delta.deletedFileRetentionDuration`): readers of older versions need them until then.
+    pub vacuum_retention_days: u32,
+    /// Log files older than this are removed after a checkpoint (`delta.logRetentionDuration`);
+    /// time travel reaches back this far.
+    pub log_retention_days: u32,
+    /// Exactly-once records of uploads older than this are dropped at checkpoints
+    /// (`delta.setTransactionRetentionDuration`). Longer than any redelivery: the dead-letter
+    /// queue keeps a notification 14 days, so at least 15.
+    pub transaction_retention_days: u32,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            vacuum_retention_days: 7,
+            log_retention_days: 30,
+            transaction_retention_days: 30,
+        }
+    }
+}
+
+impl Maintenance {
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<()> {
+        for (name, value, least) in [
+            ("vacuum_retention_days", self.vacuum_retention_days, 1),
+            ("log_retention_days", self.log_retention_days, 1),
+            (
+                "transaction_retention_days",
+                self.transaction_retention_days,
+                15,
+            ),
+        ] {
+            if value < least {
+                return Err(Error::config(
+                    field(&format!("maintenance.{name}")),
+                    format!("expected at least {least} days, got {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Bounds on one file, so that a hostile or broken file fails with a named error instead of
@@ -406,6 +457,7 @@ impl Feed {
         nonempty("name", &self.name)?;
         nonempty("incoming", &self.incoming)?;
         self.limits.validate(field)?;
+        self.maintenance.validate(field)?;
         nonempty("table", &self.table)?;
         if is_glob(&self.incoming) {
             glob::Pattern::new(&self.incoming)

@@ -128,3 +128,18 @@ pub fn delta_schema(schema: &Schema) -> Result<StructType, String> {
         .map_err(|e| format!("a column type cannot be stored in Delta: {e}"))?;
     Ok(kernel)
 }
+
+/// Whether a failed commit lost to a concurrent one: worth another attempt from a fresh snapshot.
+#[cfg(feature = "merge")]
+pub(crate) fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    matches!(
+        e,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::MaxCommitAttempts(_)
+            }
+    )
+}

@@ -18,6 +18,8 @@ pub mod error;
 #[cfg(feature = "merge")]
 pub mod inspect;
 pub mod mail;
+#[cfg(feature = "merge")]
+pub mod maintain;
 pub mod read;
 pub mod replay;
 #[cfg(feature = "merge")]

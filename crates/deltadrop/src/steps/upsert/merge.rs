@@ -12,7 +12,7 @@ use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::errors::DeltaTableError;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::merge::MergeMetrics;
 use deltalake::protocol::SaveMode;
@@ -23,7 +23,7 @@ use rand::Rng;
 use super::arrival::wait_for_earlier_files;
 use super::{file_identity, newest_upload_ids, Changes, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
-use crate::delta::TableLocation;
+use crate::delta::{is_conflict, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
@@ -192,18 +192,6 @@ fn backoff(attempt: u32) -> Duration {
     let millis =
         rand::thread_rng().gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64);
     Duration::from_millis(millis)
-}
-
-fn is_conflict(e: &DeltaTableError) -> bool {
-    matches!(
-        e,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: TransactionError::CommitConflict(_)
-                    | TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::MaxCommitAttempts(_)
-            }
-    )
 }
 
 fn column(name: &str) -> Expr {
