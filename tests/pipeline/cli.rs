@@ -228,3 +228,69 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     found
 }
+
+/// `deltadrop check`: an invalid configuration names its field (exit 2); a valid one lists the
+/// feeds, routes each sample and shows what it would stage; a bad sample fails (exit 1).
+#[test]
+fn check_validates_a_configuration_and_reads_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deltadrop.toml");
+    std::fs::write(
+        &config,
+        crate::support::feed("orders", "[feeds.limits]\nmax_columns = 0"),
+    )
+    .unwrap();
+    let check = |samples: &[&str]| {
+        let mut command = deltadrop();
+        command.current_dir(dir.path()).arg("check").arg(&config);
+        for sample in samples {
+            command.args(["--sample", sample]);
+        }
+        let output = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("feeds[0].limits.max_columns"), "{text}");
+
+    std::fs::write(
+        &config,
+        crate::support::config(&[crate::support::feed("orders", "")]),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("incoming/orders")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/orders/a.csv"),
+        "id,amount,day\n1,1.5,2026-11-26\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("incoming/orders/bad.csv"), "id,amount\n1\n").unwrap();
+    let (code, text) = check(&["incoming/orders/a.csv"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("valid, 1 feed(s)"), "{text}");
+    assert!(
+        text.contains("incoming/orders/a.csv: feed orders (Csv), 1 rows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("amount") && text.contains("double") && text.contains("date"),
+        "{text}"
+    );
+    let (code, text) = check(&["incoming/orders/bad.csv", "elsewhere/x.csv"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "incoming/orders/bad.csv, line 2: expected 2 fields, found 1 (MalformedFile)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("elsewhere/x.csv: no feed is configured"),
+        "{text}"
+    );
+}

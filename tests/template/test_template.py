@@ -756,3 +756,29 @@ def test_only_the_upsert_and_maintain_crates_enable_merge():
         if enables_feature(dependency, "merge", aws_defaults):
             enabling.append(manifest["package"]["name"])
     assert enabling == ["lambda-maintain", "lambda-upsert"], f"crates enabling deltadrop-aws/merge: {enabling}"
+
+
+# 8. The dashboard reads the metrics the functions emit (crates/deltadrop-aws/src/metrics.rs)
+
+
+def emitted_metrics() -> set[str]:
+    source = (ROOT / "crates/deltadrop-aws/src/metrics.rs").read_text()
+    table = source.split("pub const METRICS", 1)[1].split("];", 1)[0]
+    return set(re.findall(r'\("(\w+)", "\w+"\)', table))
+
+
+def test_the_dashboard_shows_every_emitted_metric_and_only_those():
+    (dashboard,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    body = json.loads(dashboard["Properties"]["DashboardBody"]["Fn::Sub"])
+    shown = set()
+    for widget in body["widgets"]:
+        for metric in widget["properties"]["metrics"]:
+            for entry in metric:
+                if isinstance(entry, dict) and "expression" in entry:
+                    assert "{deltadrop," in entry["expression"], entry
+                    shown.update(re.findall(r'MetricName="(\w+)"', entry["expression"]))
+    emitted = emitted_metrics()
+    assert len(emitted) >= 10
+    assert shown == emitted, f"on the dashboard but not emitted: {shown - emitted}; emitted but not shown: {emitted - shown}"
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert any("Executions" in t for t in titles) and any("dead letters" in t for t in titles)

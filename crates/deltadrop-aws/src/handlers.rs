@@ -81,6 +81,11 @@ pub trait Handler {
     fn run(_request: &Self::Request) -> Option<&RunInput> {
         None
     }
+
+    /// The metrics an output reports (names from [`crate::metrics::METRICS`]).
+    fn metrics(_output: &Self::Output) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// The Stage state's input: the execution input.
@@ -250,6 +255,13 @@ impl Handler for StageHandler {
         steps::stage(&ctx.environment().await?, &request.run).await
     }
 
+    fn metrics(output: &StageOutput) -> Vec<(&'static str, f64)> {
+        vec![
+            ("RowsStaged", output.rows as f64),
+            ("BytesStaged", output.bytes as f64),
+        ]
+    }
+
     fn run(request: &StageRequest) -> Option<&RunInput> {
         Some(&request.run)
     }
@@ -271,6 +283,13 @@ impl Handler for ArchiveHandler {
         })
     }
 
+    fn metrics(output: &MoveOutput) -> Vec<(&'static str, f64)> {
+        match output {
+            MoveOutput::Quarantined(_) => vec![("FilesQuarantined", 1.0)],
+            MoveOutput::Archived(_) => Vec::new(),
+        }
+    }
+
     fn run(request: &MoveRequest) -> Option<&RunInput> {
         match request {
             MoveRequest::Quarantine(q) => Some(&q.run),
@@ -287,6 +306,22 @@ impl Handler for UpsertHandler {
 
     async fn handle(ctx: &AwsContext, request: UpsertRequest) -> Result<Self::Output, Error> {
         steps::upsert(&ctx.environment().await?, &request.run, &request.stage).await
+    }
+
+    fn metrics(output: &steps::UpsertOutput) -> Vec<(&'static str, f64)> {
+        let outcome = match output.outcome {
+            steps::UpsertOutcome::Applied | steps::UpsertOutcome::NothingToApply => "FilesApplied",
+            steps::UpsertOutcome::AlreadyApplied => "FilesAlreadyApplied",
+            steps::UpsertOutcome::Superseded => "FilesSuperseded",
+        };
+        let changes = &output.changes;
+        vec![
+            (outcome, 1.0),
+            ("RowsInserted", changes.rows_inserted as f64),
+            ("RowsUpdated", changes.rows_updated as f64),
+            ("RowsDeleted", changes.rows_deleted as f64),
+            ("CommitAttempts", output.attempts.into()),
+        ]
     }
 
     fn run(request: &UpsertRequest) -> Option<&RunInput> {
@@ -355,6 +390,8 @@ pub async fn handle_json<H: Handler>(
             return Err(diagnostic(&e));
         }
     };
+    let feed = H::run(&request).map(|run| run.feed.clone());
+    let started = std::time::Instant::now();
     let span = match H::run(&request) {
         Some(run) => {
             tracing::info_span!("run", function, run_id = %run.run_id, feed = %run.feed, key = %run.key)
@@ -363,6 +400,11 @@ pub async fn handle_json<H: Handler>(
     };
     async move {
         let output = H::handle(ctx, request).await.and_then(|output| {
+            if let Some(feed) = &feed {
+                let mut values = H::metrics(&output);
+                values.push(("StepDuration", started.elapsed().as_millis() as f64));
+                crate::metrics::emit(feed, function, &values);
+            }
             serde_json::to_value(output).map_err(|e| Error::internal(e.to_string()))
         });
         match output {

@@ -7,6 +7,7 @@
 pub mod context;
 pub mod handlers;
 pub mod lambda;
+pub mod metrics;
 pub mod s3;
 pub mod ses;
 pub mod trigger;

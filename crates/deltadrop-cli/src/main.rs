@@ -1,5 +1,6 @@
 //! The `deltadrop` command: the pipeline on a local folder used as the bucket.
 
+mod check;
 mod demo;
 mod local;
 mod replay;
@@ -38,6 +39,19 @@ enum Command {
         /// Where emails are written as .eml files [default: <bucket>/_deltadrop/outbox].
         #[arg(long)]
         outbox: Option<PathBuf>,
+    },
+    /// Check a configuration before uploading it: every error names the field. With sample
+    /// files (named by their keys, relative to the current folder): the feed each routes to,
+    /// and the columns and types it would stage.
+    ///
+    /// Exit status: 0 valid (and every sample readable); 1 a sample fails; 2 the configuration is
+    /// invalid.
+    Check {
+        /// The configuration file.
+        config: PathBuf,
+        /// Sample files, e.g. incoming/orders/2026-11-26.csv.
+        #[arg(long = "sample")]
+        samples: Vec<String>,
     },
     /// Create a demo bucket with a config and two files, load both, and show the result.
     Demo {
@@ -117,6 +131,7 @@ async fn main() -> ExitCode {
             outbox,
         } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Check { config, samples } => check::run(&config, &samples),
         Command::Maintain {
             bucket,
             feed,
