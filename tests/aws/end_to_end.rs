@@ -26,6 +26,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     the_scheduled_maintenance_compacts_every_table(&world).await;
+    the_watch_names_a_file_nobody_loaded(&world).await;
     every_call_is_one_the_function_policy_allows(&world).await;
 }
 
@@ -534,6 +535,35 @@ async fn the_scheduled_maintenance_compacts_every_table(world: &World) {
     assert!(orders["files_before"].as_u64().unwrap() > 1, "{orders:#}");
     assert_eq!(orders["files_after"], 1, "{orders:#}");
     assert_eq!(world.rows().await, rows);
+}
+
+/// A file whose notification never became an execution sits in incoming/: the scheduled watch
+/// names it in its output, its metric and an email.
+async fn the_watch_names_a_file_nobody_loaded(world: &World) {
+    world
+        .upload(
+            "incoming/orders/forgotten.csv",
+            "order_id,status,amount\n99,new,1\n",
+        )
+        .await;
+    let output = invoke(
+        world.ctx(Function::Watch),
+        Function::Watch,
+        json!({"threshold_minutes": 0}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: {}", e.error_type, e.error_message));
+    assert_eq!(
+        output["stale"][0]["key"], "incoming/orders/forgotten.csv",
+        "{output:#}"
+    );
+    assert_eq!(output["stale"][0]["feed"], "orders");
+    assert!(output["delivered"].is_string(), "{output:#}");
+    assert!(world
+        .emails()
+        .await
+        .iter()
+        .any(|e| e.to_string().contains("incoming/orders/forgotten.csv")));
 }
 
 /// moto enforces no IAM: every call each function made above is checked against that

@@ -86,6 +86,7 @@ FUNCTIONS = {
     "upsert": "UpsertFunction",
     "notify": "NotifyFunction",
     "maintain": "MaintainFunction",
+    "watch": "WatchFunction",
 }
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"

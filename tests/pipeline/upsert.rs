@@ -516,3 +516,33 @@ async fn upserts_during_maintenance_all_land() {
     assert_eq!(rows.len(), 6 + 9, "{rows:?}");
     assert!(rows.contains(&"0|round2".to_string()) && rows.contains(&"122|new2".to_string()));
 }
+
+/// The stale-file watch names a file that waited in incoming/ past the threshold (and emails
+/// it), not one that just arrived.
+#[tokio::test]
+async fn the_watch_names_files_nobody_loaded() {
+    let h = Harness::new(&orders(""));
+    h.put("incoming/orders/forgotten.csv", "id\n1\n").await;
+    h.put("incoming/orders/fresh.csv", "id\n2\n").await;
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(h.path("incoming/orders/forgotten.csv"))
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let watched =
+        deltadrop::watch::watch(&h.env, chrono::Duration::minutes(60), chrono::Utc::now())
+            .await
+            .unwrap();
+    let stale: Vec<&str> = watched.stale.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(stale, ["incoming/orders/forgotten.csv"]);
+    assert_eq!(watched.stale[0].feed.as_deref(), Some("orders"));
+    assert!(watched.oldest_minutes >= 119, "{watched:?}");
+    let email = h.emails().pop().unwrap();
+    assert!(
+        email.contains("1 file(s) waiting in incoming for more than 60 min"),
+        "{email}"
+    );
+    assert!(email.contains("incoming/orders/forgotten.csv"), "{email}");
+}

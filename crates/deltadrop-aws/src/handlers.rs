@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::context::AwsContext;
 use crate::trigger;
 
-/// The six Lambda functions of a deployment.
+/// The seven Lambda functions of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     /// Starts an execution per file from S3 notifications delivered by SQS.
@@ -36,17 +36,20 @@ pub enum Function {
     Notify,
     /// Table maintenance, on a schedule (needs the `merge` feature).
     Maintain,
+    /// The stale-file watch, on a schedule.
+    Watch,
 }
 
 impl Function {
     /// Every function, in pipeline order.
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 7] = [
         Function::Trigger,
         Function::Stage,
         Function::Archive,
         Function::Upsert,
         Function::Notify,
         Function::Maintain,
+        Function::Watch,
     ];
 
     /// The short name (`stage`), as in the `function` field of log lines and `crates/lambda-*`.
@@ -58,6 +61,7 @@ impl Function {
             Function::Upsert => "upsert",
             Function::Notify => "notify",
             Function::Maintain => "maintain",
+            Function::Watch => "watch",
         }
     }
 }
@@ -162,6 +166,46 @@ pub struct ArchiveHandler;
 pub struct UpsertHandler;
 /// The notify function: [`steps::notify`], with a link to the execution.
 pub struct NotifyHandler;
+/// The stale-file watch, on a schedule: files waiting under an incoming prefix too long.
+pub struct WatchHandler;
+
+/// The watch's input: how long a file may wait before it is named (the schedule passes none:
+/// `DELTADROP_STALE_FILE_MINUTES`, default 60).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WatchRequest {
+    /// Minutes a file may wait under an incoming prefix.
+    #[serde(default)]
+    pub threshold_minutes: Option<i64>,
+}
+
+impl Handler for WatchHandler {
+    const FUNCTION: Function = Function::Watch;
+    type Request = WatchRequest;
+    type Output = deltadrop::watch::WatchOutput;
+
+    async fn handle(ctx: &AwsContext, request: WatchRequest) -> Result<Self::Output, Error> {
+        let minutes = request.threshold_minutes.unwrap_or_else(|| {
+            std::env::var("DELTADROP_STALE_FILE_MINUTES")
+                .ok()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(60)
+        });
+        let env = ctx.environment().await?;
+        let output =
+            deltadrop::watch::watch(&env, chrono::Duration::minutes(minutes), chrono::Utc::now())
+                .await?;
+        crate::metrics::emit(
+            "all",
+            Function::Watch.name(),
+            &[
+                ("StaleFiles", output.stale.len() as f64),
+                ("OldestIncomingMinutes", output.oldest_minutes as f64),
+            ],
+        );
+        Ok(output)
+    }
+}
+
 /// Table maintenance, on a schedule (not a state of the state machine).
 #[cfg(feature = "merge")]
 pub struct MaintainHandler;
@@ -437,6 +481,7 @@ pub async fn invoke(
         Function::Upsert => handle_json::<UpsertHandler>(ctx, payload).await,
         Function::Notify => handle_json::<NotifyHandler>(ctx, payload).await,
         Function::Maintain => handle_json::<MaintainHandler>(ctx, payload).await,
+        Function::Watch => handle_json::<WatchHandler>(ctx, payload).await,
     }
 }
 

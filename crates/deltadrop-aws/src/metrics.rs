@@ -22,6 +22,8 @@ pub const METRICS: &[(&str, &str)] = &[
     ("RowsDeleted", "Count"),
     ("CommitAttempts", "Count"),
     ("StepDuration", "Milliseconds"),
+    ("StaleFiles", "Count"),
+    ("OldestIncomingMinutes", "None"),
 ];
 
 /// The dimensions of every metric: per feed, and per feed and step.

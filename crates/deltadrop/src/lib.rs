@@ -27,6 +27,7 @@ pub mod run;
 pub mod steps;
 pub mod storage;
 pub mod upload;
+pub mod watch;
 
 pub use environment::Environment;
 pub use error::{Error, ErrorKind, Result};

@@ -106,6 +106,32 @@ fn feed_and_key(report: &Report) -> (&str, &str) {
         .unwrap_or(("?", "?"))
 }
 
+/// The email naming files that waited under an incoming prefix longer than `threshold`.
+pub fn render_stale_files(stale: &[crate::watch::StaleFile], threshold: chrono::Duration) -> Email {
+    let rows: Vec<(&str, String)> = stale
+        .iter()
+        .map(|f| {
+            let feed = f.feed.as_deref().unwrap_or("no feed matches it");
+            (
+                "Waiting",
+                format!("{} ({} min; {feed})", f.key, f.waiting_minutes),
+            )
+        })
+        .collect();
+    build(
+        format!(
+            "[deltadrop] {} file(s) waiting in incoming for more than {} min",
+            stale.len(),
+            threshold.num_minutes()
+        ),
+        "Files nobody has loaded",
+        "These files have not been picked up: no run read them. Look at the trigger's logs and the \
+         dead-letter queue; a file no feed matches needs a feed or another key.",
+        &rows,
+        "Sent by deltadrop's stale-file watch.",
+    )
+}
+
 /// The email for a run that did not fail (loaded, already applied, superseded or empty),
 /// without sender and recipients; `now` ends the run's duration.
 pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
