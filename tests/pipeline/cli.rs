@@ -150,50 +150,22 @@ fn replay_puts_a_quarantined_file_back_and_runs_it() {
 /// original key as a new object version, and the report is kept.
 #[test]
 fn replay_on_s3_puts_the_file_back_as_a_new_upload() {
-    let Ok(endpoint) = std::env::var("DELTADROP_MOTO_ENDPOINT") else {
-        panic!("DELTADROP_MOTO_ENDPOINT is not set: run the tests with ./scripts/test");
-    };
+    let endpoint = std::env::var("DELTADROP_MOTO_ENDPOINT")
+        .expect("DELTADROP_MOTO_ENDPOINT is not set: run the tests with ./scripts/test");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(async {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .load()
-            .await;
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        )
-    });
+    let (_, s3) = runtime.block_on(moto_clients(&endpoint));
     let bucket = "deltadrop-replay-cli";
     let quarantined = "quarantine/incoming/t/run-1/a.csv";
     let report = r#"{"error":"DeltaError","message":"m","advice":"a","run_id":"run-1","feed":"t","original_key":"incoming/t/a.csv","time":"2026-11-26T00:00:00Z"}"#;
-    runtime.block_on(async {
-        s3.create_bucket().bucket(bucket).send().await.unwrap();
-        for (key, body) in [
-            (quarantined.to_string(), "id\n1\n"),
-            (format!("{quarantined}.error.json"), report),
-        ] {
-            s3.put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body.as_bytes().to_vec().into())
-                .send()
-                .await
-                .unwrap();
-        }
-    });
-    let output = deltadrop()
-        .args(["replay", "--all", "--bucket", &format!("s3://{bucket}")])
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let report_key = format!("{quarantined}.error.json");
+    runtime.block_on(bucket_with(
+        &s3,
+        bucket,
+        &[(quarantined, "id\n1\n"), (&report_key, report)],
+    ));
+    let stdout = run_on_moto(
+        &["replay", "--all", "--bucket", &format!("s3://{bucket}")],
+        &endpoint,
     );
     assert!(
         stdout.contains("replayed quarantine/incoming/t/run-1/a.csv → incoming/t/a.csv"),
@@ -293,4 +265,153 @@ fn check_validates_a_configuration_and_reads_samples() {
         text.contains("elsewhere/x.csv: no feed is configured"),
         "{text}"
     );
+}
+
+/// `deltadrop status` on a folder: the table, the last file, what waits, what failed.
+#[test]
+fn status_shows_each_feed_at_a_glance() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    std::fs::write(
+        bucket.join("deltadrop.toml"),
+        crate::support::config(&[crate::support::feed("t", ""), crate::support::feed("u", "")]),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
+    for (name, body) in [("a.csv", "id\n1\n2\n"), ("bad.csv", "id,x\n1\n")] {
+        std::fs::write(bucket.join("incoming/t").join(name), body).unwrap();
+        deltadrop()
+            .args(["run", &format!("incoming/t/{name}"), "--bucket"])
+            .arg(bucket)
+            .output()
+            .unwrap();
+    }
+    std::fs::write(bucket.join("incoming/t/later.csv"), "id\n3\n").unwrap();
+    let output = deltadrop()
+        .args(["status", "--bucket"])
+        .arg(bucket)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "t → ",
+        "table      version 0, 2 rows",
+        "last file  incoming/t/a.csv (",
+        "waiting    1\n    incoming/t/later.csv",
+        "quarantined 1\n    quarantine/incoming/t/",
+        "u → ",
+        "table      none yet",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}
+
+/// The same on S3 (moto), with the state machine's last executions.
+#[test]
+fn status_on_s3_lists_waiting_files_and_the_last_executions() {
+    let endpoint = std::env::var("DELTADROP_MOTO_ENDPOINT")
+        .expect("DELTADROP_MOTO_ENDPOINT is not set: run the tests with ./scripts/test");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bucket = "deltadrop-status-cli";
+    let arn = runtime.block_on(async {
+        let (sdk, s3) = moto_clients(&endpoint).await;
+        let config = crate::support::config(&[crate::support::feed("t", "")]);
+        bucket_with(
+            &s3,
+            bucket,
+            &[
+                ("deltadrop.toml", &config),
+                ("incoming/t/waiting.csv", "id\n1\n"),
+            ],
+        )
+        .await;
+        let sfn = aws_sdk_sfn::Client::new(&sdk);
+        let arn = sfn
+            .create_state_machine()
+            .name("deltadrop-status-cli")
+            .definition(r#"{"StartAt":"Done","States":{"Done":{"Type":"Succeed"}}}"#)
+            .role_arn("arn:aws:iam::123456789012:role/status-cli")
+            .send()
+            .await
+            .unwrap()
+            .state_machine_arn;
+        sfn.start_execution()
+            .state_machine_arn(&arn)
+            .name("a-run-to-list")
+            .send()
+            .await
+            .unwrap();
+        arn
+    });
+    let stdout = run_on_moto(
+        &[
+            "status",
+            "--bucket",
+            &format!("s3://{bucket}"),
+            "--state-machine-arn",
+            &arn,
+        ],
+        &endpoint,
+    );
+    for expected in [
+        "table      none yet",
+        "waiting    1\n    incoming/t/waiting.csv",
+        "last executions",
+        "a-run-to-list",
+        "console.aws.amazon.com/states",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}
+
+/// Runs the command against moto (AWS_ENDPOINT_URL) and returns its output; it must succeed.
+fn run_on_moto(args: &[&str], endpoint: &str) -> String {
+    let output = deltadrop()
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The SDK configuration and an S3 client for moto.
+async fn moto_clients(endpoint: &str) -> (aws_config::SdkConfig, aws_sdk_s3::Client) {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    (sdk, s3)
+}
+
+/// Creates `bucket` on moto holding `objects` (key, body).
+async fn bucket_with(s3: &aws_sdk_s3::Client, bucket: &str, objects: &[(&str, &str)]) {
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    for (key, body) in objects {
+        s3.put_object()
+            .bucket(bucket)
+            .key(*key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
 }

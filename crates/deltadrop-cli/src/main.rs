@@ -4,8 +4,10 @@ mod check;
 mod demo;
 mod local;
 mod replay;
+mod s3;
+mod status;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -100,6 +102,23 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Per feed: the table's version and rows, the last file applied and when, the files waiting
+    /// in the incoming prefix and those in quarantine; on S3 with --state-machine-arn, also the
+    /// last executions with their console links.
+    Status {
+        /// The bucket: a folder, or s3://<bucket> (with your AWS credentials).
+        #[arg(long)]
+        bucket: String,
+        /// The configuration [default: <bucket>/deltadrop.toml] (a folder bucket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The configuration's key (an S3 bucket).
+        #[arg(long, default_value = "deltadrop.toml")]
+        config_key: String,
+        /// The pipeline's state machine (an S3 bucket): list its last executions.
+        #[arg(long)]
+        state_machine_arn: Option<String>,
+    },
     /// Show a Delta table: version, row count, schema, recent operations and some rows.
     Table {
         /// A table folder or URL (file:///..., s3://...).
@@ -132,6 +151,22 @@ async fn main() -> ExitCode {
         } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Check { config, samples } => check::run(&config, &samples),
+        Command::Status {
+            bucket,
+            config,
+            config_key,
+            state_machine_arn,
+        } => match bucket.strip_prefix("s3://") {
+            Some(name) => {
+                status::on_s3(
+                    name.trim_end_matches('/'),
+                    &config_key,
+                    state_machine_arn.as_deref(),
+                )
+                .await
+            }
+            None => status::in_folder(Path::new(&bucket), config.as_deref()).await,
+        },
         Command::Maintain {
             bucket,
             feed,

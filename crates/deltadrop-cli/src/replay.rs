@@ -9,7 +9,6 @@ use deltadrop::run::run_file;
 use deltadrop::steps::RunInput;
 use deltadrop::storage::ObjectStorage;
 use deltadrop::{Error, Result};
-use deltadrop_aws::s3::S3Bucket;
 use deltadrop_aws::trigger::execution_name;
 
 use crate::local::{environment, print_summary};
@@ -73,13 +72,7 @@ pub async fn in_folder(
 /// or SSO settings; AWS_ENDPOINT_URL for an S3-compatible endpoint). Prints the execution each
 /// new upload's notification starts.
 pub async fn on_s3(bucket: &str, quarantine: &str, which: Which<'_>) -> Result<ExitCode> {
-    let sdk = aws_config::load_from_env().await;
-    let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk);
-    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
-        s3_config = s3_config.force_path_style(true);
-    }
-    let client = aws_sdk_s3::Client::from_conf(s3_config.build());
-    let storage = S3Bucket::new(client, bucket, Default::default());
+    let storage = crate::s3::bucket(bucket).await;
     let keys = which.keys(&storage, quarantine).await?;
     println!("{} file(s) to replay", keys.len());
     for key in keys {

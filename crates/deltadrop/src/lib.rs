@@ -24,6 +24,8 @@ pub mod read;
 pub mod replay;
 #[cfg(feature = "merge")]
 pub mod run;
+#[cfg(feature = "merge")]
+pub mod status;
 pub mod steps;
 pub mod storage;
 pub mod upload;

@@ -1,0 +1,96 @@
+//! `deltadrop status`: per feed, the table, the last file applied, what waits and what failed;
+//! on AWS also the last executions with console links.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use deltadrop::config::Config;
+use deltadrop::status::{status, FeedStatus};
+use deltadrop::storage::ObjectStorage;
+use deltadrop::upload::Upload;
+use deltadrop::{Error, Result};
+
+use crate::local::environment;
+
+/// How many of each list are printed.
+const SHOWN: usize = 5;
+
+fn print(feeds: &[FeedStatus]) {
+    for f in feeds {
+        println!("{} → {}", f.feed, f.table);
+        match (f.version, f.rows) {
+            (Some(version), Some(rows)) => println!("  table      version {version}, {rows} rows"),
+            _ => println!("  table      none yet"),
+        }
+        match &f.last_file {
+            Some((file, time)) => println!(
+                "  last file  {file} ({})",
+                time.map_or("time unknown".into(), |t| t
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string())
+            ),
+            None => println!("  last file  none"),
+        }
+        for (label, files) in [("waiting", &f.waiting), ("quarantined", &f.quarantined)] {
+            println!("  {label:<10} {}", files.len());
+            for file in files.iter().take(SHOWN) {
+                println!("    {file}");
+            }
+        }
+    }
+}
+
+/// A folder bucket.
+pub async fn in_folder(bucket: &Path, config: Option<&Path>) -> Result<ExitCode> {
+    let env = environment(bucket, config, None)?;
+    print(&status(&env.config, env.storage.as_ref()).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An S3 bucket, its configuration at `config_key`, and the state machine's last executions.
+pub async fn on_s3(
+    bucket: &str,
+    config_key: &str,
+    state_machine_arn: Option<&str>,
+) -> Result<ExitCode> {
+    let storage = crate::s3::bucket(bucket).await;
+    let mut text = String::new();
+    let mut reader = storage.reader(config_key, &Upload::any()).await?;
+    tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut text)
+        .await
+        .map_err(|e| Error::storage(storage.display(config_key), e))?;
+    let config = Config::from_toml(&text, &storage.display(config_key))?;
+    print(&status(&config, &storage).await?);
+    if let Some(arn) = state_machine_arn {
+        print_executions(arn).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_executions(state_machine_arn: &str) -> Result<()> {
+    let sdk = aws_config::load_from_env().await;
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    let executions = aws_sdk_sfn::Client::new(&sdk)
+        .list_executions()
+        .state_machine_arn(state_machine_arn)
+        .max_results(10)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::storage(
+                state_machine_arn,
+                aws_sdk_sfn::error::DisplayErrorContext(e),
+            )
+        })?;
+    println!("last executions");
+    for e in executions.executions() {
+        println!(
+            "  {:<10} {}  {}\n             {}",
+            e.status().as_str(),
+            e.start_date(),
+            e.name(),
+            deltadrop_aws::handlers::console_url(&region, e.execution_arn())
+        );
+    }
+    Ok(())
+}
