@@ -546,3 +546,50 @@ async fn the_watch_names_files_nobody_loaded() {
     );
     assert!(email.contains("incoming/orders/forgotten.csv"), "{email}");
 }
+
+/// With `order_by_keys`, maintenance rewrites files whose key ranges overlap (files written by
+/// loads of unsorted keys) so that each holds a narrow range: a MERGE of a few keys then skips
+/// files it had to read before.
+#[tokio::test]
+async fn maintenance_ordered_by_keys_lets_a_merge_skip_files() {
+    let h = Harness::new(&orders(
+        "target_file_mb = 1\n[feeds.maintenance]\norder_by_keys = true",
+    ));
+    // Each load brings keys from the whole range: every file overlaps every other.
+    for load in 0u64..6 {
+        // Names that do not compress, so that the table needs several 1 MB files.
+        let rows: String = (0u64..12000)
+            .map(|i| {
+                let id = i * 6 + load;
+                let noise = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                format!("{id},{noise:016x}{:016x}\n", noise.rotate_left(29) ^ id)
+            })
+            .collect();
+        h.load(
+            &format!("incoming/orders/{load}.csv"),
+            format!("id,name\n{rows}"),
+        )
+        .await;
+    }
+    let narrow = |name: &str| {
+        format!(
+            "id,name\n{}",
+            (100..110)
+                .map(|i| format!("{i},{name}\n"))
+                .collect::<String>()
+        )
+    };
+    let before = h.load("incoming/orders/narrow-1.csv", narrow("a")).await;
+    let feed = h.env.config.feed_named("orders").unwrap().clone();
+    deltadrop::maintain::maintain(&h.env, &feed)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = h.load("incoming/orders/narrow-2.csv", narrow("b")).await;
+    let changes = |r: &deltadrop::run::RunResult| r.report.upsert.as_ref().unwrap().changes;
+    assert_eq!(changes(&before).files_skipped, 0, "{:?}", changes(&before));
+    // Ordered, the 10 keys live in one file: the MERGE reads it and skips the others.
+    assert_eq!(changes(&after).files_scanned, 1, "{:?}", changes(&after));
+    assert!(changes(&after).files_skipped >= 1, "{:?}", changes(&after));
+    assert_eq!(h.rows("tables/orders", &["id"]).await.len(), 72_000);
+}

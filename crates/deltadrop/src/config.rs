@@ -133,6 +133,10 @@ pub struct Maintenance {
     /// (`delta.setTransactionRetentionDuration`). Longer than any redelivery: the dead-letter
     /// queue keeps a notification 14 days, so at least 15.
     pub transaction_retention_days: u32,
+    /// Rewrite the whole table ordered by the feed's keys (Z-order on the key columns) instead of
+    /// only bin-packing its small files: every data file then holds a narrow key range, so MERGEs
+    /// skip more files, at the cost of rewriting the table on every maintenance run.
+    pub order_by_keys: bool,
 }
 
 impl Default for Maintenance {
@@ -141,6 +145,7 @@ impl Default for Maintenance {
             vacuum_retention_days: 7,
             log_retention_days: 30,
             transaction_retention_days: 30,
+            order_by_keys: false,
         }
     }
 }

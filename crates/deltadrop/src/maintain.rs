@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::DeltaTable;
 use serde::Serialize;
 
@@ -129,7 +130,8 @@ async fn set_retention(
     table.set_tbl_properties().with_properties(wanted).await
 }
 
-/// Bin-packs small files into files of the feed's target size, retried from a fresh snapshot when
+/// Bin-packs small files into files of the feed's target size (or, with `order_by_keys`,
+/// rewrites the table Z-ordered by the keys), retried from a fresh snapshot when
 /// a concurrent commit (an upsert) wins. Returns the files removed and written.
 async fn compact(
     location: &TableLocation,
@@ -139,9 +141,15 @@ async fn compact(
     let target = NonZeroU64::new(feed.target_file_mb.max(1) * 1024 * 1024).expect("not zero");
     let mut attempt = 1;
     loop {
+        let order = if feed.maintenance.order_by_keys {
+            OptimizeType::ZOrder(feed.keys.clone())
+        } else {
+            OptimizeType::Compact
+        };
         let optimized = table
             .clone()
             .optimize()
+            .with_type(order)
             .with_target_size(target)
             .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
