@@ -508,30 +508,58 @@ async fn a_feed_in_arrival_order_waits_for_the_earlier_file(world: &World) {
     );
 }
 
-/// The maintain function as its daily schedule invokes it (`{}`): every feed's table compacted
-/// and checkpointed, every row still there (and its calls checked against its policy below).
+/// The maintenance state machine as its daily schedule starts it: it lists the feeds and
+/// maintains each table in its own task; every table is compacted and checkpointed, every row is
+/// still there (and the maintain function's calls are checked against its policy below).
 async fn the_scheduled_maintenance_compacts_every_table(world: &World) {
     let rows = world.rows().await;
-    let output = invoke(world.ctx(Function::Maintain), Function::Maintain, json!({}))
+    let definition = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/statemachine/maintenance.asl.json"
+    ))
+    .unwrap()
+    .replace(
+        "${MaintainFunctionArn}",
+        &crate::emulator::function_arn(Function::Maintain),
+    );
+    let arn = world
+        .sfn
+        .create_state_machine()
+        .name("deltadrop-maintenance")
+        .definition(definition)
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/deltadrop-maintenance"))
+        .send()
         .await
-        .unwrap_or_else(|e| panic!("{}: {}", e.error_type, e.error_message));
-    let tables: Vec<&str> = output
-        .as_array()
         .unwrap()
-        .iter()
-        .map(|t| t["feed"].as_str().unwrap())
-        .collect();
+        .state_machine_arn;
+    let execution = world
+        .sfn
+        .start_execution()
+        .state_machine_arn(arn)
+        .name("daily")
+        .input("{}")
+        .send()
+        .await
+        .unwrap()
+        .execution_arn;
+    let output = world.finished_arn(&execution).await;
+    let tables = output.as_array().unwrap();
+    let maintained = |feed: &str| {
+        tables
+            .iter()
+            .find(|t| t["feed"] == feed)
+            .unwrap_or_else(|| panic!("{feed} not maintained: {output:#}"))["maintained"]
+            .clone()
+    };
     for feed in [
         "orders", "wide", "ordered", "faults-0", "faults-1", "faults-2",
     ] {
-        assert!(tables.contains(&feed), "{feed} not maintained: {output:#}");
+        assert!(
+            maintained(feed)["files_after"].is_number(),
+            "{feed}: {output:#}"
+        );
     }
-    let orders = output
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["feed"] == "orders")
-        .unwrap();
+    let orders = maintained("orders");
     assert!(orders["files_before"].as_u64().unwrap() > 1, "{orders:#}");
     assert_eq!(orders["files_after"], 1, "{orders:#}");
     assert_eq!(world.rows().await, rows);

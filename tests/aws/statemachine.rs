@@ -167,3 +167,34 @@ fn a_mail_failure_is_retried_and_never_fails_a_load() {
         "Succeed"
     );
 }
+
+/// The maintenance state machine: each table in its own task inside a Map, retried on transient
+/// kinds only, a table's failure caught so the others still run.
+#[test]
+fn maintenance_maintains_each_table_in_its_own_task() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/statemachine/maintenance.asl.json"
+    );
+    let asl: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let each = &asl["States"]["EachTable"];
+    assert_eq!(each["Type"], "Map");
+    assert_eq!(each["ItemsPath"], "$.feeds");
+    let maintain = &each["Iterator"]["States"]["Maintain"];
+    assert_eq!(maintain["Parameters"]["feed.$"], "$.feed");
+    for state in [&asl["States"]["ListTables"], maintain] {
+        for error in error_names(state, "Retry") {
+            let builtin = error.starts_with("Lambda.");
+            assert!(
+                builtin || ErrorKind::from_name(&error).is_some_and(|k| k.is_transient()),
+                "retries {error}"
+            );
+        }
+    }
+    let catch = &maintain["Catch"][0];
+    assert_eq!(catch["ErrorEquals"][0], "States.ALL");
+    assert_eq!(
+        each["Iterator"]["States"][catch["Next"].as_str().unwrap()]["Type"],
+        "Pass"
+    );
+}

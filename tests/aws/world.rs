@@ -379,14 +379,25 @@ impl World {
         execution.status().as_str().to_string()
     }
 
-    /// Waits until the execution ends; returns (status, error, output).
+    /// The output of an execution of any state machine, once it succeeded.
+    pub async fn finished_arn(&self, arn: &str) -> Value {
+        let (status, error, output) = self.wait(arn).await;
+        assert_eq!(status, "SUCCEEDED", "{arn}: {error:?}");
+        output
+    }
+
+    /// Waits until the pipeline's execution `name` ends; returns (status, error, output).
     pub async fn finished(&self, name: &str) -> (String, Option<String>, Value) {
         let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:deltadrop-pipeline:{name}");
+        self.wait(&arn).await
+    }
+
+    async fn wait(&self, arn: &str) -> (String, Option<String>, Value) {
         for _ in 0..960 {
             let execution = self
                 .sfn
                 .describe_execution()
-                .execution_arn(&arn)
+                .execution_arn(arn)
                 .send()
                 .await
                 .unwrap();
@@ -400,7 +411,7 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("execution {name} did not finish in 240 s");
+        panic!("execution {arn} did not finish in 240 s");
     }
 
     pub async fn trigger(&self, batch: &Value) -> Value {

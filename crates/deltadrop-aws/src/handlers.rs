@@ -210,51 +210,45 @@ impl Handler for WatchHandler {
 #[cfg(feature = "merge")]
 pub struct MaintainHandler;
 
-/// The maintain function's input: one feed's table, or (the daily schedule's `{}`) every feed's.
+/// The maintain function's input: a feed whose table to maintain, or none to list the feeds (the
+/// maintenance state machine then maintains each table in its own task).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MaintainRequest {
-    /// Only this feed's table.
+    /// The feed whose table to maintain.
     #[serde(default)]
     pub feed: Option<String>,
+}
+
+/// What the maintain function answers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum MaintainResponse {
+    /// Without a feed: every feed, for the state machine's Map.
+    Feeds {
+        /// The feeds' names, in configuration order.
+        feeds: Vec<String>,
+    },
+    /// What maintenance did to one table (`null`: the feed has no table yet).
+    #[cfg(feature = "merge")]
+    Table(Option<deltadrop::maintain::MaintainOutput>),
 }
 
 #[cfg(feature = "merge")]
 impl Handler for MaintainHandler {
     const FUNCTION: Function = Function::Maintain;
     type Request = MaintainRequest;
-    type Output = Vec<deltadrop::maintain::MaintainOutput>;
+    type Output = MaintainResponse;
 
-    /// Each table on its own: one that fails does not stop the others; the invocation fails
-    /// (and `FunctionErrorsAlarm` fires) naming every table that failed.
-    async fn handle(ctx: &AwsContext, request: MaintainRequest) -> Result<Self::Output, Error> {
+    async fn handle(ctx: &AwsContext, request: MaintainRequest) -> Result<MaintainResponse, Error> {
         let env = ctx.environment().await?;
-        let feeds = match &request.feed {
-            Some(name) => vec![env.config.feed_named(name)?.clone()],
-            None => env.config.feeds.clone(),
+        let Some(name) = &request.feed else {
+            let feeds = env.config.feeds.iter().map(|f| f.name.clone()).collect();
+            return Ok(MaintainResponse::Feeds { feeds });
         };
-        let mut done = Vec::new();
-        let mut failed = Vec::new();
-        for feed in &feeds {
-            match deltadrop::maintain::maintain(&env, feed).await {
-                Ok(Some(output)) => {
-                    tracing::info!(feed = %feed.name, ?output, "maintained");
-                    done.push(output);
-                }
-                Ok(None) => tracing::info!(feed = %feed.name, "no table yet"),
-                Err(e) => {
-                    tracing::error!(feed = %feed.name, error = e.name(), message = %e, "maintenance failed");
-                    failed.push(format!("{}: {e}", feed.name));
-                }
-            }
-        }
-        if failed.is_empty() {
-            Ok(done)
-        } else {
-            Err(Error::DeltaError {
-                table: format!("{} table(s)", failed.len()),
-                message: failed.join("; "),
-            })
-        }
+        let feed = env.config.feed_named(name)?;
+        Ok(MaintainResponse::Table(
+            deltadrop::maintain::maintain(&env, feed).await?,
+        ))
     }
 }
 
