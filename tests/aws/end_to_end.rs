@@ -336,7 +336,8 @@ async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World)
 /// The file quarantined above (its upsert was denied) is replayed once the cause is gone: put
 /// back under its key as a new upload, its notification starts a new execution, and it loads.
 async fn a_quarantined_file_replayed_runs_again(world: &World, quarantined: &str) {
-    let storage = deltadrop_aws::s3::S3Bucket::new(world.s3.clone(), BUCKET, Default::default());
+    let storage =
+        deltadrop_aws::s3::S3Bucket::new(world.s3.clone(), BUCKET, Default::default()).unwrap();
     let replayed = deltadrop::replay::replay(&storage, quarantined)
         .await
         .unwrap();

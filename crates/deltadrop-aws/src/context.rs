@@ -104,7 +104,7 @@ impl AwsContext {
             aws_sdk_s3::Client::from_conf(s3_config.build()),
             &settings.bucket,
             table_options,
-        );
+        )?;
         Ok(AwsContext {
             storage: Arc::new(storage),
             mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk))),

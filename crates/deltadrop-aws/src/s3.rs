@@ -21,23 +21,34 @@ const COPY_PART_BYTES: u64 = 512 * 1024 * 1024;
 pub struct S3Bucket {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// `s3://<bucket>/`, checked once when the bucket is named.
+    root: Url,
     /// Options for delta-rs (endpoint and the like when not on AWS).
     table_options: HashMap<String, String>,
 }
 
 impl S3Bucket {
     /// `bucket` through `client`; `table_options` are the storage options delta-rs gets for
-    /// tables in it.
+    /// tables in it. A name that cannot be a bucket (`my bucket`) is a `ConfigError`.
     pub fn new(
         client: aws_sdk_s3::Client,
         bucket: impl Into<String>,
         table_options: HashMap<String, String>,
-    ) -> Self {
-        S3Bucket {
+    ) -> Result<Self> {
+        let bucket = bucket.into();
+        let root = Url::parse(&format!("s3://{bucket}/"))
+            .ok()
+            .filter(|url| url.host_str() == Some(bucket.as_str()))
+            .ok_or_else(|| Error::ConfigError {
+                field: "bucket".into(),
+                message: format!("{bucket:?} is not a valid S3 bucket name"),
+            })?;
+        Ok(S3Bucket {
             client,
-            bucket: bucket.into(),
+            bucket,
+            root,
             table_options,
-        }
+        })
     }
 
     fn error(&self, key: &str, err: impl std::error::Error) -> Error {
@@ -189,7 +200,7 @@ impl ObjectStorage for S3Bucket {
     }
 
     fn root_url(&self) -> Url {
-        Url::parse(&format!("s3://{}/", self.bucket)).expect("bucket names are valid hosts")
+        self.root.clone()
     }
 
     fn table_storage_options(&self) -> HashMap<String, String> {
@@ -327,6 +338,28 @@ impl ObjectStorage for S3Bucket {
                 Error::ObjectNotFound { .. } => Ok(()),
                 other => Err(other),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_cannot_be_a_bucket_is_a_configuration_error() {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version_latest()
+                .build(),
+        );
+        let bucket = S3Bucket::new(client.clone(), "data-bucket", HashMap::new()).unwrap();
+        assert_eq!(bucket.root_url().as_str(), "s3://data-bucket/");
+        for bad in ["my bucket", "a/b", ""] {
+            let error = S3Bucket::new(client.clone(), bad, HashMap::new())
+                .err()
+                .unwrap();
+            assert_eq!(error.name(), "ConfigError", "{bad:?}");
         }
     }
 }

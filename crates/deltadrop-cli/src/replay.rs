@@ -72,7 +72,7 @@ pub async fn in_folder(
 /// or SSO settings; AWS_ENDPOINT_URL for an S3-compatible endpoint). Prints the execution each
 /// new upload's notification starts.
 pub async fn on_s3(bucket: &str, quarantine: &str, which: Which<'_>) -> Result<ExitCode> {
-    let storage = crate::s3::bucket(bucket).await;
+    let storage = crate::s3::bucket(bucket).await?;
     let keys = which.keys(&storage, quarantine).await?;
     println!("{} file(s) to replay", keys.len());
     for key in keys {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use deltadrop_aws::s3::S3Bucket;
 
 /// The bucket `name`, for objects and (through delta-rs, which reads the same environment) tables.
-pub async fn bucket(name: &str) -> S3Bucket {
+pub async fn bucket(name: &str) -> deltadrop::Result<S3Bucket> {
     let sdk = aws_config::load_from_env().await;
     let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk);
     let mut table_options = HashMap::new();

@@ -53,7 +53,7 @@ pub async fn on_s3(
     config_key: &str,
     state_machine_arn: Option<&str>,
 ) -> Result<ExitCode> {
-    let storage = crate::s3::bucket(bucket).await;
+    let storage = crate::s3::bucket(bucket).await?;
     let mut text = String::new();
     let mut reader = storage.reader(config_key, &Upload::any()).await?;
     tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut text)

@@ -236,6 +236,9 @@ impl Limits {
     }
 }
 
+/// 1 TiB: far beyond any useful data file, and small enough that the size in bytes fits.
+const MAX_TARGET_FILE_MB: u64 = 1024 * 1024;
+
 fn default_target_file_mb() -> u64 {
     64
 }
@@ -514,10 +517,10 @@ impl Feed {
         };
         single_byte("csv.delimiter", &self.csv.delimiter)?;
         single_byte("csv.quote", &self.csv.quote)?;
-        if self.target_file_mb == 0 {
+        if self.target_file_mb == 0 || self.target_file_mb > MAX_TARGET_FILE_MB {
             return Err(Error::config(
                 field("target_file_mb"),
-                "expected a positive size in MB",
+                format!("expected a size in MB from 1 to {MAX_TARGET_FILE_MB}"),
             ));
         }
         if self.infer_rows == 0 {
@@ -535,6 +538,11 @@ impl Feed {
             Some(wildcard) => &self.incoming[..wildcard],
             None => &self.incoming,
         }
+    }
+
+    /// `target_file_mb` in bytes (validated: at least 1 MB, at most 1 TiB).
+    pub fn target_file_bytes(&self) -> u64 {
+        self.target_file_mb * 1024 * 1024
     }
 
     /// Whether `key` belongs to this feed: it starts with the prefix, or matches the glob.
@@ -639,6 +647,10 @@ keys = ["id"]
         let delimiter = format!("{MINIMAL}[feeds.csv]\ndelimiter = \";;\"\n");
         let e = Config::from_toml(&delimiter, "deltadrop.toml").unwrap_err();
         assert!(e.to_string().contains("feeds[0].csv.delimiter"), "{e}");
+
+        let huge = MINIMAL.replace("keys", "target_file_mb = 2000000\nkeys");
+        let e = Config::from_toml(&huge, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("feeds[0].target_file_mb"), "{e}");
 
         for (limit, value) in [("max_columns", "0"), ("max_nesting_depth", "500")] {
             let text = format!("{MINIMAL}[feeds.limits]\n{limit} = {value}\n");

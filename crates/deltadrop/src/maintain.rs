@@ -138,7 +138,8 @@ async fn compact(
     mut table: DeltaTable,
     feed: &Feed,
 ) -> Result<(DeltaTable, u64, u64)> {
-    let target = NonZeroU64::new(feed.target_file_mb.max(1) * 1024 * 1024).expect("not zero");
+    let target = NonZeroU64::new(feed.target_file_bytes())
+        .ok_or_else(|| Error::config("target_file_mb", "expected a positive size in MB"))?;
     let mut attempt = 1;
     loop {
         let order = if feed.maintenance.order_by_keys {

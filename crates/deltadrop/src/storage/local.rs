@@ -177,11 +177,15 @@ impl ObjectStorage for LocalBucket {
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let root = self.root.clone();
+        // Start at the deepest folder the prefix names (refused when it would leave the bucket,
+        // as every key is); temporary files start with '.'.
+        let start = match prefix.rsplit_once('/') {
+            Some((folder, _)) if !folder.is_empty() => self.path(folder)?,
+            _ => root.clone(),
+        };
         let prefix = prefix.to_string();
         let walk = move || {
-            // Start at the deepest folder the prefix names; temporary files start with '.'.
-            let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
-            let mut pending = vec![root.join(folder)];
+            let mut pending = vec![start];
             let mut found = Vec::new();
             while let Some(dir) = pending.pop() {
                 let entries = match std::fs::read_dir(&dir) {
@@ -298,6 +302,10 @@ mod tests {
         );
         assert_eq!(bucket.list("archive/a/").await.unwrap().len(), 1);
         assert!(bucket.list("nothing/").await.unwrap().is_empty());
+        assert_eq!(
+            bucket.list("a/../../").await.unwrap_err().name(),
+            "InvalidInput"
+        );
         bucket.delete("a/b.txt", &any).await.unwrap();
         bucket.delete("a/b.txt", &any).await.unwrap();
         assert_eq!(bucket.size("a/b.txt").await.unwrap(), None);

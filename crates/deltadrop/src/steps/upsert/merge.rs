@@ -423,7 +423,7 @@ async fn first_load(
         .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
     let properties = [(
         "delta.targetFileSize".to_string(),
-        Some((feed.target_file_mb * 1024 * 1024).to_string()),
+        Some(feed.target_file_bytes().to_string()),
     )];
     let table = target
         .handle()
