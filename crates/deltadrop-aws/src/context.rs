@@ -9,9 +9,7 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::config::ProvideCredentials;
 use deltadrop::config::Config;
 use deltadrop::storage::ObjectStorage;
-use deltadrop::upload::Upload;
 use deltadrop::{Environment, Error, Result};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 use crate::s3::S3Bucket;
@@ -193,8 +191,8 @@ async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config, ConfigRead
         field: location.clone(),
         message,
     };
-    let mut object = match storage.reader(key, &Upload::any()).await {
-        Ok(object) => object,
+    let bytes = match storage.read_all(key).await {
+        Ok(bytes) => bytes,
         Err(Error::ObjectNotFound { .. }) => return Err(ConfigReadError::Invalid(config_error(
             "the configuration does not exist: upload it (docs/aws.md, \"After the first deploy\")"
                 .into(),
@@ -211,8 +209,7 @@ async fn read_config(storage: &S3Bucket, key: &str) -> Result<Config, ConfigRead
             ))))
         }
     };
-    let mut text = String::new();
-    object.read_to_string(&mut text).await.map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         ConfigReadError::Transient(config_error(format!("cannot read the configuration: {e}")))
     })?;
     Config::from_toml(&text, &location).map_err(ConfigReadError::Invalid)

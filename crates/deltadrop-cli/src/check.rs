@@ -11,11 +11,7 @@ use deltadrop::{Error, Result};
 /// Checks `config_path`; for each sample, the feed its key routes to and what it would stage.
 /// A sample is named by its key relative to the current folder (`incoming/orders/a.csv`).
 pub fn run(config_path: &Path, samples: &[String]) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(config_path).map_err(|e| Error::ConfigError {
-        field: config_path.display().to_string(),
-        message: format!("cannot read the configuration: {e}"),
-    })?;
-    let config = Config::from_toml(&text, &config_path.display().to_string())?;
+    let config = crate::local::read_config(config_path)?;
     println!(
         "{}: valid, {} feed(s)",
         config_path.display(),

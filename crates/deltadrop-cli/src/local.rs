@@ -21,15 +21,20 @@ pub fn environment(
     let config_path = config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| storage.root().join("deltadrop.toml"));
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::ConfigError {
-        field: config_path.display().to_string(),
-        message: format!("cannot read the configuration: {e}"),
-    })?;
-    let config = Config::from_toml(&text, &config_path.display().to_string())?;
+    let config = read_config(&config_path)?;
     let outbox = outbox
         .map(Path::to_path_buf)
         .unwrap_or_else(|| storage.root().join("_deltadrop").join("outbox"));
     Environment::local(config, storage.root(), &outbox)
+}
+
+/// Reads and validates a configuration file; errors name the file (or the field in it).
+pub fn read_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigError {
+        field: path.display().to_string(),
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    Config::from_toml(&text, &path.display().to_string())
 }
 
 /// The key of `file` in the bucket: given as a key, or as a path inside the bucket folder.

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use deltadrop::config::Config;
 use deltadrop::status::{status, FeedStatus};
 use deltadrop::storage::ObjectStorage;
-use deltadrop::upload::Upload;
 use deltadrop::{Error, Result};
 
 use crate::local::environment;
@@ -54,10 +53,7 @@ pub async fn on_s3(
     state_machine_arn: Option<&str>,
 ) -> Result<ExitCode> {
     let storage = crate::s3::bucket(bucket).await?;
-    let mut text = String::new();
-    let mut reader = storage.reader(config_key, &Upload::any()).await?;
-    tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut text)
-        .await
+    let text = String::from_utf8(storage.read_all(config_key).await?)
         .map_err(|e| Error::storage(storage.display(config_key), e))?;
     let config = Config::from_toml(&text, &storage.display(config_key))?;
     print(&status(&config, &storage).await?);

@@ -80,12 +80,7 @@ pub async fn quarantined(
 }
 
 async fn read_report(storage: &dyn ObjectStorage, key: &str) -> Result<ErrorReport> {
-    let mut text = Vec::new();
-    let mut reader = storage.reader(key, &Upload::any()).await?;
-    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut text)
-        .await
-        .map_err(|e| Error::storage(storage.display(key), e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::InvalidInput {
+    serde_json::from_slice(&storage.read_all(key).await?).map_err(|e| Error::InvalidInput {
         message: format!(
             "{} is not a deltadrop error report: {e}",
             storage.display(key)

@@ -59,6 +59,16 @@ pub trait ObjectStorage: Send + Sync {
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 
+    /// Reads a whole (small) object: a configuration, an error report, a log entry.
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let mut reader = self.reader(key, &Upload::any()).await?;
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes)
+            .await
+            .map_err(|e| Error::storage(self.display(key), e))?;
+        Ok(bytes)
+    }
+
     /// Writes a whole (small) object.
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
 

@@ -11,7 +11,6 @@ use crate::config::Feed;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::steps::RunInput;
-use crate::upload::Upload;
 
 /// The field of a staging table's first commit that holds its upload's arrival (ms).
 pub const ARRIVED_FIELD: &str = "arrived_ms";
@@ -61,15 +60,12 @@ async fn staged_files(env: &Environment) -> Result<Vec<Staged>> {
         if !object.key.ends_with(FIRST_COMMIT) {
             continue;
         }
-        let mut text = String::new();
-        let read = async {
-            let mut reader = env.storage.reader(&object.key, &Upload::any()).await?;
-            tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut text)
-                .await
-                .map_err(|e| Error::storage(env.storage.display(&object.key), e))
-        };
-        match read.await {
-            Ok(_) => staged.extend(text.lines().filter_map(commit_info)),
+        match env.storage.read_all(&object.key).await {
+            Ok(log) => {
+                let log = String::from_utf8(log)
+                    .map_err(|e| Error::storage(env.storage.display(&object.key), e))?;
+                staged.extend(log.lines().filter_map(commit_info));
+            }
             // Removed since the listing: its run ended.
             Err(Error::ObjectNotFound { .. }) => {}
             Err(e) => return Err(e),
