@@ -521,7 +521,10 @@ async fn upserts_during_maintenance_all_land() {
 /// it), not one that just arrived.
 #[tokio::test]
 async fn the_watch_names_files_nobody_loaded() {
-    let h = Harness::new(&orders(""));
+    // Two feeds whose incoming prefixes nest (`incoming/` holds `incoming/orders/`): each file
+    // is still named once.
+    let glob = "[[feeds]]\nname = \"any\"\nincoming = \"incoming/*/any-*.csv\"\ntable = \"tables/any\"\nkeys = [\"id\"]\n";
+    let h = Harness::new(&config(&[feed("orders", ""), glob.to_string()]));
     h.put("incoming/orders/forgotten.csv", "id\n1\n").await;
     h.put("incoming/orders/fresh.csv", "id\n2\n").await;
     let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);

@@ -46,20 +46,23 @@ pub async fn watch(
         .iter()
         .map(|f| f.incoming_prefix())
         .collect();
+    // A prefix inside another (`incoming/` and `incoming/orders/`) is listed with it: each key once.
     prefixes.sort();
-    prefixes.dedup();
-    let mut waiting = Vec::new();
+    let mut listed: Vec<&str> = Vec::new();
     for prefix in prefixes {
+        if !listed.iter().any(|outer| prefix.starts_with(outer)) {
+            listed.push(prefix);
+        }
+    }
+    let mut waiting = Vec::new();
+    for prefix in listed {
         for object in env.storage.list(prefix).await? {
             let feed = env
                 .config
                 .feed_for_key(&object.key)
                 .ok()
                 .map(|f| f.name.clone());
-            let already_seen = waiting
-                .iter()
-                .any(|(_, f): &(_, StaleFile)| f.key == object.key);
-            if !object.key.ends_with('/') && !already_seen {
+            if !object.key.ends_with('/') {
                 let age = now - object.modified;
                 waiting.push((
                     age,
