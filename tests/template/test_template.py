@@ -465,15 +465,28 @@ def test_topic_policy_lets_this_accounts_alarms_publish():
 # ------------------------------------------------------------------------------------------
 
 
+STATE_MACHINES = [
+    logical_id for logical_id, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::StateMachine"
+]
+
+
 def lambda_states() -> list[tuple[str, str, dict]]:
-    """(state name, function logical id, state) for every state that invokes a function."""
-    substitutions = props("PipelineStateMachine")["DefinitionSubstitutions"]
+    """(state name, function logical id, state) for every state of every state machine that
+    invokes a function."""
+    found = []
+    for machine in STATE_MACHINES:
+        found.extend(machine_lambda_states(machine))
+    return found
+
+
+def machine_lambda_states(machine: str) -> list[tuple[str, str, dict]]:
+    substitutions = props(machine)["DefinitionSubstitutions"]
     by_placeholder = {}
     for name, value in substitutions.items():
         target = referenced_resource(value)
         if target in FUNCTIONS:
             by_placeholder["${" + name + "}"] = target
-    asl_path = ROOT / props("PipelineStateMachine")["DefinitionUri"]
+    asl_path = ROOT / props(machine)["DefinitionUri"]
     definition = json.loads(asl_path.read_text())
     found = []
 
@@ -493,9 +506,12 @@ def lambda_states() -> list[tuple[str, str, dict]]:
     return found
 
 
-def test_every_function_the_state_machine_invokes_is_found():
-    functions = {function for _, function, _ in lambda_states()}
+def test_every_function_the_state_machines_invoke_is_found():
+    assert sorted(STATE_MACHINES) == ["MaintenanceStateMachine", "PipelineStateMachine"]
+    functions = {function for _, function, _ in machine_lambda_states("PipelineStateMachine")}
     assert functions == {"StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"}
+    functions = {function for _, function, _ in machine_lambda_states("MaintenanceStateMachine")}
+    assert functions == {"MaintainFunction"}
 
 
 @pytest.mark.parametrize("state_name", [name for name, _, _ in lambda_states()])
@@ -512,7 +528,8 @@ def test_state_timeout_leaves_a_minute_over_the_function_timeout(state_name):
 @pytest.mark.parametrize(
     ("function", "expected"),
     [("TriggerFunction", 30), ("StageFunction", 840), ("ArchiveFunction", 840),
-     ("UpsertFunction", 840), ("NotifyFunction", 30)],
+     ("UpsertFunction", 840), ("NotifyFunction", 30), ("MaintainFunction", 840),
+     ("WatchFunction", 120)],
 )
 def test_function_timeouts(function, expected):
     assert int(function_setting(function, "Timeout")) == expected
