@@ -61,3 +61,76 @@ change_type = { column = "op", delete_value = "D" }
     assert_eq!(seen["rows"], serde_json::json!(expected));
     assert_eq!(seen["history"], serde_json::json!(["MERGE", "WRITE"]));
 }
+
+/// A first load adopts the staged files (no second write): the table it makes reads, with the
+/// Python reader, exactly as the same file written again through the MERGE path's first load
+/// does, without the staging table's line column; and its files carry the keys' min/max, so a
+/// later MERGE of a few keys skips most of them.
+#[tokio::test]
+async fn a_first_load_that_adopts_the_staged_files_equals_one_that_writes_them_again() {
+    use deltadrop::steps::{stage, upsert};
+    let h = Harness::new(&crate::support::config(&[
+        crate::support::feed("adopted", "target_file_mb = 1"),
+        crate::support::feed("rewritten", "target_file_mb = 1"),
+    ]));
+    let mut csv = String::from("id,name,amount,day\n");
+    for id in 1..=40_000 {
+        csv.push_str(&format!(
+            "{id},name {id} {},{}.5,2026-11-{:02}\n",
+            "x".repeat(id % 40),
+            id % 997,
+            1 + id % 28
+        ));
+    }
+
+    // The adopting path, through the whole pipeline.
+    let loaded = h.load("incoming/adopted/all.csv", &csv).await;
+    let staged = loaded.report.stage.as_ref().unwrap();
+    assert!(staged.written_for_a_new_table);
+    let created = loaded.report.upsert.as_ref().unwrap();
+    assert!(created.changes.created_table);
+    assert_eq!(created.changes.rows_inserted, 40_000);
+    assert!(created.changes.files_added >= 2, "{created:?}");
+
+    // The rewriting path on the same bytes: a stage output that does not offer its files.
+    h.put("incoming/rewritten/all.csv", &csv).await;
+    let run = h.run_input("incoming/rewritten/all.csv").await;
+    let mut staged = stage(&h.env, &run).await.unwrap();
+    staged.written_for_a_new_table = false;
+    let rewritten = upsert(&h.env, &run, &staged).await.unwrap();
+    assert_eq!(rewritten.changes.rows_inserted, 40_000);
+
+    let adopted = read_with_python(&h.table_path("tables/adopted"), "id");
+    let written = read_with_python(&h.table_path("tables/rewritten"), "id");
+    assert_eq!(
+        adopted["columns"],
+        serde_json::json!(["id", "name", "amount", "day"])
+    );
+    assert_eq!(adopted["columns"], written["columns"]);
+    assert_eq!(adopted["rows"].as_array().unwrap().len(), 40_000);
+    assert_eq!(adopted["rows"], written["rows"]);
+    assert_eq!(adopted["history"], serde_json::json!(["CREATE TABLE"]));
+    assert!(h.staging_is_empty());
+    let history = deltadrop::inspect::summarize(&h.table("tables/adopted"), 1)
+        .await
+        .unwrap()
+        .history;
+    assert_eq!(history[0].rows, "added 40000", "{history:?}");
+
+    // Min/max of the key in every adopted file: a MERGE of keys 1..=10 reads one file.
+    let update: String = (1..=10)
+        .map(|id| format!("{id},changed,0,2026-11-01\n"))
+        .collect();
+    let merged = h
+        .load(
+            "incoming/adopted/update.csv",
+            format!("id,name,amount,day\n{update}"),
+        )
+        .await;
+    let changes = merged.report.upsert.unwrap().changes;
+    assert_eq!((changes.rows_updated, changes.files_scanned), (10, 1));
+    assert!(changes.files_skipped >= 1, "{changes:?}");
+    let after = read_with_python(&h.table_path("tables/adopted"), "id");
+    assert_eq!(after["rows"][0], "1|changed|0.0|2026-11-01");
+    assert_eq!(after["rows"].as_array().unwrap().len(), 40_000);
+}

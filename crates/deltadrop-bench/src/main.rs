@@ -1,6 +1,8 @@
 //! `deltadrop-bench`: generates benchmark data and runs one measurable piece of work per process
 //! (so `scripts/bench` can record each one's time and peak memory). Prints one JSON line.
 
+mod burst;
+
 use deltadrop_bench::generate;
 
 use std::fs::File;
@@ -50,6 +52,27 @@ enum Command {
         #[arg(long)]
         target_file_mb: Option<u64>,
     },
+    /// Many small files for one table at once, each through the whole pipeline, with at most
+    /// `concurrency` runs at a time: files per minute, commit conflicts, latencies.
+    Burst {
+        /// The folder bucket (ignored with `--s3-endpoint`).
+        work: PathBuf,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100)]
+        files: u64,
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Rows in the table before the burst; each file updates some of them.
+        #[arg(long, default_value_t = 10000)]
+        base_rows: u64,
+        /// Run against an S3 API (moto) at this endpoint instead of a folder.
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// The bucket to create there (one per run: the table starts empty).
+        #[arg(long, default_value = "deltadrop-burst")]
+        bucket: String,
+    },
 }
 
 const CONFIG: &str = r#"
@@ -70,6 +93,42 @@ fn environment(work: &Path, target_file_mb: Option<u64>) -> BenchResult<Environm
         work,
         &work.join("outbox"),
     )?)
+}
+
+/// A new versioned bucket on the S3 API at `endpoint` with the bench configuration in it, and
+/// the environment the Lambda functions would build for it.
+async fn s3_environment(endpoint: &str, bucket: &str) -> BenchResult<Environment> {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let sdk = aws_config::from_env().endpoint_url(endpoint).load().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(bucket).send().await?;
+    let versioned = VersioningConfiguration::builder()
+        .status(BucketVersioningStatus::Enabled)
+        .build();
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(versioned)
+        .send()
+        .await?;
+    s3.put_object()
+        .bucket(bucket)
+        .key("deltadrop.toml")
+        .body(CONFIG.as_bytes().to_vec().into())
+        .send()
+        .await?;
+    let settings = deltadrop_aws::context::Settings {
+        bucket: bucket.to_string(),
+        config_key: "deltadrop.toml".into(),
+        config_ttl: deltadrop_aws::context::DEFAULT_CONFIG_TTL,
+        state_machine_arn: None,
+        s3_endpoint: Some(endpoint.to_string()),
+    };
+    let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings).await?;
+    Ok(context.environment().await?)
 }
 
 /// The bench bucket in `work` with `file` in it, and a run for the file.
@@ -186,6 +245,32 @@ async fn main() -> BenchResult<()> {
                    "files_scanned": merged.changes.files_scanned, "files_skipped": merged.changes.files_skipped,
                    "files_added": merged.changes.files_added,
                    "version": merged.version})
+        }
+        Command::Burst {
+            work,
+            concurrency,
+            files,
+            rows,
+            base_rows,
+            s3_endpoint,
+            bucket,
+        } => {
+            let env = match &s3_endpoint {
+                Some(endpoint) => s3_environment(endpoint, &bucket).await?,
+                None => environment(&work, None)?,
+            };
+            let shape = burst::Shape {
+                files,
+                rows,
+                base_rows,
+            };
+            let mut report = burst::burst(&env, shape, concurrency).await?;
+            report["storage"] = json!(if s3_endpoint.is_some() {
+                "s3 (moto)"
+            } else {
+                "folder"
+            });
+            report
         }
     };
     println!("{result}");

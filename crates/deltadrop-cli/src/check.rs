@@ -55,6 +55,7 @@ fn check_sample(config: &Config, key: &str) -> Result<()> {
         format,
         compression: Compression::from_key(key),
         target: None,
+        hash_content: false,
     };
     let mut schema = None;
     let summary = read_file(std::io::BufReader::new(file), &spec, &mut |batch| {

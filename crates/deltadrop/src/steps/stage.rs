@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::basic::Compression as ParquetCompression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,10 @@ pub struct StageOutput {
     pub rows: u64,
     /// Size of the file as stored.
     pub bytes: u64,
-    /// SHA-256 of the file as stored: with the key, the file's identity for exactly-once.
-    pub sha256: String,
+    /// SHA-256 of the file as stored, only for an upload without a version id, sequencer or
+    /// ETag: with the key, the file's identity for exactly-once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// The file's columns: the first [`crate::bounded::MAX_LISTED_NAMES`] of `column_count`.
     pub columns: Vec<String>,
     /// How many columns the file has.
@@ -45,6 +48,11 @@ pub struct StageOutput {
     pub new_column_count: u64,
     /// The staging table; absent when the file holds no rows.
     pub staging_table: Option<String>,
+    /// The staging files were written as the data files of a new target table would be
+    /// (dictionaries, statistics on the keys, the feed's file size): the target did not exist, so
+    /// the upsert may adopt them as the table's first files instead of writing the rows again.
+    #[serde(default)]
+    pub written_for_a_new_table: bool,
     /// The table the upsert merges the rows into.
     pub target_table: String,
 }
@@ -61,11 +69,22 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         None => None,
     };
     let staging = env.staging_table(&run.run_id)?;
+    // A change-type column must not reach the table, so such a feed's first file is written again.
+    let layout = if target_schema.is_none() && feed.change_type.is_none() {
+        StagingLayout::NewTable {
+            keys: feed.keys.clone(),
+            file_bytes: feed.target_file_bytes(),
+        }
+    } else {
+        StagingLayout::MergeSource
+    };
+    let for_a_new_table = matches!(layout, StagingLayout::NewTable { .. });
     let reader = SyncIoBridge::new(env.storage.reader(&run.key, &run.upload).await?);
 
     // Parsing is CPU work on a blocking thread; batches cross a small channel to the writer.
     let (sender, receiver) = mpsc::channel::<RecordBatch>(2);
     let key = run.key.clone();
+    let upload_has_no_id = run.upload.id().is_empty();
     let reading = tokio::task::spawn_blocking(move || {
         let spec = ReadSpec {
             file: &key,
@@ -73,6 +92,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             format,
             compression: Compression::from_key(&key),
             target: target_schema,
+            hash_content: upload_has_no_id,
         };
         read_file(reader, &spec, &mut |batch| {
             sender
@@ -80,7 +100,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
                 .map_err(|_| Error::internal("the staging writer stopped"))
         })
     });
-    let writing = StagingWriter::receive_all(&staging, receiver, run);
+    let writing = StagingWriter::receive_all(&staging, receiver, run, layout);
     let (read, written) = tokio::join!(reading, writing);
     let read = read.map_err(|e| Error::internal(format!("the file reader stopped: {e}")));
 
@@ -103,6 +123,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             new_columns: listed(&summary.new_columns),
             new_column_count: summary.new_columns.len() as u64,
             staging_table: has_table.then(|| staging.name()),
+            written_for_a_new_table: has_table && for_a_new_table,
             target_table: target.name(),
         }),
         Err(e) => {
@@ -115,14 +136,41 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     }
 }
 
-/// A staging table is written once and read once, whole, by the MERGE: dictionaries and
-/// statistics would cost about 15% of the stage's CPU time for nothing (docs/benchmarks.md).
-fn staging_writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(ParquetCompression::SNAPPY)
-        .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::None)
-        .build()
+/// How the staging files are written.
+enum StagingLayout {
+    /// Written once and read once, whole, by the MERGE: dictionaries and statistics would cost
+    /// about 15% of the stage's CPU time for nothing (docs/benchmarks.md).
+    MergeSource,
+    /// Written as the first data files of a target that does not exist yet: dictionaries, the
+    /// keys' min/max (later MERGEs skip files by them) and the table's file size.
+    NewTable { keys: Vec<String>, file_bytes: u64 },
+}
+
+impl StagingLayout {
+    fn file_bytes(&self) -> u64 {
+        match self {
+            StagingLayout::MergeSource => STAGING_FILE_BYTES,
+            StagingLayout::NewTable { file_bytes, .. } => *file_bytes,
+        }
+    }
+
+    fn writer_properties(&self) -> WriterProperties {
+        let plain = WriterProperties::builder()
+            .set_compression(ParquetCompression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::None);
+        match self {
+            StagingLayout::MergeSource => plain.set_dictionary_enabled(false).build(),
+            StagingLayout::NewTable { keys, .. } => keys
+                .iter()
+                .fold(plain.set_dictionary_enabled(true), |properties, key| {
+                    properties.set_column_statistics_enabled(
+                        ColumnPath::from(key.as_str()),
+                        EnabledStatistics::Chunk,
+                    )
+                })
+                .build(),
+        }
+    }
 }
 
 /// Streams batches into a new staging table; commits only once the whole file was read.
@@ -138,6 +186,7 @@ impl StagingWriter {
         location: &TableLocation,
         mut receiver: mpsc::Receiver<RecordBatch>,
         run: &RunInput,
+        layout: StagingLayout,
     ) -> Result<Option<StagingWriter>> {
         let Some(first) = receiver.recv().await else {
             return Ok(None);
@@ -156,8 +205,8 @@ impl StagingWriter {
         let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(error)?
-            .with_target_file_size(STAGING_FILE_BYTES)
-            .with_writer_properties(staging_writer_properties());
+            .with_target_file_size(layout.file_bytes())
+            .with_writer_properties(layout.writer_properties());
         writer.write(first).await.map_err(error)?;
         while let Some(batch) = receiver.recv().await {
             writer.write(batch).await.map_err(error)?;

@@ -20,6 +20,7 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
 
+use super::adopt::adopt_staged_files;
 use super::arrival::wait_for_earlier_files;
 use super::{file_identity, newest_upload_ids, Changes, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
 use crate::config::{Feed, SchemaPolicy};
@@ -93,7 +94,7 @@ pub async fn upsert(
     run.validate()?;
     let feed = env.config.feed_named(&run.feed)?;
     let target = env.table(&feed.table)?;
-    let identity = file_identity(run, stage);
+    let identity = file_identity(run, stage)?;
     let Some(staging_name) = &stage.staging_table else {
         let version = target.open().await?.and_then(|t| t.version());
         return Ok(UpsertOutput::new(
@@ -131,9 +132,15 @@ pub async fn upsert(
 
     // The source is planned once: the duplicate-key check need not run again on every retry.
     let ctx = session().map_err(|e| Error::delta(target.name(), e))?;
-    let source = deduplicated_source(&ctx, feed, &staged)
+    let (rows, had_duplicate_keys) = deduplicated_source(&ctx, feed, &staged)
         .await
         .map_err(|e| Error::delta(staged.table_url().to_string(), e))?;
+    // The staged files hold exactly the rows a new table gets only without repeated keys.
+    let adoptable = stage.written_for_a_new_table && !had_duplicate_keys;
+    let source = Source {
+        rows,
+        adoptable: adoptable.then_some(&staged),
+    };
     let mut attempt = 1;
     let output = loop {
         match merge_once(env, feed, run, &target, &ctx, &source, &identity).await {
@@ -162,8 +169,36 @@ pub async fn upsert(
     Ok(output)
 }
 
-enum Attempt {
+/// What a commit of the upsert records: the run (in the commit info) and the upload as applied.
+pub(super) struct CommitRecord {
+    run: serde_json::Value,
+    transactions: Vec<Transaction>,
+}
+
+impl CommitRecord {
+    /// The commit's properties; `metrics` become its `operationMetrics` (for an operation that
+    /// records none of its own), which `deltadrop status` and other readers show.
+    pub(super) fn properties(&self, metrics: Option<serde_json::Value>) -> CommitProperties {
+        let mut info = vec![("deltadrop".to_string(), self.run.clone())];
+        info.extend(metrics.map(|m| ("operationMetrics".to_string(), m)));
+        CommitProperties::default()
+            .with_metadata(info)
+            .with_application_transactions(self.transactions.clone())
+    }
+}
+
+/// The staged rows as a MERGE reads them, and the staging table when a first load can adopt
+/// its files as they are ([`adopt_staged_files`]).
+struct Source<'a> {
+    rows: DataFrame,
+    adoptable: Option<&'a DeltaTable>,
+}
+
+/// How one attempt at the commit ended, when it did not succeed.
+pub(super) enum Attempt {
+    /// A concurrent commit won: worth another attempt from a fresh snapshot.
     Conflict(String),
+    /// Anything else: the step fails with it.
     Failed(Error),
 }
 
@@ -209,11 +244,12 @@ async fn merge_once(
     run: &RunInput,
     target: &TableLocation,
     ctx: &SessionContext,
-    source: &DataFrame,
+    source: &Source<'_>,
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     let data_columns: Vec<String> = source
+        .rows
         .schema()
         .fields()
         .iter()
@@ -222,12 +258,10 @@ async fn merge_once(
         .collect();
 
     let now = chrono::Utc::now().timestamp_millis();
-    let commit = CommitProperties::default()
-        .with_metadata([(
-            "deltadrop".to_string(),
-            serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
-        )])
-        .with_application_transactions(applied_transactions(run, identity, now));
+    let commit = CommitRecord {
+        run: serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
+        transactions: applied_transactions(run, identity, now),
+    };
     let table = target.open().await?;
     if let Some(table) = &table {
         if let Some(done) = already_decided(table, target, run, identity).await? {
@@ -238,17 +272,23 @@ async fn merge_once(
         wait_for_earlier_files(env, feed, run).await?;
     }
     let Some(table) = table else {
-        return first_load(feed, target, ctx, source.clone(), commit, identity).await;
+        return match source.adoptable {
+            Some(staged) => adopt_staged_files(feed, target, staged, &commit, identity).await,
+            None => {
+                let commit = commit.properties(None);
+                first_load(feed, target, ctx, source.rows.clone(), commit, identity).await
+            }
+        };
     };
 
     let rules = merge_rules(feed);
     let mut merge = table
-        .merge(source.clone(), rules.on)
+        .merge(source.rows.clone(), rules.on)
         .with_source_alias("source")
         .with_target_alias("target")
         .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
         .with_session_state(Arc::new(ctx.state()))
-        .with_commit_properties(commit);
+        .with_commit_properties(commit.properties(None));
     if let Some(condition) = rules.delete_when {
         merge = merge
             .when_matched_delete(|delete| delete.predicate(condition))
@@ -418,13 +458,8 @@ async fn first_load(
     commit: CommitProperties,
     identity: &str,
 ) -> Result<UpsertOutput, Attempt> {
-    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     let rows = rows_of_a_new_table(feed, source)
         .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
-    let properties = [(
-        "delta.targetFileSize".to_string(),
-        Some(feed.target_file_bytes().to_string()),
-    )];
     let table = target
         .handle()
         .await?
@@ -432,21 +467,13 @@ async fn first_load(
         .with_input_plan(rows.logical_plan().clone())
         .with_session_state(Arc::new(ctx.state()))
         .with_save_mode(SaveMode::ErrorIfExists)
-        .with_configuration(properties)
+        .with_configuration(new_table_properties(feed))
         // No internal retry: a lost race for version 0 must not become a second blind append.
         .with_commit_properties(commit.with_max_retries(0))
         .await;
     let table = match table {
         Ok(table) => table,
-        // Whatever the error says, a table that exists now means another run created it first.
-        Err(e) => match target.open().await {
-            Ok(Some(_)) => {
-                return Err(Attempt::Conflict(format!(
-                    "the table was created meanwhile: {e}"
-                )))
-            }
-            _ => return Err(delta_error(e)),
-        },
+        Err(e) => return Err(lost_the_first_commit(target, e).await),
     };
     let written = last_commit_metric(&table, "num_added_rows").await;
     let changes = Changes {
@@ -462,6 +489,23 @@ async fn first_load(
         identity.to_string(),
         changes,
     ))
+}
+
+/// The table properties a feed's table is created with.
+pub(super) fn new_table_properties(feed: &Feed) -> [(String, Option<String>); 1] {
+    [(
+        "delta.targetFileSize".to_string(),
+        Some(feed.target_file_bytes().to_string()),
+    )]
+}
+
+/// Why a table's first commit failed: whatever the error says, a table that exists now means
+/// another run created it first (a conflict: merge into it), else the error itself.
+pub(super) async fn lost_the_first_commit(target: &TableLocation, e: DeltaTableError) -> Attempt {
+    match target.open().await {
+        Ok(Some(_)) => Attempt::Conflict(format!("the table was created meanwhile: {e}")),
+        _ => Attempt::from_delta(target, e),
+    }
 }
 
 /// A number from the operation metrics of the table's last commit (0 when absent).
@@ -481,17 +525,18 @@ async fn last_commit_metric(table: &DeltaTable, name: &str) -> u64 {
     }
 }
 
-/// The staged rows with one row per key: the highest sequence value wins, then the last line.
-/// delta-rs fails (or inserts twice) when several source rows carry the same key.
+/// The staged rows with one row per key: the highest sequence value wins, then the last line;
+/// and whether any key was repeated. delta-rs fails (or inserts twice) when several source rows
+/// carry the same key.
 async fn deduplicated_source(
     ctx: &SessionContext,
     feed: &Feed,
     staged: &DeltaTable,
-) -> Result<DataFrame, DeltaTableError> {
+) -> Result<(DataFrame, bool), DeltaTableError> {
     let rows = ctx.read_table(staged.table_provider().await?)?;
     if !has_duplicate_keys(&rows, feed).await? {
         // The common case: ranking would sort every staged row in memory for nothing.
-        return Ok(rows.drop_columns(&[LINE_COLUMN])?);
+        return Ok((rows.drop_columns(&[LINE_COLUMN])?, false));
     }
     let mut order = Vec::new();
     if let Some(sequence) = &feed.sequence_column {
@@ -502,10 +547,11 @@ async fn deduplicated_source(
         .partition_by(feed.keys.iter().map(|k| column(k)).collect())
         .order_by(order)
         .build()?;
-    Ok(rows
+    let newest = rows
         .with_column(RANK_COLUMN, rank)?
         .filter(column(RANK_COLUMN).eq(lit(1u64)))?
-        .drop_columns(&[RANK_COLUMN, LINE_COLUMN])?)
+        .drop_columns(&[RANK_COLUMN, LINE_COLUMN])?;
+    Ok((newest, true))
 }
 
 /// Whether any key occurs on more than one staged row: an aggregate that reads the key columns

@@ -3,6 +3,8 @@
 //! The step's output types live here; the MERGE itself ([`merge`]) needs DataFusion and is built
 //! only with the `merge` feature, so that the other Lambda binaries do not link it.
 
+#[cfg(feature = "merge")]
+mod adopt;
 pub mod arrival;
 #[cfg(feature = "merge")]
 mod merge;
@@ -94,11 +96,19 @@ impl UpsertOutput {
 }
 
 /// The application transaction id that records an upload as applied: its key and upload id
-/// (object version, sequencer or ETag), or its content hash for a run that names no upload.
-pub fn file_identity(run: &RunInput, stage: &StageOutput) -> String {
-    match run.upload.id() {
-        "" => format!("deltadrop:{}@sha256:{}", run.key, stage.sha256),
-        upload => format!("deltadrop:{}@{upload}", run.key),
+/// (object version, sequencer or ETag), or its content hash for a run that names no upload (the
+/// stage hashed it then).
+pub fn file_identity(run: &RunInput, stage: &StageOutput) -> crate::error::Result<String> {
+    match (run.upload.id(), &stage.sha256) {
+        ("", Some(sha256)) => Ok(format!("deltadrop:{}@sha256:{sha256}", run.key)),
+        ("", None) => Err(crate::error::Error::InvalidInput {
+            message: format!(
+                "{}: the run names no upload and the stage output no content hash: nothing \
+                 identifies the file for exactly-once",
+                run.key
+            ),
+        }),
+        (upload, _) => Ok(format!("deltadrop:{}@{upload}", run.key)),
     }
 }
 
