@@ -157,7 +157,8 @@ pub enum MoveOutput {
 
 /// The trigger function: an SQS batch of S3 notifications in, a partial batch response out.
 pub struct TriggerHandler;
-/// The stage function: [`steps::stage`].
+/// The stage function: [`steps::stage`] (needs the `delta` feature).
+#[cfg(feature = "delta")]
 pub struct StageHandler;
 /// The archive function: [`steps::archive`], or [`steps::quarantine`] after a failure.
 pub struct ArchiveHandler;
@@ -284,6 +285,7 @@ impl Handler for TriggerHandler {
     }
 }
 
+#[cfg(feature = "delta")]
 impl Handler for StageHandler {
     const FUNCTION: Function = Function::Stage;
     type Request = StageRequest;

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+#[cfg(feature = "delta")]
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
 use serde::Deserialize;
 
@@ -365,6 +366,7 @@ pub enum ColumnType {
 
 impl ColumnType {
     /// The Arrow type a column of this type is read into.
+    #[cfg(feature = "delta")]
     pub fn arrow_type(self) -> DataType {
         match self {
             ColumnType::String => DataType::Utf8,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
+#[cfg(feature = "delta")]
 use crate::delta::TableLocation;
 use crate::error::Result;
 use crate::mail::{Mailer, OutboxMailer};
@@ -33,6 +34,7 @@ impl Environment {
     }
 
     /// A table location (bucket-relative or URL) resolved against this environment's storage.
+    #[cfg(feature = "delta")]
     pub fn table(&self, location: &str) -> Result<TableLocation> {
         Ok(TableLocation::new(
             self.storage.table_url(location)?,
@@ -40,8 +42,14 @@ impl Environment {
         ))
     }
 
+    /// The prefix of a run's staging table in the bucket.
+    pub fn staging_prefix(&self, run_id: &str) -> String {
+        format!("{}{run_id}/", self.config.locations.staging)
+    }
+
     /// Where a run's staging table lives.
+    #[cfg(feature = "delta")]
     pub fn staging_table(&self, run_id: &str) -> Result<TableLocation> {
-        self.table(&format!("{}{run_id}", self.config.locations.staging))
+        self.table(&self.staging_prefix(run_id))
     }
 }

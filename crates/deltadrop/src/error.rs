@@ -402,6 +402,7 @@ impl Error {
         }
     }
 
+    #[cfg(feature = "delta")]
     pub(crate) fn malformed(
         file: impl Into<String>,
         position: Option<Position>,

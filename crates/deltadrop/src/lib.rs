@@ -5,13 +5,16 @@
 //! configuration, the bucket ([`storage::ObjectStorage`]) and the mailer. The Lambda
 //! handlers run one step each; [`run::run_file`] runs them all in the state machine's order.
 //!
-//! The `merge` feature (DataFusion) brings the upsert step, [`run`] and [`inspect`]; without it
-//! the library stages, archives and notifies, and binaries that only do that stay small.
+//! Features: `delta` (delta-rs) brings the stage step and the file readers; `merge` (delta +
+//! DataFusion) brings the upsert step, [`run`], [`inspect`] and maintenance. Without them the
+//! library routes, archives, quarantines and notifies, so that the binaries that only do that
+//! link no Delta engine and stay small.
 
 #![warn(missing_docs)]
 
 pub mod bounded;
 pub mod config;
+#[cfg(feature = "delta")]
 pub mod delta;
 pub mod environment;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod inspect;
 pub mod mail;
 #[cfg(feature = "merge")]
 pub mod maintain;
+#[cfg(feature = "delta")]
 pub mod read;
 pub mod replay;
 #[cfg(feature = "merge")]

@@ -20,7 +20,9 @@ use crate::upload::Upload;
 pub use archive::{archive, ArchiveOutput};
 pub use notify::{notify, NotifyOutput, Report};
 pub use quarantine::{quarantine, QuarantineOutput};
-pub use stage::{stage, StageOutput};
+#[cfg(feature = "delta")]
+pub use stage::stage;
+pub use stage::StageOutput;
 #[cfg(feature = "merge")]
 pub use upsert::upsert;
 pub use upsert::{UpsertOutcome, UpsertOutput};

@@ -81,10 +81,11 @@ pub async fn quarantine(
         move_object(env, &archived, &Upload::any(), &to).await?;
     }
 
-    let staging_removed = match env.staging_table(&run.run_id) {
-        Ok(staging) => staging.remove().await.is_ok(),
-        Err(_) => false,
-    };
+    let staging_removed = env
+        .storage
+        .delete_all(&env.staging_prefix(&run.run_id))
+        .await
+        .is_ok();
     Ok(QuarantineOutput {
         quarantined_to: env.storage.display(&to),
         quarantined_key: to,

@@ -78,6 +78,14 @@ pub trait ObjectStorage: Send + Sync {
     /// Deletes `upload` of `key`, never another upload of it; deleting a missing object succeeds.
     async fn delete(&self, key: &str, upload: &Upload) -> Result<()>;
 
+    /// Deletes every object under `prefix` (a run's staging table, say): no Delta engine needed.
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        for listed in self.list(prefix).await? {
+            self.delete(&listed.key, &Upload::any()).await?;
+        }
+        Ok(())
+    }
+
     /// Resolves a table location: a URL as is, anything else relative to the bucket's root.
     fn table_url(&self, table: &str) -> Result<Url> {
         let url = if table.contains("://") {

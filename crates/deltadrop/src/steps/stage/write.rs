@@ -1,4 +1,4 @@
-//! Stage: read the incoming file and write it as this run's staging Delta table.
+//! The stage itself: read the incoming file and write it as this run's staging Delta table.
 
 use std::collections::HashMap;
 
@@ -8,54 +8,22 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use super::upsert::arrival::ARRIVED_FIELD;
-use super::RunInput;
+use super::StageOutput;
 use crate::bounded::listed;
 use crate::config::Compression;
 use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::{read_file, ReadSpec};
+use crate::steps::upsert::arrival::ARRIVED_FIELD;
+use crate::steps::RunInput;
 
 /// Staging files roll over at this size, so no single object grows with the input. The writer
 /// holds the file being written in memory: this bounds the stage's memory.
 const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
-
-/// What the stage step read, and where it wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageOutput {
-    /// Rows read from the file and staged.
-    pub rows: u64,
-    /// Size of the file as stored.
-    pub bytes: u64,
-    /// SHA-256 of the file as stored, only for an upload without a version id, sequencer or
-    /// ETag: with the key, the file's identity for exactly-once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// The file's columns: the first [`crate::bounded::MAX_LISTED_NAMES`] of `column_count`.
-    pub columns: Vec<String>,
-    /// How many columns the file has.
-    #[serde(default)]
-    pub column_count: u64,
-    /// Columns the target table does not have yet (listed as `columns` is).
-    pub new_columns: Vec<String>,
-    /// How many columns the target table does not have yet.
-    #[serde(default)]
-    pub new_column_count: u64,
-    /// The staging table; absent when the file holds no rows.
-    pub staging_table: Option<String>,
-    /// The staging files were written as the data files of a new target table would be
-    /// (dictionaries, statistics on the keys, the feed's file size): the target did not exist, so
-    /// the upsert may adopt them as the table's first files instead of writing the rows again.
-    #[serde(default)]
-    pub written_for_a_new_table: bool,
-    /// The table the upsert merges the rows into.
-    pub target_table: String,
-}
 
 /// Reads the run's upload and writes its rows, typed for the target table, as the run's
 /// staging table (none when the file holds no rows). On failure the staging table is removed.

@@ -1,0 +1,45 @@
+//! Stage: read the incoming file and write it as this run's staging Delta table.
+//!
+//! The step's output type lives here; the stage itself ([`write`]) needs delta-rs and is built
+//! only with the `delta` feature, so that the functions that do not read files (trigger,
+//! archive, notify, watch) do not link a Delta engine.
+
+#[cfg(feature = "delta")]
+mod write;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "delta")]
+pub use write::stage;
+
+/// What the stage step read, and where it wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageOutput {
+    /// Rows read from the file and staged.
+    pub rows: u64,
+    /// Size of the file as stored.
+    pub bytes: u64,
+    /// SHA-256 of the file as stored, only for an upload without a version id, sequencer or
+    /// ETag: with the key, the file's identity for exactly-once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The file's columns: the first [`crate::bounded::MAX_LISTED_NAMES`] of `column_count`.
+    pub columns: Vec<String>,
+    /// How many columns the file has.
+    #[serde(default)]
+    pub column_count: u64,
+    /// Columns the target table does not have yet (listed as `columns` is).
+    pub new_columns: Vec<String>,
+    /// How many columns the target table does not have yet.
+    #[serde(default)]
+    pub new_column_count: u64,
+    /// The staging table; absent when the file holds no rows.
+    pub staging_table: Option<String>,
+    /// The staging files were written as the data files of a new target table would be
+    /// (dictionaries, statistics on the keys, the feed's file size): the target did not exist, so
+    /// the upsert may adopt them as the table's first files instead of writing the rows again.
+    #[serde(default)]
+    pub written_for_a_new_table: bool,
+    /// The table the upsert merges the rows into.
+    pub target_table: String,
+}
