@@ -87,6 +87,10 @@ async fn a_first_load_that_adopts_the_staged_files_equals_one_that_writes_them_a
     let loaded = h.load("incoming/adopted/all.csv", &csv).await;
     let staged = loaded.report.stage.as_ref().unwrap();
     assert!(staged.written_for_a_new_table);
+    assert!(
+        staged.keys_strictly_increasing,
+        "a sorted file needs no duplicate-key check"
+    );
     let created = loaded.report.upsert.as_ref().unwrap();
     assert!(created.changes.created_table);
     assert_eq!(created.changes.rows_inserted, 40_000);

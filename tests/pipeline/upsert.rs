@@ -95,6 +95,28 @@ async fn duplicate_keys_in_one_file_the_last_row_wins() {
     assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|last", "2|y"]);
 }
 
+/// A table's first file with a repeated key is deduplicated and written again (its staged files
+/// hold both rows, so they cannot become the table's); keys that increase to a repeat are caught.
+#[tokio::test]
+async fn a_first_file_with_a_repeated_key_is_deduplicated_not_adopted() {
+    let h = Harness::new(&orders(""));
+    let result = h
+        .load("incoming/orders/1.csv", "id,name\n1,a\n2,b\n2,c\n3,d\n")
+        .await;
+    let staged = result.report.stage.unwrap();
+    assert!(staged.written_for_a_new_table);
+    assert!(!staged.keys_strictly_increasing);
+    assert_eq!(
+        h.rows("tables/orders", &["id"]).await,
+        ["1|a", "2|c", "3|d"]
+    );
+    let history = deltadrop::inspect::summarize(&h.table("tables/orders"), 1)
+        .await
+        .unwrap()
+        .history;
+    assert_eq!(history[0].operation, "WRITE");
+}
+
 #[tokio::test]
 async fn with_a_sequence_column_older_rows_never_win() {
     let h = Harness::new(&orders("").replace(

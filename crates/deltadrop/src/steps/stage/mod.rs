@@ -5,6 +5,8 @@
 //! archive, notify, watch) do not link a Delta engine.
 
 #[cfg(feature = "delta")]
+mod key_order;
+#[cfg(feature = "delta")]
 mod write;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,10 @@ pub struct StageOutput {
     /// the upsert may adopt them as the table's first files instead of writing the rows again.
     #[serde(default)]
     pub written_for_a_new_table: bool,
+    /// The file's (single) key strictly increased from row to row, as in a sorted export: no key
+    /// repeats, so the upsert skips its duplicate-key check.
+    #[serde(default)]
+    pub keys_strictly_increasing: bool,
     /// The table the upsert merges the rows into.
     pub target_table: String,
 }

@@ -11,6 +11,7 @@ use deltalake::DeltaTable;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
+use super::key_order::KeyOrder;
 use super::StageOutput;
 use crate::bounded::listed;
 use crate::config::Compression;
@@ -47,6 +48,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         StagingLayout::MergeSource
     };
     let for_a_new_table = matches!(layout, StagingLayout::NewTable { .. });
+    let keys = feed.keys.clone();
     let reader = SyncIoBridge::new(env.storage.reader(&run.key, &run.upload).await?);
 
     // Parsing is CPU work on a blocking thread; batches cross a small channel to the writer.
@@ -68,7 +70,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
                 .map_err(|_| Error::internal("the staging writer stopped"))
         })
     });
-    let writing = StagingWriter::receive_all(&staging, receiver, run, layout);
+    let writing = StagingWriter::receive_all(&staging, receiver, run, layout, &keys);
     let (read, written) = tokio::join!(reading, writing);
     let read = read.map_err(|e| Error::internal(format!("the file reader stopped: {e}")));
 
@@ -77,12 +79,12 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         (_, Err(write_error)) => Err(write_error),
         (Err(e) | Ok(Err(e)), Ok(_)) => Err(e),
         (Ok(Ok(summary)), Ok(writer)) => match writer {
-            Some(writer) => writer.commit().await.map(|()| (summary, true)),
-            None => Ok((summary, false)),
+            Some(writer) => writer.commit().await.map(|keys| (summary, true, keys)),
+            None => Ok((summary, false, false)),
         },
     };
     match outcome {
-        Ok((summary, has_table)) => Ok(StageOutput {
+        Ok((summary, has_table, keys_increasing)) => Ok(StageOutput {
             rows: summary.rows,
             bytes: summary.bytes,
             sha256: summary.sha256,
@@ -92,6 +94,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             new_column_count: summary.new_columns.len() as u64,
             staging_table: has_table.then(|| staging.name()),
             written_for_a_new_table: has_table && for_a_new_table,
+            keys_strictly_increasing: keys_increasing,
             target_table: target.name(),
         }),
         Err(e) => {
@@ -146,6 +149,7 @@ struct StagingWriter {
     table: DeltaTable,
     writer: RecordBatchWriter,
     location: TableLocation,
+    key_order: KeyOrder,
 }
 
 impl StagingWriter {
@@ -155,6 +159,7 @@ impl StagingWriter {
         mut receiver: mpsc::Receiver<RecordBatch>,
         run: &RunInput,
         layout: StagingLayout,
+        keys: &[String],
     ) -> Result<Option<StagingWriter>> {
         let Some(first) = receiver.recv().await else {
             return Ok(None);
@@ -175,22 +180,27 @@ impl StagingWriter {
             .map_err(error)?
             .with_target_file_size(layout.file_bytes())
             .with_writer_properties(layout.writer_properties());
+        let mut key_order = KeyOrder::new(keys);
+        key_order.follow(&first);
         writer.write(first).await.map_err(error)?;
         while let Some(batch) = receiver.recv().await {
+            key_order.follow(&batch);
             writer.write(batch).await.map_err(error)?;
         }
         Ok(Some(StagingWriter {
             table,
             writer,
             location: location.clone(),
+            key_order,
         }))
     }
 
-    async fn commit(mut self) -> Result<()> {
+    /// Commits the staging table; true when the file's keys strictly increased.
+    async fn commit(mut self) -> Result<bool> {
         self.writer
             .flush_and_commit(&mut self.table)
             .await
             .map_err(|e| Error::delta(self.location.name(), e))?;
-        Ok(())
+        Ok(self.key_order.strictly_increasing())
     }
 }

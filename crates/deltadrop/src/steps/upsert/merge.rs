@@ -132,7 +132,7 @@ pub async fn upsert(
 
     // The source is planned once: the duplicate-key check need not run again on every retry.
     let ctx = session().map_err(|e| Error::delta(target.name(), e))?;
-    let (rows, had_duplicate_keys) = deduplicated_source(&ctx, feed, &staged)
+    let (rows, had_duplicate_keys) = deduplicated_source(&ctx, feed, &staged, stage)
         .await
         .map_err(|e| Error::delta(staged.table_url().to_string(), e))?;
     // The staged files hold exactly the rows a new table gets only without repeated keys.
@@ -532,9 +532,11 @@ async fn deduplicated_source(
     ctx: &SessionContext,
     feed: &Feed,
     staged: &DeltaTable,
+    stage: &StageOutput,
 ) -> Result<(DataFrame, bool), DeltaTableError> {
     let rows = ctx.read_table(staged.table_provider().await?)?;
-    if !has_duplicate_keys(&rows, feed).await? {
+    // Keys that only increase (a sorted file) cannot repeat: no aggregate over them needed.
+    if stage.keys_strictly_increasing || !has_duplicate_keys(&rows, feed).await? {
         // The common case: ranking would sort every staged row in memory for nothing.
         return Ok((rows.drop_columns(&[LINE_COLUMN])?, false));
     }
