@@ -13,8 +13,8 @@ use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTable, Path};
 use futures::TryStreamExt;
 
-use super::merge::{lost_the_first_commit, new_table_properties, Attempt, CommitRecord};
-use super::{Changes, UpsertOutcome, UpsertOutput};
+use super::merge::{created, lost_the_first_commit, new_table_properties, Attempt, CommitRecord};
+use super::UpsertOutput;
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
@@ -89,19 +89,7 @@ pub(super) async fn adopt_staged_files(
             return Err(lost_the_first_commit(target, e).await);
         }
     };
-    let changes = Changes {
-        created_table: true,
-        rows_inserted: rows,
-        files_added: files.len() as u64,
-        ..Changes::default()
-    };
-    Ok(UpsertOutput::new(
-        UpsertOutcome::Applied,
-        target,
-        table.version(),
-        identity.to_string(),
-        changes,
-    ))
+    Ok(created(target, &table, identity, rows, files.len() as u64))
 }
 
 /// Best effort: files copied for a commit that did not happen are no table's (VACUUM would

@@ -475,20 +475,32 @@ async fn first_load(
         Ok(table) => table,
         Err(e) => return Err(lost_the_first_commit(target, e).await),
     };
-    let written = last_commit_metric(&table, "num_added_rows").await;
+    let rows = last_commit_metric(&table, "num_added_rows").await;
+    let files = last_commit_metric(&table, "num_added_files").await;
+    Ok(created(target, &table, identity, rows, files))
+}
+
+/// The output of a run whose commit created the table with `rows` in `files`.
+pub(super) fn created(
+    target: &TableLocation,
+    table: &DeltaTable,
+    identity: &str,
+    rows: u64,
+    files: u64,
+) -> UpsertOutput {
     let changes = Changes {
         created_table: true,
-        rows_inserted: written,
-        files_added: last_commit_metric(&table, "num_added_files").await,
+        rows_inserted: rows,
+        files_added: files,
         ..Changes::default()
     };
-    Ok(UpsertOutput::new(
+    UpsertOutput::new(
         UpsertOutcome::Applied,
         target,
         table.version(),
         identity.to_string(),
         changes,
-    ))
+    )
 }
 
 /// The table properties a feed's table is created with.
