@@ -72,7 +72,7 @@ pub(super) async fn adopt_staged_files(
 
     // The names a WRITE records, so that a created table's history reads the same either way.
     let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": files.len()});
-    let created = target
+    let creation = target
         .handle()
         .await?
         .create()
@@ -82,7 +82,7 @@ pub(super) async fn adopt_staged_files(
         // No internal retry: a lost race for version 0 must not become a second blind append.
         .with_commit_properties(commit.properties(Some(metrics)).with_max_retries(0))
         .await;
-    let table = match created {
+    let table = match creation {
         Ok(table) => table,
         Err(e) => {
             remove_copies(&store, &copied).await;
