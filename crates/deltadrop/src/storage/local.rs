@@ -260,10 +260,7 @@ impl ObjectStorage for LocalBucket {
     /// A folder prefix goes with its folders, which S3 does not have.
     async fn delete_all(&self, prefix: &str) -> Result<()> {
         let Some(folder) = prefix.strip_suffix('/') else {
-            for listed in self.list(prefix).await? {
-                self.delete(&listed.key, &Upload::any()).await?;
-            }
-            return Ok(());
+            return super::delete_each_listed(self, prefix).await;
         };
         match tokio::fs::remove_dir_all(self.path(folder)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io_error(prefix, e)),

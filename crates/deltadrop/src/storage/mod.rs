@@ -80,10 +80,7 @@ pub trait ObjectStorage: Send + Sync {
 
     /// Deletes every object under `prefix` (a run's staging table, say): no Delta engine needed.
     async fn delete_all(&self, prefix: &str) -> Result<()> {
-        for listed in self.list(prefix).await? {
-            self.delete(&listed.key, &Upload::any()).await?;
-        }
-        Ok(())
+        delete_each_listed(self, prefix).await
     }
 
     /// Resolves a table location: a URL as is, anything else relative to the bucket's root.
@@ -99,4 +96,16 @@ pub trait ObjectStorage: Send + Sync {
         };
         Ok(url)
     }
+}
+
+/// Lists `prefix` and deletes each object, whatever upload it holds: [`ObjectStorage::delete_all`]
+/// for any storage.
+pub(crate) async fn delete_each_listed<S: ObjectStorage + ?Sized>(
+    storage: &S,
+    prefix: &str,
+) -> Result<()> {
+    for listed in storage.list(prefix).await? {
+        storage.delete(&listed.key, &Upload::any()).await?;
+    }
+    Ok(())
 }
