@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arrow_csv::reader::Decoder;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use super::limits::count_newlines;
 use super::text::TextBatcher;
 use super::BATCH_ROWS;
 use crate::config::CsvOptions;
@@ -117,7 +118,7 @@ pub(super) fn decode<R: Read>(
         };
         match conformed {
             Ok(batch) => {
-                line += batch_bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                line += count_newlines(&batch_bytes);
                 batch_bytes.clear();
                 batcher.send(batch)?;
             }
