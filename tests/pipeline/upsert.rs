@@ -118,6 +118,21 @@ async fn a_first_file_with_a_repeated_key_is_deduplicated_not_adopted() {
 }
 
 #[tokio::test]
+async fn a_feed_whose_files_are_too_large_for_one_s3_copy_writes_its_first_file_again() {
+    // 5000 MB files could exceed the 5 GB one CopyObject copies, so the first load does not
+    // adopt the staged files: it writes the table (WRITE, not CREATE TABLE).
+    let h = Harness::new(&orders("target_file_mb = 5000"));
+    let result = h.load("incoming/orders/1.csv", "id,name\n1,a\n2,b\n").await;
+    assert!(!result.report.stage.unwrap().written_for_a_new_table);
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|a", "2|b"]);
+    let history = deltadrop::inspect::summarize(&h.table("tables/orders"), 1)
+        .await
+        .unwrap()
+        .history;
+    assert_eq!(history[0].operation, "WRITE");
+}
+
+#[tokio::test]
 async fn with_a_sequence_column_older_rows_never_win() {
     let h = Harness::new(&orders("").replace(
         "keys = [\"id\"]",

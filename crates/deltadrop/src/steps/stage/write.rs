@@ -26,6 +26,13 @@ use crate::steps::RunInput;
 /// holds the file being written in memory: this bounds the stage's memory.
 const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The largest target file size whose staged files a first load may adopt. The upsert copies
+/// each file with one S3 CopyObject, which copies at most 5 GB ("You create a copy of your
+/// object up to 5 GB in size in a single atomic action using this API": Amazon S3 API
+/// Reference, CopyObject); a file can overshoot the target by one batch, hence the margin. A
+/// feed with larger files has its first file written again instead.
+const ADOPTABLE_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Reads the run's upload and writes its rows, typed for the target table, as the run's
 /// staging table (none when the file holds no rows). On failure the staging table is removed.
 pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
@@ -39,7 +46,8 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     };
     let staging = env.staging_table(&run.run_id)?;
     // A change-type column must not reach the table, so such a feed's first file is written again.
-    let layout = if target_schema.is_none() && feed.change_type.is_none() {
+    let adoptable = feed.change_type.is_none() && feed.target_file_bytes() <= ADOPTABLE_FILE_BYTES;
+    let layout = if target_schema.is_none() && adoptable {
         StagingLayout::NewTable {
             keys: feed.keys.clone(),
             file_bytes: feed.target_file_bytes(),
