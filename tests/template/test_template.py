@@ -779,6 +779,19 @@ def test_only_the_upsert_and_maintain_crates_enable_merge():
     assert enabling == ["lambda-maintain", "lambda-upsert"], f"crates enabling deltadrop-aws/merge: {enabling}"
 
 
+def test_deployed_packages_build_with_whole_program_lto():
+    # cargo-lambda 1.9 passes `--config profile.release.lto="thin"` unless the workspace's release
+    # profile sets `lto` itself, and `--config` outranks CARGO_PROFILE_RELEASE_LTO: the profile is
+    # the only place to ask for fat LTO, which keeps the upsert under 80 MB (87 MB with thin).
+    profiles = cargo_toml(ROOT)["profile"]
+    assert profiles["release"].get("lto") == "fat", "the upsert's package would grow past 80 MB"
+    # The profiling build measures what ./scripts/bench measures (release without LTO).
+    assert profiles["profiling"].get("lto") is False
+    bench = (ROOT / "scripts/bench").read_text()
+    assert "CARGO_PROFILE_RELEASE_LTO=false cargo build --release" in bench
+    assert re.search(r"^cargo build --release", bench, re.M) is None, "a bench build bypasses release_build"
+
+
 # 8. The dashboard reads the metrics the functions emit (crates/deltadrop-aws/src/metrics.rs)
 
 
