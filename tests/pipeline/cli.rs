@@ -63,7 +63,9 @@ fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAILED: MalformedFile: in/bad.csv, line 2: expected 2 fields, found 3"),
+        stdout.contains(
+            "FAILED: in/bad.csv: MalformedFile: in/bad.csv, line 2: expected 2 fields, found 3"
+        ),
         "{stdout}"
     );
     let run_folder = std::fs::read_dir(bucket.join("quarantine/in"))

@@ -7,7 +7,7 @@ fn python() -> String {
     std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn read_with_python(table: &std::path::Path, order_by: &str) -> serde_json::Value {
+pub fn read_with_python(table: &std::path::Path, order_by: &str) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/crosscheck.py");
     let output = std::process::Command::new(python())
         .arg(script)

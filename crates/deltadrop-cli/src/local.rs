@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use deltadrop::config::Config;
 use deltadrop::delta::TableLocation;
 use deltadrop::inspect;
-use deltadrop::run::{run_file, RunResult};
-use deltadrop::steps::RunInput;
+use deltadrop::run::{run_files, RunResult};
+use deltadrop::steps::{RunInput, UpsertOutcome};
 use deltadrop::storage::LocalBucket;
 use deltadrop::{Environment, Error, Result};
 
@@ -59,20 +59,76 @@ fn key_in_bucket(bucket: &LocalBucket, file: &str) -> Result<String> {
     })
 }
 
+/// The files `deltadrop run --all` takes: every file under the feeds' incoming prefixes that a
+/// feed takes, in arrival order (modification time, then key).
+async fn incoming_files(env: &Environment) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for feed in &env.config.feeds {
+        for object in env.storage.list(feed.incoming_prefix()).await? {
+            let first_feed = env.config.feed_for_key(&object.key).ok();
+            if first_feed.is_some_and(|f| f.name == feed.name) {
+                found.push((object.modified, object.key));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found.into_iter().map(|(_, key)| key).collect())
+}
+
+/// `deltadrop run`: the files in the order given (`--all`: every incoming file, in arrival
+/// order), each staged and archived on its own, each table's files merged in as few commits as
+/// the bounds allow. Exit status 0 when every file loaded, 1 when one failed; a bad argument
+/// (exit 2) stops before anything moves.
 pub async fn run(
-    file: &str,
+    files: &[String],
+    all: bool,
     bucket: &Path,
     config: Option<&Path>,
     outbox: Option<&Path>,
 ) -> Result<ExitCode> {
     let env = environment(bucket, config, outbox)?;
     let local = LocalBucket::new(bucket)?;
-    let key = key_in_bucket(&local, file)?;
-    let run = RunInput::for_current_upload(&env, &key).await?;
-    println!("run {} · feed {} · {}", run.run_id, run.feed, key);
-    let result = run_file(&env, run, &|line| println!("  {line}")).await;
-    print_summary(&result);
-    Ok(if result.succeeded() {
+    let keys = if all {
+        incoming_files(&env).await?
+    } else {
+        files
+            .iter()
+            .map(|file| key_in_bucket(&local, file))
+            .collect::<Result<Vec<_>>>()?
+    };
+    if keys.is_empty() {
+        println!("nothing to run: no file under the feeds' incoming prefixes");
+        return Ok(ExitCode::from(2));
+    }
+    let mut runs = Vec::new();
+    for key in &keys {
+        let run = RunInput::for_current_upload(&env, key).await?;
+        println!("run {} · feed {} · {}", run.run_id, run.feed, key);
+        runs.push(run);
+    }
+    let results = run_files(&env, runs, &|line| println!("  {line}")).await;
+    for result in &results {
+        print_summary(result);
+    }
+    let failed = results.iter().filter(|r| !r.succeeded()).count();
+    if results.len() > 1 {
+        let mut commits: Vec<(String, u64)> = results
+            .iter()
+            .filter_map(|r| r.report.upsert.as_ref())
+            .filter(|u| u.outcome == UpsertOutcome::Applied)
+            .filter_map(|u| u.version.map(|v| (u.table.clone(), v)))
+            .collect();
+        commits.sort();
+        commits.dedup();
+        println!(
+            "{} files: {} loaded, {failed} failed; {} commit(s)",
+            results.len(),
+            results.len() - failed,
+            commits.len()
+        );
+    }
+    Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -80,9 +136,10 @@ pub async fn run(
 }
 
 pub fn print_summary(result: &RunResult) {
+    let file = result.report.run.as_ref().map_or("", |r| r.key.as_str());
     match (&result.error, &result.report.upsert) {
         (None, Some(upsert)) => println!(
-            "done: {:?}; {} inserted, {} updated, {} deleted; {} is at version {}",
+            "done: {file}: {:?}; {} inserted, {} updated, {} deleted; {} is at version {}",
             upsert.outcome,
             upsert.changes.rows_inserted,
             upsert.changes.rows_updated,
@@ -90,13 +147,15 @@ pub fn print_summary(result: &RunResult) {
             upsert.table,
             upsert.version.map_or("-".into(), |v| v.to_string())
         ),
-        (Some(e), _) => println!("FAILED: {}: {e}", e.name()),
-        (None, None) => println!("done"),
+        (Some(e), _) => println!("FAILED: {file}: {}: {e}", e.name()),
+        (None, None) => println!("done: {file}"),
     }
     match &result.notification {
         Ok(n) => {
             if let Some(path) = &n.delivered {
                 println!("email: {path}");
+            } else if let Some(why) = &n.not_sent {
+                println!("no email: {why}");
             }
         }
         Err(e) => println!("email not sent: {e}"),

@@ -25,13 +25,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Process one file of the bucket through all four steps.
+    /// Process files of the bucket through all four steps: each is staged and archived (or
+    /// quarantined) on its own, in the order given; the files of one table are merged in as
+    /// few commits as the feed's [feeds.batch] bounds allow, by one writer per table.
     ///
-    /// Exit status: 0 loaded; 1 the file failed and was quarantined (see the email);
+    /// Exit status: 0 every file loaded; 1 a file failed and was quarantined (see its email);
     /// 2 nothing was processed (bad arguments, configuration, or no such file).
     Run {
-        /// The file: a key inside the bucket (incoming/orders/a.csv) or a path to it.
-        file: String,
+        /// The files: keys inside the bucket (incoming/orders/a.csv) or paths to them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        files: Vec<String>,
+        /// Every file under the feeds' incoming prefixes, in arrival order (modification time).
+        #[arg(long)]
+        all: bool,
         /// The folder used as the bucket.
         #[arg(long)]
         bucket: PathBuf,
@@ -144,11 +150,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run {
-            file,
+            files,
+            all,
             bucket,
             config,
             outbox,
-        } => local::run(&file, &bucket, config.as_deref(), outbox.as_deref()).await,
+        } => local::run(&files, all, &bucket, config.as_deref(), outbox.as_deref()).await,
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Check { config, samples } => check::run(&config, &samples),
         Command::Status {

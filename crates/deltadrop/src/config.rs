@@ -118,6 +118,67 @@ pub struct Feed {
     /// How `deltadrop maintain` (and the scheduled maintain function) keeps the table healthy.
     #[serde(default)]
     pub maintenance: Maintenance,
+    /// How many staged files the table's commit lane merges in one commit (`[feeds.batch]`).
+    #[serde(default)]
+    pub batch: BatchBounds,
+    /// Which emails a load sends: `each` (default), `failures`, or `digest`.
+    #[serde(default)]
+    pub notify: NotifyMode,
+}
+
+/// Bounds on one commit of a table's lane (`[feeds.batch]`): the lane merges every ready staged
+/// file of the table, in arrival order, in as few commits as these allow. A single file beyond a
+/// bound still commits, alone.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchBounds {
+    /// Files in one commit.
+    pub max_files: usize,
+    /// Staged rows in one commit.
+    pub max_rows: u64,
+    /// Bytes of the files (as stored) in one commit.
+    pub max_bytes: u64,
+}
+
+impl Default for BatchBounds {
+    fn default() -> Self {
+        BatchBounds {
+            max_files: 100,
+            max_rows: 5_000_000,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl BatchBounds {
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<()> {
+        for (name, value) in [
+            ("max_files", self.max_files as u64),
+            ("max_rows", self.max_rows),
+            ("max_bytes", self.max_bytes),
+        ] {
+            if value == 0 {
+                return Err(Error::config(
+                    field(&format!("batch.{name}")),
+                    "expected a number above 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which emails a feed's loads send (a feed's `notify`). Failures are always emailed, one per file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyMode {
+    /// One email per file, success or failure.
+    #[default]
+    Each,
+    /// Only failures are emailed.
+    Failures,
+    /// One success email per commit, listing its files; failures one per file.
+    Digest,
 }
 
 /// Retention settings of table maintenance (`[feeds.maintenance]`).
@@ -468,6 +529,7 @@ impl Feed {
         nonempty("incoming", &self.incoming)?;
         self.limits.validate(field)?;
         self.maintenance.validate(field)?;
+        self.batch.validate(field)?;
         nonempty("table", &self.table)?;
         if is_glob(&self.incoming) {
             glob::Pattern::new(&self.incoming)
@@ -634,6 +696,16 @@ keys = ["id"]
                 max_nesting_depth: 32,
             }
         );
+        // The documented defaults (README, "Configuration"; docs/reliability.md, "Bursts").
+        assert_eq!(
+            f.batch,
+            BatchBounds {
+                max_files: 100,
+                max_rows: 5_000_000,
+                max_bytes: 1 << 30,
+            }
+        );
+        assert_eq!(f.notify, NotifyMode::Each);
     }
 
     #[test]
@@ -653,6 +725,13 @@ keys = ["id"]
         let huge = MINIMAL.replace("keys", "target_file_mb = 2000000\nkeys");
         let e = Config::from_toml(&huge, "deltadrop.toml").unwrap_err();
         assert!(e.to_string().contains("feeds[0].target_file_mb"), "{e}");
+
+        let no_files = format!("{MINIMAL}[feeds.batch]\nmax_files = 0\n");
+        let e = Config::from_toml(&no_files, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("feeds[0].batch.max_files"), "{e}");
+        let mode = MINIMAL.replace("keys", "notify = \"weekly\"\nkeys");
+        let e = Config::from_toml(&mode, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `weekly`"), "{e}");
 
         for (limit, value) in [("max_columns", "0"), ("max_nesting_depth", "500")] {
             let text = format!("{MINIMAL}[feeds.limits]\n{limit} = {value}\n");

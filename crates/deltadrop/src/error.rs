@@ -39,7 +39,7 @@ fn at(file: &str, position: &Option<Position>) -> String {
 
 /// Every failure of the pipeline. The variant's name is its [`ErrorKind`]; the message
 /// (`Display`) names the file, the position, the column and the value where they are known.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The configuration is invalid; `field` names the offending setting.
     #[error("configuration error in {field}: {message}")]

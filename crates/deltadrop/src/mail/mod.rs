@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use outbox::OutboxMailer;
-pub use render::{render_failure, render_stale_files, render_success};
+pub use render::{render_digest, render_failure, render_stale_files, render_success};
 
 use crate::error::Result;
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Email;
 use crate::bounded::join_listed;
-use crate::steps::{Report, UpsertOutcome};
+use crate::steps::{Report, SharedCommit, UpsertOutcome};
 
 /// Escapes text for HTML element content and attribute values.
 fn escape_html(text: &str) -> String {
@@ -154,23 +154,48 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     let summary = match &report.upsert {
         Some(upsert) => {
             rows.push(("Table", upsert.table.clone()));
-            rows.push(("Rows inserted", upsert.changes.rows_inserted.to_string()));
-            rows.push(("Rows updated", upsert.changes.rows_updated.to_string()));
-            rows.push(("Rows deleted", upsert.changes.rows_deleted.to_string()));
+            let labels = match &upsert.shared_commit {
+                Some(shared) => {
+                    rows.push((
+                        "Shared commit",
+                        format!(
+                            "{} files in one commit; the row counts below are the commit's",
+                            shared.files
+                        ),
+                    ));
+                    rows.push(("Keys in this file", shared.keys.to_string()));
+                    rows.push(("Keys it decided", decided(shared)));
+                    [
+                        "Rows inserted (commit)",
+                        "Rows updated (commit)",
+                        "Rows deleted (commit)",
+                    ]
+                }
+                None => ["Rows inserted", "Rows updated", "Rows deleted"],
+            };
+            let changes = &upsert.changes;
+            rows.push((labels[0], changes.rows_inserted.to_string()));
+            rows.push((labels[1], changes.rows_updated.to_string()));
+            rows.push((labels[2], changes.rows_deleted.to_string()));
             let version = upsert.version.map_or("none".to_string(), |v| v.to_string());
             rows.push(("Table version", version.clone()));
-            match upsert.outcome {
-                UpsertOutcome::Applied => format!(
-                    "{} inserted, {} updated, {} deleted; table version {version}",
-                    upsert.changes.rows_inserted,
-                    upsert.changes.rows_updated,
-                    upsert.changes.rows_deleted
+            let counts = format!(
+                "{} inserted, {} updated, {} deleted",
+                changes.rows_inserted, changes.rows_updated, changes.rows_deleted
+            );
+            match (upsert.outcome, &upsert.shared_commit) {
+                (UpsertOutcome::Applied, None) => format!("{counts}; table version {version}"),
+                (UpsertOutcome::Applied, Some(shared)) => format!(
+                    "in one commit with {} other file(s): {counts} in all; table version {version}",
+                    shared.files - 1
                 ),
-                UpsertOutcome::AlreadyApplied => {
+                (UpsertOutcome::AlreadyApplied, _) => {
                     "already applied before; nothing changed".to_string()
                 }
-                UpsertOutcome::NothingToApply => "no rows in the file; nothing changed".to_string(),
-                UpsertOutcome::Superseded => {
+                (UpsertOutcome::NothingToApply, _) => {
+                    "no rows in the file; nothing changed".to_string()
+                }
+                (UpsertOutcome::Superseded, _) => {
                     "not applied: a newer upload of the same key is in the table already"
                         .to_string()
                 }
@@ -203,6 +228,84 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
         &format!("Result: {summary}."),
         &rows,
         "Sent by deltadrop.",
+    )
+}
+
+/// What a file of a shared commit decided, for emails.
+fn decided(shared: &SharedCommit) -> String {
+    let others = shared.keys - shared.keys_decided.min(shared.keys);
+    if others == 0 {
+        shared.keys_decided.to_string()
+    } else {
+        format!(
+            "{} (a later file of the commit, or a higher sequence value, decided the other {others})",
+            shared.keys_decided
+        )
+    }
+}
+
+/// One email for the files of one commit (a feed with `notify = "digest"`): the commit's figures
+/// and a line per file; without sender and recipients.
+pub fn render_digest(reports: &[Report], now: DateTime<Utc>) -> Email {
+    let feed = reports
+        .first()
+        .map_or("?", |r| feed_and_key(r).0)
+        .to_string();
+    let commit = reports
+        .iter()
+        .filter_map(|r| r.upsert.as_ref())
+        .find(|u| u.outcome == UpsertOutcome::Applied);
+    let mut rows = vec![("Feed", feed.clone())];
+    let summary = match commit {
+        Some(upsert) => {
+            let version = upsert.version.map_or("none".to_string(), |v| v.to_string());
+            rows.push(("Table", upsert.table.clone()));
+            rows.push(("Table version", version.clone()));
+            rows.push(("Rows inserted", upsert.changes.rows_inserted.to_string()));
+            rows.push(("Rows updated", upsert.changes.rows_updated.to_string()));
+            rows.push(("Rows deleted", upsert.changes.rows_deleted.to_string()));
+            format!(
+                "{} inserted, {} updated, {} deleted; table version {version}",
+                upsert.changes.rows_inserted,
+                upsert.changes.rows_updated,
+                upsert.changes.rows_deleted
+            )
+        }
+        None => "nothing changed".to_string(),
+    };
+    for report in reports {
+        let (_, key) = feed_and_key(report);
+        let staged = report.stage.as_ref().map_or(0, |s| s.rows);
+        let outcome = report.upsert.as_ref().map_or("loaded".to_string(), |u| {
+            let mut text = u.outcome.name().to_string();
+            if let Some(shared) = &u.shared_commit {
+                text.push_str(&format!(", keys decided {}", decided(shared)));
+            }
+            text
+        });
+        rows.push(("File", format!("{key}: {staged} rows staged, {outcome}")));
+    }
+    let oldest = reports
+        .iter()
+        .filter_map(|r| r.run.as_ref())
+        .map(|r| r.started_at)
+        .min();
+    if let Some(started) = oldest {
+        let millis = (now - started).num_milliseconds().max(0);
+        rows.push((
+            "Duration",
+            format!(
+                "{:.1} s since the first file's run started",
+                millis as f64 / 1000.0
+            ),
+        ));
+    }
+    build(
+        format!("[deltadrop] {feed}: {} files loaded ({summary})", reports.len()),
+        &format!("{} files were loaded into {feed} in one commit", reports.len()),
+        &format!("Result: {summary}."),
+        &rows,
+        "Sent by deltadrop (notify = \"digest\": one email per commit; failures are emailed one by one).",
     )
 }
 

@@ -18,14 +18,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::upload::Upload;
 
 pub use archive::{archive, ArchiveOutput};
-pub use notify::{notify, NotifyOutput, Report};
+pub use notify::{notify, notify_digest, NotifyOutput, Report};
 pub use quarantine::{quarantine, QuarantineOutput};
 #[cfg(feature = "delta")]
 pub use stage::stage;
 pub use stage::StageOutput;
 #[cfg(feature = "merge")]
 pub use upsert::upsert;
-pub use upsert::{UpsertOutcome, UpsertOutput};
+pub use upsert::{Pending, SharedCommit, UpsertOutcome, UpsertOutput};
 
 /// One file's run: the input of every step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use url::Url;
 
-use super::{Listed, ObjectReader, ObjectStorage};
+use super::{LaneGuard, Listed, ObjectReader, ObjectStorage};
 use crate::error::{Error, Result};
 use crate::upload::Upload;
 
@@ -255,6 +255,28 @@ impl ObjectStorage for LocalBucket {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io_error(key, e)),
             _ => Ok(()),
         }
+    }
+
+    /// An exclusive lock on `_deltadrop/lanes/<hash of the table>.lock`, which the operating
+    /// system releases when the process ends, however it ends.
+    async fn hold_lane(&self, table: &str) -> Result<Option<LaneGuard>> {
+        use sha2::Digest;
+        let name = hex::encode(&sha2::Sha256::digest(table.as_bytes())[..8]);
+        let key = format!("_deltadrop/lanes/{name}.lock");
+        let path = self.path(&key)?;
+        let error = |e: std::io::Error| self.io_error(&key, e);
+        std::fs::create_dir_all(path.parent().expect("a key in a folder")).map_err(error)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(error)?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| Error::internal(format!("the lane lock's thread stopped: {e}")))?
+            .map_err(error)?;
+        Ok(Some(Box::new(file)))
     }
 
     /// A folder prefix goes with its folders, which S3 does not have.

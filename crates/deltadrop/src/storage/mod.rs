@@ -19,6 +19,10 @@ use crate::upload::Upload;
 /// The bytes of an object, streamed ([`ObjectStorage::reader`]).
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Held while a process is its table's one writer ([`ObjectStorage::hold_lane`]); dropping it
+/// lets the next one in.
+pub type LaneGuard = Box<dyn Send + Sync>;
+
 /// An object found by [`ObjectStorage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -81,6 +85,13 @@ pub trait ObjectStorage: Send + Sync {
     /// Deletes every object under `prefix` (a run's staging table, say): no Delta engine needed.
     async fn delete_all(&self, prefix: &str) -> Result<()> {
         delete_each_listed(self, prefix).await
+    }
+
+    /// Waits until this process is the only one merging into `table` (its URL), until the guard
+    /// drops. `None`: the storage keeps no lanes itself (on AWS the merger's FIFO queue lets one
+    /// consumer at a time work on a table).
+    async fn hold_lane(&self, _table: &str) -> Result<Option<LaneGuard>> {
+        Ok(None)
     }
 
     /// Resolves a table location: a URL as is, anything else relative to the bucket's root.

@@ -13,8 +13,9 @@ use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTable, Path};
 use futures::TryStreamExt;
 
-use super::merge::{created, lost_the_first_commit, new_table_properties, Attempt, CommitRecord};
-use super::UpsertOutput;
+use super::merge::{
+    created, lost_the_first_commit, new_table_properties, Attempt, CommitRecord, Committed,
+};
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
@@ -26,8 +27,7 @@ pub(super) async fn adopt_staged_files(
     target: &TableLocation,
     staged: &DeltaTable,
     commit: &CommitRecord,
-    identity: &str,
-) -> Result<UpsertOutput, Attempt> {
+) -> Result<Committed, Attempt> {
     let staging_name = staged.table_url().to_string();
     let staging_error = |e: DeltaTableError| Attempt::Failed(Error::delta(&staging_name, e));
     let snapshot = staged.snapshot().map_err(staging_error)?;
@@ -89,7 +89,7 @@ pub(super) async fn adopt_staged_files(
             return Err(lost_the_first_commit(target, e).await);
         }
     };
-    Ok(created(target, &table, identity, rows, files.len() as u64))
+    Ok(created(&table, rows, files.len() as u64))
 }
 
 /// Best effort: files copied for a commit that did not happen are no table's (VACUUM would

@@ -20,28 +20,67 @@ const FIRST_COMMIT: &str = "_delta_log/00000000000000000000.json";
 /// Fails with `WaitingForEarlierFile` while a file of the feed that arrived before this run's
 /// upload is not merged. A run whose arrival is unknown waits for nothing.
 pub async fn wait_for_earlier_files(env: &Environment, feed: &Feed, run: &RunInput) -> Result<()> {
-    let Some(arrived) = run.upload.uploaded_at else {
+    if run.upload.uploaded_at.is_none() {
         return Ok(());
-    };
-    let waiting = |earlier: String| {
-        Err(Error::WaitingForEarlierFile {
-            file: run.key.clone(),
-            earlier,
-        })
-    };
-    for object in env.storage.list(feed.incoming_prefix()).await? {
-        if object.key != run.key && feed.matches(&object.key) && object.modified < arrived {
-            return waiting(object.key);
-        }
     }
-    let mine = (arrived.timestamp_millis(), run.key.as_str());
-    for staged in staged_files(env).await? {
-        let theirs = (staged.arrived_ms, staged.file.as_str());
-        if staged.run_id != run.run_id && staged.feed == run.feed && theirs < mine {
-            return waiting(staged.file);
-        }
+    Arrivals::load(env, feed).await?.check(run, &[])
+}
+
+/// Where the files of one feed that are not merged yet are, listed once for all the files of a
+/// commit (not once per file: a burst would make that quadratic).
+pub struct Arrivals {
+    incoming: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    staged: Vec<Staged>,
+}
+
+impl Arrivals {
+    /// Lists the feed's incoming prefix and the staging tables.
+    pub async fn load(env: &Environment, feed: &Feed) -> Result<Arrivals> {
+        let incoming = env
+            .storage
+            .list(feed.incoming_prefix())
+            .await?
+            .into_iter()
+            .filter(|object| feed.matches(&object.key))
+            .map(|object| (object.key, object.modified))
+            .collect();
+        let staged = staged_files(env)
+            .await?
+            .into_iter()
+            .filter(|staged| staged.feed == feed.name)
+            .collect();
+        Ok(Arrivals { incoming, staged })
     }
-    Ok(())
+
+    /// Fails with `WaitingForEarlierFile` when a file that arrived before `run` is neither merged
+    /// nor one of `together` (the files merged with it, in arrival order).
+    pub fn check(&self, run: &RunInput, together: &[&RunInput]) -> Result<()> {
+        let Some(arrived) = run.upload.uploaded_at else {
+            return Ok(());
+        };
+        let waiting = |earlier: &str| {
+            Err(Error::WaitingForEarlierFile {
+                file: run.key.clone(),
+                earlier: earlier.to_string(),
+            })
+        };
+        let is_together = |key: &str| key == run.key || together.iter().any(|t| t.key == key);
+        for (key, modified) in &self.incoming {
+            if !is_together(key) && *modified < arrived {
+                return waiting(key);
+            }
+        }
+        let mine = (arrived.timestamp_millis(), run.key.as_str());
+        for staged in &self.staged {
+            let theirs = (staged.arrived_ms, staged.file.as_str());
+            let merged_with_it =
+                staged.run_id == run.run_id || together.iter().any(|t| t.run_id == staged.run_id);
+            if !merged_with_it && theirs < mine {
+                return waiting(&staged.file);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a staging table's first commit says about its run.

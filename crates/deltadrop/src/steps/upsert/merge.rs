@@ -1,31 +1,30 @@
-//! The MERGE of a staging table into its target, with conflict retries and the first load.
+//! The commits of the upsert: a MERGE into the target, or the first load that creates it; the
+//! MERGE's rules; and the resolution of a file's repeated keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deltalake::arrow::datatypes::DataType;
-use deltalake::datafusion::common::Column;
+use deltalake::datafusion::common::{Column, JoinType};
 use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::errors::DeltaTableError;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Transaction;
 use deltalake::operations::merge::MergeMetrics;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
 
-use super::adopt::adopt_staged_files;
-use super::arrival::wait_for_earlier_files;
-use super::{file_identity, newest_upload_ids, Changes, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS};
+use super::combine::THRESHOLD_COLUMN;
+use super::{newest_upload_ids, Changes};
 use crate::config::{Feed, SchemaPolicy};
-use crate::delta::{is_conflict, TableLocation};
-use crate::environment::Environment;
+use crate::delta::{arrow_schema, is_conflict, TableLocation};
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
 use crate::steps::{RunInput, StageOutput};
@@ -37,7 +36,11 @@ const RANK_COLUMN: &str = "_deltadrop_rank";
 const COUNT_COLUMN: &str = "_deltadrop_count";
 
 /// The version the table records for an application transaction id.
-async fn recorded(table: &DeltaTable, target: &TableLocation, app_id: &str) -> Result<Option<i64>> {
+pub(super) async fn recorded(
+    table: &DeltaTable,
+    target: &TableLocation,
+    app_id: &str,
+) -> Result<Option<i64>> {
     let delta_error = |e: DeltaTableError| Error::delta(target.name(), e);
     table
         .snapshot()
@@ -48,7 +51,7 @@ async fn recorded(table: &DeltaTable, target: &TableLocation, app_id: &str) -> R
 }
 
 /// The order of the newest upload of the run's key that the table records.
-async fn newest_applied(
+pub(super) async fn newest_applied(
     table: &DeltaTable,
     target: &TableLocation,
     run: &RunInput,
@@ -59,114 +62,12 @@ async fn newest_applied(
     Ok(UploadOrder(high.unwrap_or(0), low.unwrap_or(0)))
 }
 
-/// `AlreadyApplied` when the table records this upload, `Superseded` when it records a newer
-/// upload of the same key; `None` when the upload is still to merge.
-async fn already_decided(
-    table: &DeltaTable,
-    target: &TableLocation,
-    run: &RunInput,
-    identity: &str,
-) -> Result<Option<UpsertOutput>> {
-    let outcome = if recorded(table, target, identity).await?.is_some() {
-        UpsertOutcome::AlreadyApplied
-    } else if newest_applied(table, target, run).await? > run.upload.order() {
-        UpsertOutcome::Superseded
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(UpsertOutput::new(
-        outcome,
-        target,
-        table.version(),
-        identity.to_string(),
-        Changes::default(),
-    )))
-}
-
-/// MERGEs the run's staging table into the feed's target table, exactly once per upload: the
-/// first file creates the table; a MERGE that lost to a concurrent commit is re-run from a fresh
-/// snapshot (up to `MAX_ATTEMPTS`); then the staging table is removed.
-pub async fn upsert(
-    env: &Environment,
-    run: &RunInput,
-    stage: &StageOutput,
-) -> Result<UpsertOutput> {
-    run.validate()?;
-    let feed = env.config.feed_named(&run.feed)?;
-    let target = env.table(&feed.table)?;
-    let identity = file_identity(run, stage)?;
-    let Some(staging_name) = &stage.staging_table else {
-        let version = target.open().await?.and_then(|t| t.version());
-        return Ok(UpsertOutput::new(
-            UpsertOutcome::NothingToApply,
-            &target,
-            version,
-            identity,
-            Changes::default(),
-        ));
-    };
-    let staging = env.staging_table(&run.run_id)?;
-    if staging.name() != *staging_name {
-        return Err(Error::InvalidInput {
-            message: format!(
-                "staging table {staging_name} does not belong to run {}",
-                run.run_id
-            ),
-        });
-    }
-    let Some(staged) = staging.open().await? else {
-        // A retry after a commit whose response was lost (timeout, crash): the staging table
-        // was removed after the commit, and the table records the file. Report the done work.
-        if let Some(table) = target.open().await? {
-            if let Some(done) = already_decided(&table, &target, run, &identity).await? {
-                return Ok(done);
-            }
-        }
-        return Err(Error::InvalidInput {
-            message: format!(
-                "the staging table {staging_name} does not exist, and the target table does not \
-                 record this file as applied"
-            ),
-        });
-    };
-
-    // The source is planned once: the duplicate-key check need not run again on every retry.
-    let ctx = session().map_err(|e| Error::delta(target.name(), e))?;
-    let (rows, had_duplicate_keys) = deduplicated_source(&ctx, feed, &staged, stage)
-        .await
-        .map_err(|e| Error::delta(staged.table_url().to_string(), e))?;
-    // The staged files hold exactly the rows a new table gets only without repeated keys.
-    let adoptable = stage.written_for_a_new_table && !had_duplicate_keys;
-    let source = Source {
-        rows,
-        adoptable: adoptable.then_some(&staged),
-    };
-    let mut attempt = 1;
-    let output = loop {
-        match merge_once(env, feed, run, &target, &ctx, &source, &identity).await {
-            Ok(mut output) => {
-                output.attempts = attempt;
-                break output;
-            }
-            Err(Attempt::Conflict(reason)) if attempt < MAX_ATTEMPTS => {
-                let delay = backoff(attempt);
-                tracing::info!(attempt, ?delay, %reason, table = %target.name(), "commit conflict; retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(Attempt::Conflict(_)) => {
-                return Err(Error::CommitConflict {
-                    table: target.name(),
-                    attempts: attempt,
-                })
-            }
-            Err(Attempt::Failed(e)) => return Err(e),
-        }
-    };
-    if let Err(e) = staging.remove().await {
-        tracing::warn!(error = %e, staging = %staging.name(), "merged, but the staging table could not be removed");
-    }
-    Ok(output)
+/// What a commit did to the table.
+pub(super) struct Committed {
+    /// The table's version after the commit.
+    pub version: Option<u64>,
+    /// The commit's figures.
+    pub changes: Changes,
 }
 
 /// What a commit of the upsert records: the run (in the commit info) and the upload as applied.
@@ -176,6 +77,40 @@ pub(super) struct CommitRecord {
 }
 
 impl CommitRecord {
+    /// The record of a commit that applies `files` (runs with their identities), in order: each
+    /// upload as applied, and per key the newest upload's order.
+    pub(super) fn for_files(feed: &Feed, files: &[(&RunInput, &str)]) -> CommitRecord {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut transactions = Vec::new();
+        let mut newest: Vec<(&RunInput, UploadOrder)> = Vec::new();
+        for (run, identity) in files {
+            transactions.push(Transaction::new_with_last_update(*identity, 1, Some(now)));
+            let order = run.upload.order();
+            if order == UploadOrder::UNKNOWN {
+                continue;
+            }
+            match newest.iter_mut().find(|(r, _)| r.key == run.key) {
+                Some((r, o)) if *o < order => (*r, *o) = (run, order),
+                Some(_) => {}
+                None => newest.push((run, order)),
+            }
+        }
+        for (run, order) in newest {
+            let [high, low] = newest_upload_ids(run);
+            transactions.push(Transaction::new_with_last_update(high, order.0, Some(now)));
+            transactions.push(Transaction::new_with_last_update(low, order.1, Some(now)));
+        }
+        let (last, _) = files.last().expect("a commit applies at least one file");
+        let mut run =
+            serde_json::json!({"run_id": last.run_id, "file": last.key, "feed": feed.name});
+        if files.len() > 1 {
+            // `file` stays the newest file, for readers of a single file's commits.
+            run["files"] = files.iter().map(|(r, _)| r.key.clone()).collect();
+            run["run_ids"] = files.iter().map(|(r, _)| r.run_id.clone()).collect();
+        }
+        CommitRecord { run, transactions }
+    }
+
     /// The commit's properties; `metrics` become its `operationMetrics` (for an operation that
     /// records none of its own), which `deltadrop status` and other readers show.
     pub(super) fn properties(&self, metrics: Option<serde_json::Value>) -> CommitProperties {
@@ -185,13 +120,6 @@ impl CommitRecord {
             .with_metadata(info)
             .with_application_transactions(self.transactions.clone())
     }
-}
-
-/// The staged rows as a MERGE reads them, and the staging table when a first load can adopt
-/// its files as they are ([`adopt_staged_files`]).
-struct Source<'a> {
-    rows: DataFrame,
-    adoptable: Option<&'a DeltaTable>,
 }
 
 /// How one attempt at the commit ended, when it did not succeed.
@@ -204,7 +132,7 @@ pub(super) enum Attempt {
 
 impl Attempt {
     /// A conflict is worth another attempt from a fresh snapshot; anything else fails the step.
-    fn from_delta(target: &TableLocation, e: DeltaTableError) -> Attempt {
+    pub(super) fn from_delta(target: &TableLocation, e: DeltaTableError) -> Attempt {
         if is_conflict(&e) {
             Attempt::Conflict(e.to_string())
         } else {
@@ -220,7 +148,7 @@ impl From<Error> for Attempt {
 }
 
 /// Exponential backoff with full jitter.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(1 << attempt.min(10))
         .min(BACKOFF_CAP);
@@ -237,58 +165,66 @@ fn qualified(relation: &str, name: &str) -> Expr {
     Expr::Column(Column::new(Some(relation), name))
 }
 
-/// One MERGE from a fresh snapshot of the target.
-async fn merge_once(
-    env: &Environment,
-    feed: &Feed,
-    run: &RunInput,
-    target: &TableLocation,
-    ctx: &SessionContext,
-    source: &Source<'_>,
-    identity: &str,
-) -> Result<UpsertOutput, Attempt> {
-    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
-    let data_columns: Vec<String> = source
-        .rows
-        .schema()
+/// The columns of `rows` that the MERGE writes to the table (not the control columns).
+fn data_columns(feed: &Feed, rows: &DataFrame) -> Vec<String> {
+    rows.schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|name| !feed.is_control_column(name))
+        .filter(|name| !feed.is_control_column(name) && name != THRESHOLD_COLUMN)
+        .collect()
+}
+
+/// One MERGE of `rows` (one per key) into the table's snapshot `table`, committed with `commit`.
+///
+/// Two workarounds for delta-rs 1.1's schema evolution. A column the table does not have yet
+/// takes the *source* row's value in every target row the MERGE matches, also in one it does
+/// not update (an older sequence value) but rewrites because its data file changed; so, when
+/// this MERGE adds columns, source rows that would not apply are left out beforehand
+/// ([`without_rows_that_cannot_apply`]). And new columns are added in the order of a hash map;
+/// a never-matching clause per new column, in order, comes first so that they are added in the
+/// order the files brought them.
+pub(super) async fn merge_into(
+    feed: &Feed,
+    target: &TableLocation,
+    table: DeltaTable,
+    ctx: &SessionContext,
+    rows: DataFrame,
+    commit: &CommitRecord,
+) -> Result<Committed, Attempt> {
+    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
+    let data_columns = data_columns(feed, &rows);
+    let existing = arrow_schema(&table)?;
+    let new_columns: Vec<&String> = data_columns
+        .iter()
+        .filter(|name| existing.field_with_name(name).is_err())
         .collect();
-
-    let now = chrono::Utc::now().timestamp_millis();
-    let commit = CommitRecord {
-        run: serde_json::json!({"run_id": run.run_id, "file": run.key, "feed": feed.name}),
-        transactions: applied_transactions(run, identity, now),
+    let rows = if new_columns.is_empty() {
+        rows
+    } else {
+        without_rows_that_cannot_apply(feed, &table, ctx, rows)
+            .await
+            .map_err(delta_error)?
     };
-    let table = target.open().await?;
-    if let Some(table) = &table {
-        if let Some(done) = already_decided(table, target, run, identity).await? {
-            return Ok(done);
-        }
-    }
-    if feed.apply_in_arrival_order {
-        wait_for_earlier_files(env, feed, run).await?;
-    }
-    let Some(table) = table else {
-        return match source.adoptable {
-            Some(staged) => adopt_staged_files(feed, target, staged, &commit, identity).await,
-            None => {
-                let commit = commit.properties(None);
-                first_load(feed, target, ctx, source.rows.clone(), commit, identity).await
-            }
-        };
-    };
-
+    let value = |name: &String| qualified("source", name);
     let rules = merge_rules(feed);
+    let before = table.clone();
     let mut merge = table
-        .merge(source.rows.clone(), rules.on)
+        .merge(rows, rules.on)
         .with_source_alias("source")
         .with_target_alias("target")
         .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
         .with_session_state(Arc::new(ctx.state()))
         .with_commit_properties(commit.properties(None));
+    for name in &new_columns {
+        merge = merge
+            .when_matched_update(|update| {
+                update
+                    .predicate(lit(false))
+                    .update(Column::new_unqualified(*name), value(name))
+            })
+            .map_err(delta_error)?;
+    }
     if let Some(condition) = rules.delete_when {
         merge = merge
             .when_matched_delete(|delete| delete.predicate(condition))
@@ -300,7 +236,7 @@ async fn merge_once(
                 update = update.predicate(c);
             }
             for name in &data_columns {
-                update = update.update(Column::new_unqualified(name), qualified("source", name));
+                update = update.update(Column::new_unqualified(name), value(name));
             }
             update
         })
@@ -310,13 +246,92 @@ async fn merge_once(
                 insert = insert.predicate(c);
             }
             for name in &data_columns {
-                insert = insert.set(Column::new_unqualified(name), qualified("source", name));
+                insert = insert.set(Column::new_unqualified(name), value(name));
             }
             insert
         })
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
-    Ok(applied(target, &table, &metrics, identity))
+    if table.version() == before.version() {
+        return record_unchanged(target, &before, commit, changes(&metrics)).await;
+    }
+    Ok(Committed {
+        version: table.version(),
+        changes: changes(&metrics),
+    })
+}
+
+/// Records `commit`'s files in a commit without data when their MERGE changed no row: delta-rs
+/// commits nothing then, and an upload the table does not record would neither count as applied
+/// nor supersede the older uploads of its key. A MERGE without a predicate, as conflict checks
+/// read it: it read the whole table, so any concurrent change makes it conflict and decide again.
+async fn record_unchanged(
+    target: &TableLocation,
+    table: &DeltaTable,
+    commit: &CommitRecord,
+    changes: Changes,
+) -> Result<Committed, Attempt> {
+    let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
+    let snapshot = table.snapshot().map_err(delta_error)?;
+    let operation = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: None,
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let committed = CommitBuilder::from(commit.properties(None))
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(delta_error)?;
+    Ok(Committed {
+        version: Some(committed.version()),
+        changes,
+    })
+}
+
+/// `rows` without those that change nothing: with a sequence column, a row whose threshold is
+/// below the target row's sequence value. Reads the keys and sequence values of the whole
+/// table, so it is only done when the MERGE adds columns (see [`merge_into`]).
+async fn without_rows_that_cannot_apply(
+    feed: &Feed,
+    table: &DeltaTable,
+    ctx: &SessionContext,
+    rows: DataFrame,
+) -> Result<DataFrame, DeltaTableError> {
+    let Some(sequence) = &feed.sequence_column else {
+        return Ok(rows);
+    };
+    let target_name = |i: usize| format!("_deltadrop_target_{i}");
+    let mut wanted: Vec<Expr> = feed
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| column(k).alias(target_name(i)))
+        .collect();
+    wanted.push(column(sequence).alias(target_name(feed.keys.len())));
+    let target_rows = ctx
+        .read_table(table.table_provider().await?)?
+        .select(wanted)?;
+    let output: Vec<Expr> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| column(f.name()))
+        .collect();
+    let keys: Vec<&str> = feed.keys.iter().map(String::as_str).collect();
+    let target_keys: Vec<String> = (0..feed.keys.len()).map(target_name).collect();
+    let target_keys: Vec<&str> = target_keys.iter().map(String::as_str).collect();
+    let target_sequence = column(&target_name(feed.keys.len()));
+    Ok(rows
+        .join(target_rows, JoinType::Left, &keys, &target_keys, None)?
+        .filter(
+            target_sequence
+                .clone()
+                .is_null()
+                .or(column(THRESHOLD_COLUMN).gt_eq(target_sequence)),
+        )?
+        .select(output)?)
 }
 
 /// The conditions of a feed's MERGE, apart from any I/O: how a source row matches a target
@@ -337,12 +352,13 @@ fn merge_rules(feed: &Feed) -> MergeRules {
         .map(|k| qualified("target", k).eq(qualified("source", k)))
         .reduce(Expr::and)
         .expect("validated: at least one key");
-    // A row never replaces a newer one: with a sequence column, only a source row whose sequence
-    // is not older than the target's may update or delete it.
+    // A row never replaces a newer one: with a sequence column, only a source row whose
+    // threshold (its own sequence value, or for several files the one `combine` decided) is not
+    // older than the target's sequence value may update or delete it.
     let not_older = feed.sequence_column.as_ref().map(|s| {
         qualified("target", s)
             .is_null()
-            .or(qualified("source", s).gt_eq(qualified("target", s)))
+            .or(qualified("source", THRESHOLD_COLUMN).gt_eq(qualified("target", s)))
     });
     let is_delete = feed.change_type.as_ref().map(|c| {
         qualified("source", &c.column)
@@ -359,26 +375,12 @@ fn merge_rules(feed: &Feed) -> MergeRules {
     }
 }
 
-/// What a commit records: this upload as applied and, when its order is known, that order as the
-/// key's newest. A concurrent commit that records any of these ids makes this one conflict
-/// (`ConcurrentTransaction`), so that its retry sees the other upload.
-fn applied_transactions(run: &RunInput, identity: &str, now: i64) -> Vec<Transaction> {
-    let mut transactions = vec![Transaction::new_with_last_update(identity, 1, Some(now))];
-    let order = run.upload.order();
-    if order != UploadOrder::UNKNOWN {
-        let [high, low] = newest_upload_ids(run);
-        transactions.push(Transaction::new_with_last_update(high, order.0, Some(now)));
-        transactions.push(Transaction::new_with_last_update(low, order.1, Some(now)));
-    }
-    transactions
-}
-
 /// delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
 /// One partition: rows are written in the order they come, so a sorted input gives files with
 /// narrow key ranges that later MERGEs can skip, and a MERGE needs less memory. It costs no time
 /// here: the Parquet writer and the scan still overlap on two cores (docs/benchmarks.md), and a
 /// Lambda function below 1769 MB has one vCPU anyway.
-fn session() -> Result<SessionContext, DeltaTableError> {
+pub(super) fn session() -> Result<SessionContext, DeltaTableError> {
     let overrides = HashMap::from([(
         "datafusion.execution.target_partitions".to_string(),
         "1".to_string(),
@@ -386,13 +388,8 @@ fn session() -> Result<SessionContext, DeltaTableError> {
     Ok(DeltaSessionContext::new_with_session_overrides(&overrides)?.into())
 }
 
-fn applied(
-    target: &TableLocation,
-    table: &DeltaTable,
-    m: &MergeMetrics,
-    identity: &str,
-) -> UpsertOutput {
-    let changes = Changes {
+fn changes(m: &MergeMetrics) -> Changes {
+    Changes {
         created_table: false,
         rows_inserted: m.num_target_rows_inserted as u64,
         rows_updated: m.num_target_rows_updated as u64,
@@ -402,18 +399,11 @@ fn applied(
         files_skipped: m.num_target_files_skipped_during_scan as u64,
         files_added: m.num_target_files_added as u64,
         files_removed: m.num_target_files_removed as u64,
-    };
-    UpsertOutput::new(
-        UpsertOutcome::Applied,
-        target,
-        table.version(),
-        identity.to_string(),
-        changes,
-    )
+    }
 }
 
-/// What the first file writes: its rows without deletes (of keys the table never had) and
-/// without the change-type column, with plain string and binary types (the staging scan yields
+/// What the first file writes: its rows without deletes (of keys the table never had), without
+/// the change-type and threshold columns, with plain string and binary types (the staging scan yields
 /// views; the table stores what every reader expects).
 fn rows_of_a_new_table(
     feed: &Feed,
@@ -430,6 +420,7 @@ fn rows_of_a_new_table(
             )?
             .drop_columns(&[change.column.as_str()])?;
     }
+    rows = rows.drop_columns(&[THRESHOLD_COLUMN])?;
     let plain_types: Vec<Expr> = rows
         .schema()
         .fields()
@@ -450,14 +441,13 @@ fn rows_of_a_new_table(
 /// The first file of a table writes it (one commit: schema, properties, rows and the file's
 /// application transaction) instead of merging into an empty table. Two first files racing:
 /// one commit wins version 0, the other conflicts and merges into the winner's table.
-async fn first_load(
+pub(super) async fn first_load(
     feed: &Feed,
     target: &TableLocation,
     ctx: &SessionContext,
     source: DataFrame,
-    commit: CommitProperties,
-    identity: &str,
-) -> Result<UpsertOutput, Attempt> {
+    commit: &CommitRecord,
+) -> Result<Committed, Attempt> {
     let rows = rows_of_a_new_table(feed, source)
         .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
     let table = target
@@ -469,7 +459,7 @@ async fn first_load(
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_configuration(new_table_properties(feed))
         // No internal retry: a lost race for version 0 must not become a second blind append.
-        .with_commit_properties(commit.with_max_retries(0))
+        .with_commit_properties(commit.properties(None).with_max_retries(0))
         .await;
     let table = match table {
         Ok(table) => table,
@@ -477,30 +467,20 @@ async fn first_load(
     };
     let rows = last_commit_metric(&table, "num_added_rows").await;
     let files = last_commit_metric(&table, "num_added_files").await;
-    Ok(created(target, &table, identity, rows, files))
+    Ok(created(&table, rows, files))
 }
 
-/// The output of a run whose commit created the table with `rows` in `files`.
-pub(super) fn created(
-    target: &TableLocation,
-    table: &DeltaTable,
-    identity: &str,
-    rows: u64,
-    files: u64,
-) -> UpsertOutput {
-    let changes = Changes {
-        created_table: true,
-        rows_inserted: rows,
-        files_added: files,
-        ..Changes::default()
-    };
-    UpsertOutput::new(
-        UpsertOutcome::Applied,
-        target,
-        table.version(),
-        identity.to_string(),
-        changes,
-    )
+/// A commit that created the table with `rows` in `files`.
+pub(super) fn created(table: &DeltaTable, rows: u64, files: u64) -> Committed {
+    Committed {
+        version: table.version(),
+        changes: Changes {
+            created_table: true,
+            rows_inserted: rows,
+            files_added: files,
+            ..Changes::default()
+        },
+    }
 }
 
 /// The table properties a feed's table is created with.
@@ -537,10 +517,10 @@ async fn last_commit_metric(table: &DeltaTable, name: &str) -> u64 {
     }
 }
 
-/// The staged rows with one row per key: the highest sequence value wins, then the last line;
-/// and whether any key was repeated. delta-rs fails (or inserts twice) when several source rows
-/// carry the same key.
-async fn deduplicated_source(
+/// The staged rows with one row per key (the line column kept): the highest sequence value
+/// wins, then the last line; and whether any key was repeated. delta-rs fails (or inserts twice)
+/// when several source rows carry the same key.
+pub(super) async fn deduplicated_source(
     ctx: &SessionContext,
     feed: &Feed,
     staged: &DeltaTable,
@@ -550,7 +530,7 @@ async fn deduplicated_source(
     // Keys that only increase (a sorted file) cannot repeat: no aggregate over them needed.
     if stage.keys_strictly_increasing || !has_duplicate_keys(&rows, feed).await? {
         // The common case: ranking would sort every staged row in memory for nothing.
-        return Ok((rows.drop_columns(&[LINE_COLUMN])?, false));
+        return Ok((rows, false));
     }
     let mut order = Vec::new();
     if let Some(sequence) = &feed.sequence_column {
@@ -564,7 +544,7 @@ async fn deduplicated_source(
     let newest = rows
         .with_column(RANK_COLUMN, rank)?
         .filter(column(RANK_COLUMN).eq(lit(1u64)))?
-        .drop_columns(&[RANK_COLUMN, LINE_COLUMN])?;
+        .drop_columns(&[RANK_COLUMN])?;
     Ok((newest, true))
 }
 
@@ -621,7 +601,7 @@ mod tests {
         let sequenced = rules("sequence_column = \"seq\"\n");
         assert_eq!(
             text(&sequenced.update_when).unwrap(),
-            "target.seq IS NULL OR source.seq >= target.seq"
+            "target.seq IS NULL OR source._deltadrop_threshold >= target.seq"
         );
         assert_eq!(
             (text(&sequenced.delete_when), text(&sequenced.insert_when)),
@@ -635,7 +615,7 @@ mod tests {
             "sequence_column = \"seq\"\nchange_type = { column = \"op\", delete_value = \"D\" }\n",
         );
         let is_delete = "source.op IS NOT NULL AND source.op = Utf8(\"D\")";
-        let not_older = "target.seq IS NULL OR source.seq >= target.seq";
+        let not_older = "target.seq IS NULL OR source._deltadrop_threshold >= target.seq";
         assert_eq!(
             text(&both.delete_when).unwrap(),
             format!("{is_delete} AND ({not_older})")

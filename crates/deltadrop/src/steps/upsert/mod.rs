@@ -7,13 +7,28 @@
 mod adopt;
 pub mod arrival;
 #[cfg(feature = "merge")]
+mod batch;
+#[cfg(feature = "merge")]
+mod columns;
+#[cfg(feature = "merge")]
+mod combine;
+#[cfg(feature = "merge")]
 mod merge;
 
 use serde::{Deserialize, Serialize};
 
 use super::{RunInput, StageOutput};
 #[cfg(feature = "merge")]
-pub use merge::upsert;
+pub use batch::{arrival_order, upsert, upsert_files};
+
+/// A staged file waiting for its table's commit lane: its run and what its stage wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The file's run.
+    pub run: RunInput,
+    /// The Stage state's output: which staging table holds the rows.
+    pub stage: StageOutput,
+}
 
 /// How often a MERGE that lost to a concurrent commit is re-run from a fresh snapshot.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -33,6 +48,18 @@ pub enum UpsertOutcome {
     NothingToApply,
 }
 
+impl UpsertOutcome {
+    /// The outcome as the step's output names it (`already_applied`).
+    pub fn name(self) -> &'static str {
+        match self {
+            UpsertOutcome::Applied => "applied",
+            UpsertOutcome::AlreadyApplied => "already_applied",
+            UpsertOutcome::Superseded => "superseded",
+            UpsertOutcome::NothingToApply => "nothing_to_apply",
+        }
+    }
+}
+
 /// What the upsert step did to the target table, with the MERGE's metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpsertOutput {
@@ -49,6 +76,22 @@ pub struct UpsertOutput {
     pub attempts: u32,
     /// The application transaction id that records this file in the table.
     pub file_identity: String,
+    /// Present when the commit applied other files with this one: the figures above are then
+    /// the commit's, and these are this file's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_commit: Option<SharedCommit>,
+}
+
+/// What one file did in a commit that applied several (the commit lane's batches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedCommit {
+    /// Files the commit applied, this one included.
+    pub files: u64,
+    /// Keys this file brought (after its own repeated keys were resolved).
+    pub keys: u64,
+    /// Of those, the keys whose row in the commit is this file's; a later file of the same
+    /// commit (or a higher sequence value) decided the rest.
+    pub keys_decided: u64,
 }
 
 /// What one commit changed in the target table; all zero when nothing was merged.
@@ -91,6 +134,7 @@ impl UpsertOutput {
             changes,
             attempts: 1,
             file_identity: identity,
+            shared_commit: None,
         }
     }
 }
