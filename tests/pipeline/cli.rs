@@ -417,3 +417,96 @@ async fn bucket_with(s3: &aws_sdk_s3::Client, bucket: &str, objects: &[(&str, &s
             .unwrap();
     }
 }
+
+/// `deltadrop run --all`: every incoming file, staged on its own, the good ones merged in one
+/// commit and listed in one digest email, the bad one quarantined with its own email; exit 1.
+/// With nothing left to run, exit 2.
+#[test]
+fn run_all_merges_a_tables_files_in_one_commit_and_a_digest_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    std::fs::write(
+        bucket.join("deltadrop.toml"),
+        "[notifications]\nrecipients = [\"ops@example.com\"]\n[[feeds]]\nname = \"t\"\nincoming = \"in/\"\ntable = \"tables/t\"\nkeys = [\"id\"]\nnotify = \"digest\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(bucket.join("in")).unwrap();
+    for (name, body) in [
+        ("a.csv", "id,name\n1,a\n2,b\n"),
+        ("b.csv", "id,name\n3,c,extra\n"),
+        ("c.csv", "id,name\n2,b2\n4,d\n"),
+    ] {
+        std::fs::write(bucket.join("in").join(name), body).unwrap();
+        // Arrival order is the modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = deltadrop()
+        .args(["run", "--all", "--bucket"])
+        .arg(bucket)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("3 files: 2 loaded, 1 failed; 1 commit(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED: in/b.csv: MalformedFile"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("c.csv: upsert: Applied") && stdout.contains("one commit of 2 files"),
+        "{stdout}"
+    );
+    let mut emails: Vec<String> = std::fs::read_dir(bucket.join("_deltadrop/outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    emails.sort();
+    assert_eq!(emails.len(), 2, "one digest and one failure: {emails:#?}");
+    let digest = emails
+        .iter()
+        .find(|e| e.contains("Subject: [deltadrop] t: 2 files loaded"))
+        .unwrap_or_else(|| panic!("{emails:#?}"));
+    assert!(
+        digest.contains("in/a.csv: 2 rows staged, applied"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains("in/c.csv: 2 rows staged, applied"),
+        "{digest}"
+    );
+    assert!(emails
+        .iter()
+        .any(|e| e.contains("FAILED t: b.csv (MalformedFile)")));
+
+    let table = deltadrop()
+        .args(["table"])
+        .arg(bucket.join("tables/t"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("version  0") && table.contains("rows     3"),
+        "{table}"
+    );
+
+    let again = deltadrop()
+        .args(["run", "--all", "--bucket"])
+        .arg(bucket)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to run"));
+    let both = deltadrop()
+        .args(["run", "in/a.csv", "--all", "--bucket"])
+        .arg(bucket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "files and --all exclude each other"
+    );
+}

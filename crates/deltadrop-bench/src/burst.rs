@@ -1,12 +1,17 @@
 //! Burst throughput: many small files for one table dropped at once, each run through the real
 //! pipeline (`run_file`: stage → archive → upsert → notify, quarantine on failure) with a bounded
-//! number of runs at a time, as Step Functions would start them.
+//! number of runs at a time, as Step Functions would start them; or (`--lane`) staged that many
+//! at a time and merged by the table's commit lane, which takes every file that is staged when it
+//! is free (as the merger function does on AWS).
 
 use std::time::Instant;
 
 use deltadrop::inspect::summarize;
 use deltadrop::run::run_file;
-use deltadrop::steps::{RunInput, UpsertOutcome};
+use deltadrop::steps::upsert::upsert_files;
+use deltadrop::steps::{
+    archive, notify, stage, Pending, Report, RunInput, UpsertOutcome, UpsertOutput,
+};
 use deltadrop::{Environment, Error};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -48,9 +53,9 @@ impl Shape {
     }
 }
 
-/// Puts the base file and the burst's files in the feed's incoming folder, loads the base, then
-/// runs every burst file with at most `concurrency` runs at once. One JSON object of counts.
-pub async fn burst(env: &Environment, shape: Shape, concurrency: usize) -> Result<Value, Error> {
+/// Puts the base file and the burst's files in the feed's incoming folder and loads the base;
+/// returns the burst files' runs.
+async fn prepare(env: &Environment, shape: Shape) -> Result<Vec<RunInput>, Error> {
     let mut base = Vec::new();
     generate::orders(&mut base, shape.base_rows).expect("writing to memory");
     env.storage.put("incoming/base.csv", base).await?;
@@ -70,7 +75,12 @@ pub async fn burst(env: &Environment, shape: Shape, concurrency: usize) -> Resul
         // The trigger reads the upload from the event; here it is one HEAD, outside the timing.
         runs.push(RunInput::for_current_upload(env, &key).await?);
     }
+    Ok(runs)
+}
 
+/// Runs every burst file with at most `concurrency` runs at once. One JSON object of counts.
+pub async fn burst(env: &Environment, shape: Shape, concurrency: usize) -> Result<Value, Error> {
+    let runs = prepare(env, shape).await?;
     let started = Instant::now();
     let results: Vec<_> = futures::stream::iter(runs)
         .map(|run| async move {
@@ -81,18 +91,102 @@ pub async fn burst(env: &Environment, shape: Shape, concurrency: usize) -> Resul
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
+    let results: Vec<(f64, Option<UpsertOutput>, Option<Error>)> = results
+        .into_iter()
+        .map(|(s, r)| (s, r.report.upsert, r.error))
+        .collect();
+    report(env, shape, concurrency, seconds, &results).await
+}
 
-    let mut latencies: Vec<f64> = results.iter().map(|(s, _)| *s).collect();
+/// Stages (and archives) the burst files `concurrency` at a time while the table's lane merges,
+/// whenever it is free, every file staged by then (in one commit up to the feed's bounds); each
+/// file is emailed once merged. One JSON object of counts, with the commits.
+pub async fn burst_through_lane(
+    env: &Environment,
+    shape: Shape,
+    concurrency: usize,
+) -> Result<Value, Error> {
+    let runs = prepare(env, shape).await?;
+    let started = Instant::now();
+    let (ready, mut staged) = tokio::sync::mpsc::unbounded_channel();
+    let staging = async move {
+        futures::stream::iter(runs)
+            .for_each_concurrent(concurrency, |run| {
+                let ready = ready.clone();
+                async move {
+                    let outcome = match stage(env, &run).await {
+                        Ok(stage) => archive(env, &run).await.map(|_| stage),
+                        Err(e) => Err(e),
+                    };
+                    let _ = ready.send((run, outcome));
+                }
+            })
+            .await;
+        // The last sender goes here: the lane sees the end of the burst.
+    };
+    let lane = async {
+        let mut results = Vec::new();
+        let mut versions = std::collections::BTreeSet::new();
+        while let Some(first) = staged.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = staged.try_recv() {
+                batch.push(more);
+            }
+            let mut pending = Vec::new();
+            for (run, outcome) in batch {
+                match outcome {
+                    Ok(stage) => pending.push(Pending { run, stage }),
+                    Err(e) => results.push((started.elapsed().as_secs_f64(), None, Some(e))),
+                }
+            }
+            for (file, merged) in pending.iter().zip(upsert_files(env, &pending).await) {
+                let mut report = Report {
+                    run: Some(file.run.clone()),
+                    stage: Some(file.stage.clone()),
+                    ..Default::default()
+                };
+                match merged {
+                    Ok(upsert) => {
+                        versions.extend(upsert.version);
+                        report.upsert = Some(upsert);
+                        let _ = notify(env, &report).await;
+                        results.push((started.elapsed().as_secs_f64(), report.upsert, None));
+                    }
+                    Err(e) => results.push((started.elapsed().as_secs_f64(), None, Some(e))),
+                }
+            }
+        }
+        (results, versions.len())
+    };
+    let ((), (results, commits)) = tokio::join!(staging, lane);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = report(env, shape, concurrency, seconds, &results).await?;
+    out["commits"] = json!(commits);
+    out["files_per_commit"] = json!(shape.files as f64 / commits.max(1) as f64);
+    out["mode"] = json!("lane");
+    Ok(out)
+}
+
+/// The counts of a burst: each file's latency (seconds from the burst's start to its end), its
+/// upsert and its error.
+async fn report(
+    env: &Environment,
+    shape: Shape,
+    concurrency: usize,
+    seconds: f64,
+    results: &[(f64, Option<UpsertOutput>, Option<Error>)],
+) -> Result<Value, Error> {
+    let mut latencies: Vec<f64> = results.iter().map(|(s, _, _)| *s).collect();
     latencies.sort_by(f64::total_cmp);
     let (mut applied, mut attempts, mut max_attempts) = (0u64, 0u64, 0u32);
     let (mut gave_up_on_conflict, mut other_failures) = (0u64, Vec::new());
-    for (_, result) in &results {
-        if let Some(upsert) = &result.report.upsert {
+    for (_, upsert, error) in results {
+        if let Some(upsert) = upsert {
             applied += u64::from(upsert.outcome == UpsertOutcome::Applied);
             attempts += u64::from(upsert.attempts);
             max_attempts = max_attempts.max(upsert.attempts);
         }
-        match &result.error {
+        match error {
             None => {}
             Some(Error::CommitConflict { .. }) => gave_up_on_conflict += 1,
             Some(e) => other_failures.push(format!("{}: {e}", e.name())),

@@ -55,7 +55,8 @@ enum Command {
         target_file_mb: Option<u64>,
     },
     /// Many small files for one table at once, each through the whole pipeline, with at most
-    /// `concurrency` runs at a time: files per minute, commit conflicts, latencies.
+    /// `concurrency` runs at a time (`--lane`: staged that many at a time, merged by the table's
+    /// commit lane): files per minute, commits, commit conflicts, latencies.
     Burst {
         /// The folder bucket (ignored with `--s3-endpoint`).
         work: PathBuf,
@@ -74,6 +75,10 @@ enum Command {
         /// The bucket to create there (one per run: the table starts empty).
         #[arg(long, default_value = "deltadrop-burst")]
         bucket: String,
+        /// Stage `concurrency` files at a time and merge through the table's commit lane
+        /// instead of running each file's upsert on its own.
+        #[arg(long)]
+        lane: bool,
     },
 }
 
@@ -276,6 +281,7 @@ async fn main() -> BenchResult<()> {
             base_rows,
             s3_endpoint,
             bucket,
+            lane,
         } => {
             let env = match &s3_endpoint {
                 Some(endpoint) => s3_environment(endpoint, &bucket).await?,
@@ -286,7 +292,11 @@ async fn main() -> BenchResult<()> {
                 rows,
                 base_rows,
             };
-            let mut report = burst::burst(&env, shape, concurrency).await?;
+            let mut report = if lane {
+                burst::burst_through_lane(&env, shape, concurrency).await?
+            } else {
+                burst::burst(&env, shape, concurrency).await?
+            };
             report["storage"] = json!(if s3_endpoint.is_some() {
                 "s3 (moto)"
             } else {

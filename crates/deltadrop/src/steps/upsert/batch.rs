@@ -483,3 +483,59 @@ async fn remove_staging(
 fn staged<'p>(p: &'p Prepared<'_>) -> &'p Staged {
     p.staged.as_ref().expect("taken files are staged")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upload::Upload;
+
+    fn pending(rows: u64, bytes: u64) -> Pending {
+        Pending {
+            run: RunInput {
+                run_id: "r".into(),
+                key: "k".into(),
+                feed: "f".into(),
+                started_at: chrono::Utc::now(),
+                upload: Upload::default(),
+            },
+            stage: StageOutput {
+                rows,
+                bytes,
+                sha256: None,
+                columns: Vec::new(),
+                column_count: 0,
+                new_columns: Vec::new(),
+                new_column_count: 0,
+                staging_table: None,
+                written_for_a_new_table: false,
+                keys_strictly_increasing: false,
+                target_table: "t".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn batches_are_consecutive_within_every_bound_and_a_large_file_goes_alone() {
+        let bounds = BatchBounds {
+            max_files: 3,
+            max_rows: 100,
+            max_bytes: 1000,
+        };
+        let files = [
+            pending(10, 10),
+            pending(10, 10),
+            pending(10, 10),
+            pending(10, 10),  // a fourth file: max_files
+            pending(95, 10),  // 10 + 95 rows > 100
+            pending(500, 10), // beyond max_rows on its own
+            pending(1, 990),
+            pending(1, 20), // 990 + 20 bytes > 1000
+        ];
+        let all: Vec<usize> = (0..files.len()).collect();
+        assert_eq!(
+            batches(&all, &files, &bounds),
+            [vec![0, 1, 2], vec![3], vec![4], vec![5], vec![6], vec![7]]
+        );
+        assert_eq!(batches(&[0, 1], &files, &bounds), [vec![0, 1]]);
+    }
+}
