@@ -437,3 +437,42 @@ async fn a_new_column_stays_null_on_rows_the_merge_does_not_update() {
     assert_eq!(h.rows("tables/t", &["id"]).await, ["3|2|∅|∅", "5|1|7|b"]);
     assert_eq!(h.columns("tables/t").await, ["id", "seq", "x", "y"]);
 }
+
+/// Columns typed differently by files staged together. Keys that only equal the earlier file's
+/// once typed like them ("01" and "1" are both key 1 of a long key) have their repeats resolved
+/// after the conversion, as the file's own stage against the table would have (the last line
+/// wins). A string column's text is never rebuilt from values read as a double ("2.50" would come
+/// back as "2.5"): that file fails alone, to be replayed.
+#[tokio::test]
+async fn files_typed_apart_are_converted_as_their_own_stage_would_have_typed_them() {
+    let h = Harness::new(&crate::support::config(&[crate::support::feed("t", "")]));
+    let first = staged(
+        &h,
+        "t",
+        &[
+            ("a.csv", "id,v\n1,a\n"),
+            ("b.csv", "id,v\n01,x\n1,y\n3,z\n"),
+        ],
+    )
+    .await;
+    let results = steps::upsert::upsert_files(&h.env, &first).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(h.rows("tables/t", &["id"]).await, ["1|y", "3|z"]);
+
+    let second = [
+        ("c.csv", "id,disc,n\n5,,\n"),
+        ("d.csv", "id,disc\n6,2.50\n"),
+        ("e.csv", "id,n\n7,12\n"),
+    ];
+    let pending = staged(&h, "t", &second).await;
+    let results = steps::upsert::upsert_files(&h.env, &pending).await;
+    let refused = results[1].as_ref().unwrap_err();
+    assert_eq!(refused.name(), "SchemaMismatch", "{refused}");
+    assert!(refused.to_string().contains("replay the file"), "{refused}");
+    // An integer's text is the file's text: "12" joins the string column c.csv typed.
+    assert!(results[2].is_ok(), "{results:?}");
+    assert_eq!(
+        h.rows("tables/t", &["id"]).await,
+        ["1|y|∅|∅", "3|z|∅|∅", "5|∅|∅|∅", "7|∅|∅|12"]
+    );
+}

@@ -18,8 +18,8 @@ use super::arrival::Arrivals;
 use super::columns::{Columns, Conversion};
 use super::combine::{combine, single};
 use super::merge::{
-    backoff, deduplicated_source, first_load, merge_into, newest_applied, recorded, session,
-    Attempt, CommitRecord, Committed,
+    backoff, first_load, merge_into, newest_applied, one_row_per_key, recorded, session,
+    staged_rows, Attempt, CommitRecord, Committed,
 };
 use super::{
     file_identity, Changes, Pending, SharedCommit, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS,
@@ -28,6 +28,7 @@ use crate::config::{BatchBounds, Feed};
 use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::read::LINE_COLUMN;
 use crate::steps::{RunInput, StageOutput};
 use crate::upload::UploadOrder;
 
@@ -46,48 +47,34 @@ pub async fn upsert(
     results.pop().expect("one result per file")
 }
 
-/// MERGEs `files` in the order given: each feed's files in consecutive batches within its
+/// MERGEs `files` in the order given, in consecutive batches of one feed's files within its
 /// bounds, one commit per batch. One result per file, in the order given.
 pub async fn upsert_files(env: &Environment, files: &[Pending]) -> Vec<Result<UpsertOutput>> {
-    let mut results: Vec<Option<Result<UpsertOutput>>> = files.iter().map(|_| None).collect();
-    let mut feeds: Vec<&str> = files.iter().map(|f| f.run.feed.as_str()).collect();
-    feeds.sort_unstable();
-    feeds.dedup();
-    for name in feeds {
-        let of_feed: Vec<usize> = (0..files.len())
-            .filter(|&i| files[i].run.feed == name)
-            .collect();
-        let bounds = match env.config.feed_named(name) {
-            Ok(feed) => feed.batch.clone(),
-            Err(e) => {
-                for &i in &of_feed {
-                    results[i] = Some(Err(e.clone()));
-                }
-                continue;
-            }
-        };
-        for batch in batches(&of_feed, files, &bounds) {
-            let pending: Vec<&Pending> = batch.iter().map(|&i| &files[i]).collect();
-            for (&i, result) in batch.iter().zip(upsert_batch(env, &pending).await) {
-                results[i] = Some(result);
-            }
-        }
+    let bounds = |feed: &str| {
+        env.config
+            .feed_named(feed)
+            .map(|f| f.batch.clone())
+            .unwrap_or_default()
+    };
+    let mut results = Vec::with_capacity(files.len());
+    for batch in batches(files, &bounds) {
+        let pending: Vec<&Pending> = batch.iter().map(|&i| &files[i]).collect();
+        results.extend(upsert_batch(env, &pending).await);
     }
     results
-        .into_iter()
-        .map(|r| r.expect("every file is in one batch"))
-        .collect()
 }
 
-/// Splits `indices` (into `files`) into consecutive batches within `bounds`; a file beyond a
-/// bound on its own is a batch of one.
-pub fn batches(indices: &[usize], files: &[Pending], bounds: &BatchBounds) -> Vec<Vec<usize>> {
+/// Splits `files` into consecutive batches of one feed's files within that feed's bounds; a file
+/// beyond a bound on its own is a batch of one.
+pub fn batches(files: &[Pending], bounds_of: &dyn Fn(&str) -> BatchBounds) -> Vec<Vec<usize>> {
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let (mut rows, mut bytes) = (0u64, 0u64);
-    for &i in indices {
-        let stage = &files[i].stage;
+    for (i, file) in files.iter().enumerate() {
+        let (stage, feed) = (&file.stage, &file.run.feed);
+        let bounds = bounds_of(feed);
         let fits = batches.last().is_some_and(|batch| {
-            batch.len() < bounds.max_files
+            files[batch[0]].run.feed == *feed
+                && batch.len() < bounds.max_files
                 && rows + stage.rows <= bounds.max_rows
                 && bytes + stage.bytes <= bounds.max_bytes
         });
@@ -121,8 +108,8 @@ pub fn arrival_order(files: &mut [Pending]) {
 struct Prepared<'a> {
     pending: &'a Pending,
     identity: String,
-    /// The staging table and its rows, one per key; `None` when there is none (no rows, or
-    /// removed after an earlier commit applied the file).
+    /// The staging table and its rows; `None` when there is none (no rows, or removed after an
+    /// earlier commit applied the file).
     staged: Option<Staged>,
 }
 
@@ -135,9 +122,34 @@ struct Staged {
 /// What became of one file in a round.
 enum Slot {
     Failed(Error),
-    Decided(UpsertOutcome),
+    /// Decided without merging; `by_batch`: because of a file merged in this commit (an older
+    /// upload of its key, or the same upload), so it stands only if the commit lands.
+    Decided {
+        outcome: UpsertOutcome,
+        by_batch: bool,
+    },
     /// Merged in this round's commit: its position among the merged files.
     Taken(usize),
+}
+
+impl Slot {
+    /// Whether the slot stands or falls with this round's commit.
+    fn needs_the_commit(&self) -> bool {
+        matches!(self, Slot::Taken(_) | Slot::Decided { by_batch: true, .. })
+    }
+}
+
+/// How a round ended.
+enum Round {
+    Done(Vec<Result<UpsertOutput>>),
+    /// A concurrent commit won; the outcomes if the lane gives up now.
+    Conflict {
+        reason: String,
+        giving_up: Vec<Result<UpsertOutput>>,
+    },
+    /// The commit of a batch failed: its files are merged one at a time instead, so that the
+    /// file at fault fails alone.
+    OneByOne,
 }
 
 /// One commit of the lane: `files` (one feed's) in order.
@@ -162,25 +174,27 @@ async fn upsert_batch(env: &Environment, files: &[&Pending]) -> Vec<Result<Upser
     let mut attempt = 1;
     loop {
         match round(env, feed, &target, &ctx, &prepared, attempt).await {
-            Ok(results) => {
+            Round::Done(results) => {
                 remove_staging(env, &prepared, &results).await;
                 return results;
             }
-            Err(reason) if attempt < MAX_ATTEMPTS => {
+            Round::Conflict { reason, .. } if attempt < MAX_ATTEMPTS => {
                 let delay = backoff(attempt);
                 tracing::info!(attempt, ?delay, %reason, table = %target.name(), "commit conflict; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
-            Err(_) => {
-                let gave_up = Error::CommitConflict {
-                    table: target.name(),
-                    attempts: attempt,
-                };
-                return prepared
-                    .into_iter()
-                    .map(|p| Err(p.err().unwrap_or_else(|| gave_up.clone())))
-                    .collect();
+            Round::Conflict { giving_up, .. } => {
+                remove_staging(env, &prepared, &giving_up).await;
+                return giving_up;
+            }
+            Round::OneByOne => {
+                tracing::warn!(files = files.len(), table = %target.name(), "the batch's commit failed; merging its files one at a time");
+                let mut results = Vec::new();
+                for file in files {
+                    results.extend(Box::pin(upsert_batch(env, &[*file])).await);
+                }
+                return results;
             }
         }
     }
@@ -214,7 +228,7 @@ async fn prepare<'a>(
     }
     let staged = match staging.open().await? {
         Some(table) => {
-            let (rows, repeated_keys) = deduplicated_source(ctx, feed, &table, stage)
+            let (rows, repeated_keys) = staged_rows(ctx, feed, &table, stage)
                 .await
                 .map_err(|e| Error::delta(staging.name(), e))?;
             Some(Staged {
@@ -232,8 +246,7 @@ async fn prepare<'a>(
     })
 }
 
-/// Decides every file against a fresh snapshot and commits the ones to merge; `Err` with the
-/// reason when a concurrent commit won.
+/// Decides every file against a fresh snapshot and commits the ones to merge.
 async fn round(
     env: &Environment,
     feed: &Feed,
@@ -241,62 +254,43 @@ async fn round(
     ctx: &SessionContext,
     prepared: &[Result<Prepared<'_>>],
     attempt: u32,
-) -> std::result::Result<Vec<Result<UpsertOutput>>, String> {
-    let every = |e: Error| prepared.iter().map(|_| Err(e.clone())).collect();
+) -> Round {
+    let every = |e: Error| Round::Done(prepared.iter().map(|_| Err(e.clone())).collect());
     let table = match target.open().await {
         Ok(table) => table,
-        Err(e) => return Ok(every(e)),
+        Err(e) => return every(e),
     };
     let mut columns = match table.as_ref().map(arrow_schema).transpose() {
         Ok(schema) => Columns::of_table(schema.as_deref()),
-        Err(e) => return Ok(every(e)),
+        Err(e) => return every(e),
     };
-    let together: Vec<&RunInput> = prepared
-        .iter()
-        .filter_map(|p| p.as_ref().ok().map(|p| &p.pending.run))
-        .collect();
-    let mut arrivals = None;
-    let mut newest: HashMap<&str, UploadOrder> = HashMap::new();
-    let mut merged: HashSet<&str> = HashSet::new();
+    let mut batch = Batch {
+        together: prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|p| &p.pending.run))
+            .collect(),
+        ..Batch::default()
+    };
     let mut slots = Vec::new();
     let mut taken: Vec<(&Prepared, Vec<Conversion>)> = Vec::new();
     for p in prepared {
         let slot = match p {
             Err(e) => Slot::Failed(e.clone()),
-            Ok(p) => {
-                let decided = decide(
-                    env,
-                    feed,
-                    target,
-                    table.as_ref(),
-                    p,
-                    &together,
-                    &mut arrivals,
-                    &mut newest,
-                    &merged,
-                )
-                .await;
-                match decided {
-                    Err(e) => Slot::Failed(e),
-                    Ok(Some(slot)) => slot,
-                    Ok(None) => {
-                        let staged = p.staged.as_ref().expect("decide checked it");
-                        match columns.admit(feed, &p.pending.run.key, &staged.rows).await {
-                            Err(e) => Slot::Failed(e),
-                            Ok(conversions) => {
-                                let run = &p.pending.run;
-                                let order = newest
-                                    .entry(run.key.as_str())
-                                    .or_insert(UploadOrder::UNKNOWN);
-                                *order = (*order).max(run.upload.order());
-                                merged.insert(p.identity.as_str());
-                                taken.push((p, conversions));
-                                Slot::Taken(taken.len() - 1)
-                            }
+            Ok(p) => match decide(env, feed, target, table.as_ref(), p, &mut batch).await {
+                Err(e) => Slot::Failed(e),
+                Ok(Some(slot)) => slot,
+                Ok(None) => {
+                    let staged = staged(p);
+                    match columns.admit(feed, &p.pending.run.key, &staged.rows).await {
+                        Err(e) => Slot::Failed(e),
+                        Ok(conversions) => {
+                            batch.take(p);
+                            taken.push((p, conversions));
+                            Slot::Taken(taken.len() - 1)
                         }
                     }
                 }
-            }
+            },
         };
         slots.push(slot);
     }
@@ -306,10 +300,24 @@ async fn round(
     } else {
         match commit(feed, target, table, ctx, &columns, &taken).await {
             Ok(committed) => Some(committed),
-            Err(Attempt::Conflict(reason)) => return Err(reason),
+            Err(Attempt::Conflict(reason)) => {
+                let gave_up = Error::CommitConflict {
+                    table: target.name(),
+                    attempts: attempt,
+                };
+                for slot in &mut slots {
+                    if slot.needs_the_commit() {
+                        *slot = Slot::Failed(gave_up.clone());
+                    }
+                }
+                let giving_up = outputs(slots, prepared, target, version, attempt, None);
+                return Round::Conflict { reason, giving_up };
+            }
+            // Several files: one of them may be at fault; alone, it fails by itself.
+            Err(Attempt::Failed(_)) if prepared.len() > 1 => return Round::OneByOne,
             Err(Attempt::Failed(e)) => {
                 for slot in &mut slots {
-                    if matches!(slot, Slot::Taken(_)) {
+                    if slot.needs_the_commit() {
                         *slot = Slot::Failed(e.clone());
                     }
                 }
@@ -318,7 +326,26 @@ async fn round(
         }
     };
     let version = committed.as_ref().map_or(version, |(c, _)| c.version);
-    Ok(slots
+    Round::Done(outputs(
+        slots,
+        prepared,
+        target,
+        version,
+        attempt,
+        committed.as_ref(),
+    ))
+}
+
+/// Each file's result from its slot.
+fn outputs(
+    slots: Vec<Slot>,
+    prepared: &[Result<Prepared<'_>>],
+    target: &TableLocation,
+    version: Option<u64>,
+    attempt: u32,
+    committed: Option<&(Committed, Shares)>,
+) -> Vec<Result<UpsertOutput>> {
+    slots
         .into_iter()
         .zip(prepared)
         .map(|(slot, p)| {
@@ -330,53 +357,80 @@ async fn round(
             };
             match slot {
                 Slot::Failed(e) => Err(e),
-                Slot::Decided(outcome) => Ok(output(outcome, Changes::default())),
+                Slot::Decided { outcome, .. } => Ok(output(outcome, Changes::default())),
                 Slot::Taken(i) => {
-                    let (committed, shares) = committed.as_ref().expect("taken files committed");
+                    let (committed, shares) = committed.expect("taken files committed");
                     let mut applied = output(UpsertOutcome::Applied, committed.changes);
                     applied.shared_commit = shares.as_ref().map(|s| s[i]);
                     Ok(applied)
                 }
             }
         })
-        .collect())
+        .collect()
 }
 
-/// A file's outcome when the snapshot (or an earlier file of the batch) decides it; `None` when
-/// it is to merge.
-#[allow(clippy::too_many_arguments)]
+/// What the files taken so far in a round mean for the next ones.
+#[derive(Default)]
+struct Batch<'a> {
+    /// Every run of the batch (for arrival order, they are merged together).
+    together: Vec<&'a RunInput>,
+    arrivals: Option<Arrivals>,
+    /// Per key: the newest upload the table records, and the newest one taken.
+    recorded_newest: HashMap<&'a str, UploadOrder>,
+    taken_newest: HashMap<&'a str, UploadOrder>,
+    taken_identities: HashSet<&'a str>,
+}
+
+impl<'a> Batch<'a> {
+    fn take(&mut self, p: &'a Prepared<'a>) {
+        let run = &p.pending.run;
+        let newest = self
+            .taken_newest
+            .entry(run.key.as_str())
+            .or_insert(UploadOrder::UNKNOWN);
+        *newest = (*newest).max(run.upload.order());
+        self.taken_identities.insert(p.identity.as_str());
+    }
+}
+
+/// A file's outcome when the snapshot (or a file taken before it) decides it; `None` when it is
+/// to merge. The order of the checks is a single file's: no rows, recorded, superseded.
 async fn decide<'a>(
     env: &Environment,
     feed: &Feed,
     target: &TableLocation,
     table: Option<&DeltaTable>,
     p: &'a Prepared<'a>,
-    together: &[&RunInput],
-    arrivals: &mut Option<Arrivals>,
-    newest: &mut HashMap<&'a str, UploadOrder>,
-    merged: &HashSet<&str>,
+    batch: &mut Batch<'a>,
 ) -> Result<Option<Slot>> {
     let run = &p.pending.run;
+    let decided = |outcome, by_batch| Ok(Some(Slot::Decided { outcome, by_batch }));
+    if p.pending.stage.staging_table.is_none() {
+        return decided(UpsertOutcome::NothingToApply, false);
+    }
     if let Some(table) = table {
         if recorded(table, target, &p.identity).await?.is_some() {
-            return Ok(Some(Slot::Decided(UpsertOutcome::AlreadyApplied)));
+            return decided(UpsertOutcome::AlreadyApplied, false);
         }
     }
     // The same upload twice in one batch (a repeated run): merged once, by the first.
-    if merged.contains(p.identity.as_str()) {
-        return Ok(Some(Slot::Decided(UpsertOutcome::AlreadyApplied)));
+    if batch.taken_identities.contains(p.identity.as_str()) {
+        return decided(UpsertOutcome::AlreadyApplied, true);
     }
-    let known = match (newest.get(run.key.as_str()), table) {
+    let recorded_newest = match (batch.recorded_newest.get(run.key.as_str()), table) {
         (Some(order), _) => *order,
         (None, Some(table)) => newest_applied(table, target, run).await?,
         (None, None) => UploadOrder::UNKNOWN,
     };
-    newest.insert(run.key.as_str(), known);
-    if known > run.upload.order() {
-        return Ok(Some(Slot::Decided(UpsertOutcome::Superseded)));
+    batch
+        .recorded_newest
+        .insert(run.key.as_str(), recorded_newest);
+    if recorded_newest > run.upload.order() {
+        return decided(UpsertOutcome::Superseded, false);
     }
-    if p.pending.stage.staging_table.is_none() {
-        return Ok(Some(Slot::Decided(UpsertOutcome::NothingToApply)));
+    let taken_newest = batch.taken_newest.get(run.key.as_str());
+    if taken_newest.is_some_and(|newest| *newest > run.upload.order()) {
+        return decided(UpsertOutcome::Superseded, true);
     }
     if p.staged.is_none() {
         return Err(Error::InvalidInput {
@@ -388,13 +442,11 @@ async fn decide<'a>(
         });
     }
     if feed.apply_in_arrival_order {
-        if arrivals.is_none() {
-            *arrivals = Some(Arrivals::load(env, feed).await?);
+        if batch.arrivals.is_none() {
+            batch.arrivals = Some(Arrivals::load(env, feed).await?);
         }
-        arrivals
-            .as_ref()
-            .expect("loaded above")
-            .check(run, together)?;
+        let arrivals = batch.arrivals.as_ref().expect("loaded above");
+        arrivals.check(run, &batch.together)?;
     }
     Ok(None)
 }
@@ -428,15 +480,14 @@ async fn commit(
             let committed = adopt_staged_files(feed, target, &lone.table, &record).await?;
             return Ok((committed, None));
         }
-        let rows = columns
-            .align(feed, lone.rows.clone(), conversions, false)
+        let rows = source_rows(feed, columns, lone, conversions, false)
             .and_then(|rows| single(feed, rows))
             .map_err(delta_error)?;
         (rows, None)
     } else {
         let aligned = taken
             .iter()
-            .map(|(p, conversions)| columns.align(feed, staged(p).rows.clone(), conversions, true))
+            .map(|(p, conversions)| source_rows(feed, columns, staged(p), conversions, true))
             .collect::<deltalake::datafusion::error::Result<Vec<_>>>()
             .map_err(delta_error)?;
         let combined = combine(ctx, feed, aligned).await.map_err(delta_error)?;
@@ -455,6 +506,25 @@ async fn commit(
         Some(table) => merge_into(feed, target, table, ctx, rows, &record).await?,
     };
     Ok((committed, shares))
+}
+
+/// A file's rows as its commit merges them: aligned to the commit's columns and converted, then
+/// one per key (after the conversion, which may make keys equal or reorder sequence values).
+fn source_rows(
+    feed: &Feed,
+    columns: &Columns,
+    staged: &Staged,
+    conversions: &[Conversion],
+    plain_types: bool,
+) -> deltalake::datafusion::error::Result<DataFrame> {
+    let aligned = columns.align(feed, staged.rows.clone(), conversions, plain_types)?;
+    let resolve = staged.repeated_keys || conversions.iter().any(|c| c.touches(feed));
+    let rows = if resolve {
+        one_row_per_key(feed, aligned)?
+    } else {
+        aligned
+    };
+    rows.drop_columns(&[LINE_COLUMN])
 }
 
 /// Removes the staging tables of the files the commit settled (merged, or decided without it).
@@ -531,11 +601,16 @@ mod tests {
             pending(1, 990),
             pending(1, 20), // 990 + 20 bytes > 1000
         ];
-        let all: Vec<usize> = (0..files.len()).collect();
         assert_eq!(
-            batches(&all, &files, &bounds),
+            batches(&files, &|_| bounds.clone()),
             [vec![0, 1, 2], vec![3], vec![4], vec![5], vec![6], vec![7]]
         );
-        assert_eq!(batches(&[0, 1], &files, &bounds), [vec![0, 1]]);
+        // Files of another feed (another table, perhaps) keep their place in the order.
+        let mut mixed = vec![pending(1, 1), pending(1, 1), pending(1, 1), pending(1, 1)];
+        mixed[2].run.feed = "g".into();
+        assert_eq!(
+            batches(&mixed, &|_| bounds.clone()),
+            [vec![0, 1], vec![2], vec![3]]
+        );
     }
 }

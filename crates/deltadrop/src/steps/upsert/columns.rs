@@ -28,7 +28,8 @@ pub(super) struct Columns {
 pub(super) struct Conversion {
     column: String,
     to: DataType,
-    /// Text formats convert from the value as the file wrote it, as their stage would have.
+    /// Text formats convert through the value's text, as their stage parsed the file's text
+    /// into the column's type (a string column takes no conversion from a text format).
     via_text: bool,
 }
 
@@ -40,6 +41,12 @@ fn plain(data_type: &DataType) -> DataType {
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         other => other.clone(),
     }
+}
+
+/// Types whose values, read from text by inference, are written back as the same text: integers
+/// (no leading zeros: those stay strings) and `YYYY-MM-DD` dates.
+fn canonical(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Int64 | DataType::Date32)
 }
 
 fn column(name: &str) -> Expr {
@@ -86,6 +93,24 @@ impl Columns {
             let staged_type = plain(field.data_type());
             match self.fields.iter().find(|f| f.name() == field.name()) {
                 Some(known) if known.data_type() == &staged_type => {}
+                Some(known)
+                    if text && known.data_type() == &DataType::Utf8 && !canonical(&staged_type) =>
+                {
+                    // Its stage typed the text by its values; written back as text it would not
+                    // be the text the file holds ("2.50" read as a double is "2.5").
+                    return Err(Error::SchemaMismatch {
+                        file: file.to_string(),
+                        message: format!(
+                            "column '{}' was read as {} from this file, but it is a string in the \
+                             table ({}); the file's own text cannot be recovered from the read \
+                             values: replay the file once this commit has landed (it is then read \
+                             against the table)",
+                            field.name(),
+                            type_name(&staged_type),
+                            self.origin(field.name())
+                        ),
+                    });
+                }
                 Some(known) => {
                     let conversion = Conversion {
                         column: field.name().clone(),
@@ -213,8 +238,8 @@ impl Columns {
     }
 
     /// A file's rows with the commit's columns so far, in order (null where the file has none),
-    /// converted; then the change-type column. `plain_types`: every column as its plain type, so
-    /// that several files' rows can be put together.
+    /// converted; then the change-type column and the line column. `plain_types`: every column
+    /// as its plain type, so that several files' rows can be put together.
     pub fn align(
         &self,
         feed: &Feed,
@@ -246,11 +271,20 @@ impl Columns {
             };
             selected.push(flag.alias(&change.column));
         }
+        if present(LINE_COLUMN).is_some() {
+            selected.push(column(LINE_COLUMN));
+        }
         rows.select(selected)
     }
 }
 
 impl Conversion {
+    /// Whether the conversion may make distinct staged values equal or reorder them: a key or
+    /// the sequence column then has its repeated keys resolved after it.
+    pub fn touches(&self, feed: &Feed) -> bool {
+        feed.keys.contains(&self.column) || feed.sequence_column.as_ref() == Some(&self.column)
+    }
+
     /// The conversion as an expression, with `cast` or `try_cast`.
     fn expression(&self, convert: fn(Expr, DataType) -> Expr) -> Expr {
         let from = column(&self.column);

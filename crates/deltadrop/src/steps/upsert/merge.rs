@@ -517,10 +517,8 @@ async fn last_commit_metric(table: &DeltaTable, name: &str) -> u64 {
     }
 }
 
-/// The staged rows with one row per key (the line column kept): the highest sequence value
-/// wins, then the last line; and whether any key was repeated. delta-rs fails (or inserts twice)
-/// when several source rows carry the same key.
-pub(super) async fn deduplicated_source(
+/// The staged rows (the line column kept), and whether a key repeats among them.
+pub(super) async fn staged_rows(
     ctx: &SessionContext,
     feed: &Feed,
     staged: &DeltaTable,
@@ -528,10 +526,17 @@ pub(super) async fn deduplicated_source(
 ) -> Result<(DataFrame, bool), DeltaTableError> {
     let rows = ctx.read_table(staged.table_provider().await?)?;
     // Keys that only increase (a sorted file) cannot repeat: no aggregate over them needed.
-    if stage.keys_strictly_increasing || !has_duplicate_keys(&rows, feed).await? {
-        // The common case: ranking would sort every staged row in memory for nothing.
-        return Ok((rows, false));
-    }
+    let repeated = !stage.keys_strictly_increasing && has_duplicate_keys(&rows, feed).await?;
+    Ok((rows, repeated))
+}
+
+/// One row per key: the highest sequence value wins, then the last line. delta-rs fails (or
+/// inserts twice) when several source rows carry the same key. Only for rows whose keys repeat:
+/// ranking sorts every row in memory.
+pub(super) fn one_row_per_key(
+    feed: &Feed,
+    rows: DataFrame,
+) -> Result<DataFrame, deltalake::datafusion::error::DataFusionError> {
     let mut order = Vec::new();
     if let Some(sequence) = &feed.sequence_column {
         order.push(column(sequence).sort(false, false));
@@ -541,11 +546,9 @@ pub(super) async fn deduplicated_source(
         .partition_by(feed.keys.iter().map(|k| column(k)).collect())
         .order_by(order)
         .build()?;
-    let newest = rows
-        .with_column(RANK_COLUMN, rank)?
+    rows.with_column(RANK_COLUMN, rank)?
         .filter(column(RANK_COLUMN).eq(lit(1u64)))?
-        .drop_columns(&[RANK_COLUMN])?;
-    Ok((newest, true))
+        .drop_columns(&[RANK_COLUMN])
 }
 
 /// Whether any key occurs on more than one staged row: an aggregate that reads the key columns
