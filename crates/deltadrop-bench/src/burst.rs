@@ -107,6 +107,7 @@ pub async fn burst_through_lane(
     concurrency: usize,
 ) -> Result<Value, Error> {
     let runs = prepare(env, shape).await?;
+    let max_files = env.config.feeds[0].batch.max_files;
     let started = Instant::now();
     let (ready, mut staged) = tokio::sync::mpsc::unbounded_channel();
     let staging = async move {
@@ -127,8 +128,10 @@ pub async fn burst_through_lane(
     let lane = async {
         let mut results = Vec::new();
         while let Some(first) = staged.recv().await {
+            // At most one commit's worth, so that each commit's files are answered at once.
             let mut batch = vec![first];
-            while let Ok(more) = staged.try_recv() {
+            while batch.len() < max_files {
+                let Ok(more) = staged.try_recv() else { break };
                 batch.push(more);
             }
             let mut pending = Vec::new();
