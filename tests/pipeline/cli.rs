@@ -44,16 +44,23 @@ fn demo_loads_both_files_and_writes_two_emails() {
         .success());
 }
 
-#[test]
-fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
+/// A bucket folder whose configuration has feed `t` (`in/` into `tables/t`, keyed on `id`, with
+/// `extra` lines) and a recipient, and an empty `in/`.
+fn bucket_with_feed_t(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let bucket = dir.path();
     std::fs::write(
-        bucket.join("deltadrop.toml"),
-        "[notifications]\nrecipients = [\"ops@example.com\"]\n[[feeds]]\nname = \"t\"\nincoming = \"in/\"\ntable = \"tables/t\"\nkeys = [\"id\"]\n",
+        dir.path().join("deltadrop.toml"),
+        format!("[notifications]\nrecipients = [\"ops@example.com\"]\n[[feeds]]\nname = \"t\"\nincoming = \"in/\"\ntable = \"tables/t\"\nkeys = [\"id\"]\n{extra}"),
     )
     .unwrap();
-    std::fs::create_dir_all(bucket.join("in")).unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    dir
+}
+
+#[test]
+fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
+    let dir = bucket_with_feed_t("");
+    let bucket = dir.path();
     std::fs::write(bucket.join("in/bad.csv"), "id,name\n1,a,extra\n").unwrap();
     let output = deltadrop()
         .args(["run", "in/bad.csv", "--bucket"])
@@ -423,14 +430,8 @@ async fn bucket_with(s3: &aws_sdk_s3::Client, bucket: &str, objects: &[(&str, &s
 /// With nothing left to run, exit 2.
 #[test]
 fn run_all_merges_a_tables_files_in_one_commit_and_a_digest_lists_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = bucket_with_feed_t("notify = \"digest\"\n");
     let bucket = dir.path();
-    std::fs::write(
-        bucket.join("deltadrop.toml"),
-        "[notifications]\nrecipients = [\"ops@example.com\"]\n[[feeds]]\nname = \"t\"\nincoming = \"in/\"\ntable = \"tables/t\"\nkeys = [\"id\"]\nnotify = \"digest\"\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(bucket.join("in")).unwrap();
     for (name, body) in [
         ("a.csv", "id,name\n1,a\n2,b\n"),
         ("b.csv", "id,name\n3,c,extra\n"),
