@@ -62,17 +62,13 @@ fn key_in_bucket(bucket: &LocalBucket, file: &str) -> Result<String> {
 /// The files `deltadrop run --all` takes: every file under the feeds' incoming prefixes that a
 /// feed takes, in arrival order (modification time, then key).
 async fn incoming_files(env: &Environment) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    for feed in &env.config.feeds {
-        for object in env.storage.list(feed.incoming_prefix()).await? {
-            let first_feed = env.config.feed_for_key(&object.key).ok();
-            if first_feed.is_some_and(|f| f.name == feed.name) {
-                found.push((object.modified, object.key));
-            }
-        }
-    }
+    let mut found: Vec<_> = deltadrop::watch::incoming_files(env)
+        .await?
+        .into_iter()
+        .filter(|object| env.config.feed_for_key(&object.key).is_ok())
+        .map(|object| (object.modified, object.key))
+        .collect();
     found.sort();
-    found.dedup();
     Ok(found.into_iter().map(|(_, key)| key).collect())
 }
 

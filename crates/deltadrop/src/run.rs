@@ -13,6 +13,7 @@ use crate::bounded::join_listed;
 use crate::config::NotifyMode;
 use crate::environment::Environment;
 use crate::error::Error;
+use crate::mail::file_name;
 use crate::steps::upsert::arrival::Arrivals;
 use crate::steps::upsert::upsert_files;
 use crate::steps::{
@@ -302,8 +303,4 @@ async fn notify_all(env: &Environment, reports: &[Report]) -> Vec<Result<NotifyO
         }
     }
     notifications
-}
-
-fn file_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::environment::Environment;
 use crate::error::Result;
 use crate::mail::render_stale_files;
+use crate::storage::Listed;
 
 /// A file waiting under an incoming prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,20 +34,16 @@ pub struct WatchOutput {
     pub delivered: Option<String>,
 }
 
-/// Lists the feeds' incoming prefixes and emails the recipients about files older than
-/// `threshold`, naming each.
-pub async fn watch(
-    env: &Environment,
-    threshold: Duration,
-    now: DateTime<Utc>,
-) -> Result<WatchOutput> {
+/// Every file under the feeds' incoming prefixes, each once: a prefix inside another
+/// (`incoming/` and `incoming/orders/`) is listed with it. Folder markers (keys ending in `/`)
+/// are left out.
+pub async fn incoming_files(env: &Environment) -> Result<Vec<Listed>> {
     let mut prefixes: Vec<&str> = env
         .config
         .feeds
         .iter()
         .map(|f| f.incoming_prefix())
         .collect();
-    // A prefix inside another (`incoming/` and `incoming/orders/`) is listed with it: each key once.
     prefixes.sort();
     let mut listed: Vec<&str> = Vec::new();
     for prefix in prefixes {
@@ -54,26 +51,42 @@ pub async fn watch(
             listed.push(prefix);
         }
     }
-    let mut waiting = Vec::new();
+    let mut files = Vec::new();
     for prefix in listed {
-        for object in env.storage.list(prefix).await? {
-            let feed = env
-                .config
-                .feed_for_key(&object.key)
-                .ok()
-                .map(|f| f.name.clone());
-            if !object.key.ends_with('/') {
-                let age = now - object.modified;
-                waiting.push((
-                    age,
-                    StaleFile {
-                        key: object.key,
-                        feed,
-                        waiting_minutes: age.num_minutes(),
-                    },
-                ));
-            }
-        }
+        files.extend(
+            env.storage
+                .list(prefix)
+                .await?
+                .into_iter()
+                .filter(|object| !object.key.ends_with('/')),
+        );
+    }
+    Ok(files)
+}
+
+/// Lists the feeds' incoming prefixes and emails the recipients about files older than
+/// `threshold`, naming each.
+pub async fn watch(
+    env: &Environment,
+    threshold: Duration,
+    now: DateTime<Utc>,
+) -> Result<WatchOutput> {
+    let mut waiting = Vec::new();
+    for object in incoming_files(env).await? {
+        let feed = env
+            .config
+            .feed_for_key(&object.key)
+            .ok()
+            .map(|f| f.name.clone());
+        let age = now - object.modified;
+        waiting.push((
+            age,
+            StaleFile {
+                key: object.key,
+                feed,
+                waiting_minutes: age.num_minutes(),
+            },
+        ));
     }
     waiting.sort_by(|a, b| b.0.cmp(&a.0));
     let oldest_minutes = waiting.first().map_or(0, |(age, _)| age.num_minutes());

@@ -22,8 +22,8 @@ fn escape_html(text: &str) -> String {
     out
 }
 
-/// The file name part of a key, for subjects.
-fn file_name(key: &str) -> &str {
+/// The file name part of a key, for subjects and progress lines.
+pub(crate) fn file_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 

@@ -89,21 +89,6 @@ pub fn batches(files: &[Pending], bounds_of: &dyn Fn(&str) -> BatchBounds) -> Ve
     batches
 }
 
-/// Puts files in arrival order: the upload's time (S3's event time, a file's modification
-/// time), then the key, then S3's sequencer (uploads of one key).
-pub fn arrival_order(files: &mut [Pending]) {
-    files.sort_by(|a, b| {
-        let order = |p: &Pending| {
-            (
-                p.run.upload.uploaded_at,
-                p.run.key.clone(),
-                p.run.upload.order(),
-            )
-        };
-        order(a).cmp(&order(b))
-    });
-}
-
 /// A file of the batch, read once for every attempt.
 struct Prepared<'a> {
     pending: &'a Pending,
@@ -200,7 +185,8 @@ async fn upsert_batch(env: &Environment, files: &[&Pending]) -> Vec<Result<Upser
     }
 }
 
-/// What a file's upsert needs that no commit changes: its identity and its rows, one per key.
+/// What a file's upsert needs that no commit changes: its identity, its staged rows, and
+/// whether a key repeats among them.
 async fn prepare<'a>(
     env: &Environment,
     feed: &Feed,

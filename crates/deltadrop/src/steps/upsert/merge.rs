@@ -206,7 +206,6 @@ pub(super) async fn merge_into(
             .await
             .map_err(delta_error)?
     };
-    let value = |name: &String| qualified("source", name);
     let rules = merge_rules(feed);
     let before = table.clone();
     let mut merge = table
@@ -221,7 +220,7 @@ pub(super) async fn merge_into(
             .when_matched_update(|update| {
                 update
                     .predicate(lit(false))
-                    .update(Column::new_unqualified(*name), value(name))
+                    .update(Column::new_unqualified(*name), qualified("source", name))
             })
             .map_err(delta_error)?;
     }
@@ -236,7 +235,7 @@ pub(super) async fn merge_into(
                 update = update.predicate(c);
             }
             for name in &data_columns {
-                update = update.update(Column::new_unqualified(name), value(name));
+                update = update.update(Column::new_unqualified(name), qualified("source", name));
             }
             update
         })
@@ -246,7 +245,7 @@ pub(super) async fn merge_into(
                 insert = insert.predicate(c);
             }
             for name in &data_columns {
-                insert = insert.set(Column::new_unqualified(name), value(name));
+                insert = insert.set(Column::new_unqualified(name), qualified("source", name));
             }
             insert
         })

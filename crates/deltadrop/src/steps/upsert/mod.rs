@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RunInput, StageOutput};
 #[cfg(feature = "merge")]
-pub use batch::{arrival_order, upsert, upsert_files};
+pub use batch::{upsert, upsert_files};
 
 /// A staged file waiting for its table's commit lane: its run and what its stage wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
