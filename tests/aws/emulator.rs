@@ -15,7 +15,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::recorder::{self, Action, Recorder};
+use crate::recorder::{self, Action, Caller, Recorder};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -118,17 +118,32 @@ pub struct Faults {
     s3_requests: Mutex<BTreeMap<&'static str, u64>>,
     /// The S3 faults injected, by answer and request kind.
     pub s3_faults: Mutex<BTreeMap<String, u32>>,
-    /// How many of the next successful upsert responses are lost after the handler ran (its
-    /// commit landed): Step Functions sees `Lambda.ServiceException` and retries the step.
-    pub lose_upsert_responses: AtomicU32,
+    /// How many mergers die just before a commit lands: the commit's PUT never reaches S3.
+    pub kill_merger_before_commit: AtomicU32,
+    /// How many mergers die after their commit landed, before answering: at their first answer
+    /// of an applied file.
+    pub kill_merger_after_commit: AtomicU32,
+    /// The pollers whose merger was killed (by session token), refused everything until the
+    /// poller has dropped it.
+    killed: Mutex<std::collections::BTreeSet<String>>,
+    /// The merger's answers that reached Step Functions, by outcome (`applied`...) or error.
+    pub answers: Mutex<BTreeMap<String, u32>>,
     /// Invocations per function, and how many of them failed.
     pub invocations: Mutex<BTreeMap<&'static str, (u32, u32)>>,
 }
 
 impl Faults {
     /// The error response a fault gives this request instead of moto's answer, if any.
-    fn response(&self, function: Function, actions: &[Action]) -> Option<Response<Full<Bytes>>> {
+    fn response(
+        &self,
+        caller: Caller,
+        actions: &[Action],
+        request: &recorder::Request,
+    ) -> Option<Response<Full<Bytes>>> {
         let wants = |name: &str| actions.iter().any(|a| a.action == name);
+        if let Some(fault) = self.merger_fault(caller, actions, request) {
+            return Some(fault);
+        }
         if let Some(fault) = self.s3_fault(actions) {
             return Some(fault);
         }
@@ -140,7 +155,7 @@ impl Faults {
                 r#"{"message":"injected fault: the message was rejected"}"#,
             ));
         }
-        if function == Function::Upsert
+        if caller == Caller::Function(Function::Upsert)
             && wants("s3:PutObject")
             && self.deny_upsert_writes.load(Ordering::SeqCst)
         {
@@ -188,16 +203,73 @@ impl Faults {
         ))
     }
 
-    /// Whether to lose this successful upsert response (and count it).
-    fn take_lost_upsert_response(&self, function: Function) -> bool {
-        function == Function::Upsert
-            && self
-                .lose_upsert_responses
+    /// Kills a merger (the poller that runs it, told by its session token) at its commit or at
+    /// its first answer of an applied file, as the counts ask; a killed merger's requests all
+    /// fail until its poller has dropped it, so nothing more of its work lands.
+    fn merger_fault(
+        &self,
+        caller: Caller,
+        actions: &[Action],
+        request: &recorder::Request,
+    ) -> Option<Response<Full<Bytes>>> {
+        let poller = (request.header)("x-amz-security-token")?;
+        if caller != Caller::Function(Function::Upsert) {
+            return None;
+        }
+        let take = |count: &AtomicU32| {
+            count
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
+        };
+        let mut killed = self.killed.lock().unwrap();
+        let commit = actions.iter().any(|a| {
+            a.action == "s3:PutObject"
+                && a.resource.contains("/_delta_log/")
+                && a.resource.ends_with(".json")
+        });
+        let answers_applied = actions.iter().any(|a| a.action == "states:SendTaskSuccess")
+            && answered_outcome(request).as_deref() == Some("applied");
+        let dies = killed.contains(&poller)
+            || (commit && take(&self.kill_merger_before_commit))
+            || (answers_applied && take(&self.kill_merger_after_commit));
+        if !dies {
+            return None;
+        }
+        killed.insert(poller);
+        Some(error_response(
+            503,
+            "application/json",
+            "ServiceUnavailable",
+            r#"{"message":"injected fault: the merger died"}"#,
+        ))
     }
 
-    fn count_invocation(&self, function: Function, failed: bool) {
+    /// Whether the poller's merger was killed; the poller drops it and calls [`Faults::revive`].
+    pub fn is_killed(&self, poller: &str) -> bool {
+        self.killed.lock().unwrap().contains(poller)
+    }
+
+    /// The poller dropped its killed merger: its next one may work.
+    pub fn revive(&self, poller: &str) {
+        self.killed.lock().unwrap().remove(poller);
+    }
+
+    fn count_answer(&self, actions: &[Action], request: &recorder::Request, status: u16) {
+        let kind = if actions.iter().any(|a| a.action == "states:SendTaskSuccess") {
+            answered_outcome(request)
+        } else if actions.iter().any(|a| a.action == "states:SendTaskFailure") {
+            serde_json::from_slice::<serde_json::Value>(request.body)
+                .ok()
+                .and_then(|b| b["error"].as_str().map(str::to_string))
+        } else {
+            None
+        };
+        if let Some(kind) = kind.filter(|_| status == 200) {
+            *self.answers.lock().unwrap().entry(kind).or_default() += 1;
+        }
+    }
+
+    pub fn count_invocation(&self, function: Function, failed: bool) {
         let mut invocations = self.invocations.lock().unwrap();
         let (calls, failures) = invocations.entry(function.name()).or_default();
         *calls += 1;
@@ -229,12 +301,36 @@ pub async fn function_sdk_config(moto: &Moto, function: Function) -> aws_config:
     .await
 }
 
+/// The upsert function's SDK configuration for one poller of the lane: the session token tells
+/// the proxy which poller's merger made a request (to kill that one).
+pub async fn merger_sdk_config(moto: &Moto, poller: &str) -> aws_config::SdkConfig {
+    let access_key = format!("deltadrop-{}", Function::Upsert.name());
+    credentials_config(
+        &moto.proxy_endpoint(),
+        &access_key,
+        Some(poller.to_string()),
+    )
+    .await
+}
+
 async fn sdk_config(endpoint: &str, access_key: &str) -> aws_config::SdkConfig {
+    credentials_config(endpoint, access_key, None).await
+}
+
+async fn credentials_config(
+    endpoint: &str,
+    access_key: &str,
+    session_token: Option<String>,
+) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            access_key, "testing", None, None, "moto",
+            access_key,
+            "testing",
+            session_token,
+            None,
+            "moto",
         ))
         .load()
         .await
@@ -275,30 +371,35 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let request = recorder::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            header: &header,
+            body: &body,
+        };
         let caller = header("authorization").and_then(|a| recorder::caller(&a));
-        let actions = caller.as_ref().map(|(_, service)| {
-            recorder::actions(
-                service,
-                &recorder::Request {
-                    method: parts.method.as_str(),
-                    path: parts.uri.path(),
-                    query: parts.uri.query().unwrap_or(""),
-                    header: &header,
-                    body: &body,
-                },
-            )
-        });
+        let actions = caller
+            .as_ref()
+            .map(|(_, service)| recorder::actions(service, &request));
+        if let Some(size) = caller
+            .as_ref()
+            .and_then(|(_, service)| recorder::state_payload(service, &request))
+        {
+            self.recorder.state_size(size);
+        }
         let fault = match (&caller, &actions) {
-            (Some((function, _)), Some(actions)) => self.faults.response(*function, actions),
+            (Some((caller, _)), Some(actions)) => self.faults.response(*caller, actions, &request),
             _ => None,
         };
         let response = match fault {
             Some(response) => response,
-            None => self.forward(parts, body).await,
+            None => self.forward(&parts, body.clone()).await,
         };
-        if let (Some((function, _)), Some(actions)) = (caller, actions) {
-            self.recorder
-                .record(function, actions, response.status().as_u16());
+        if let (Some((caller, _)), Some(actions)) = (caller, actions) {
+            let status = response.status().as_u16();
+            self.faults.count_answer(&actions, &request, status);
+            self.recorder.record(caller, actions, status);
         }
         response
     }
@@ -314,18 +415,6 @@ impl Proxy {
             serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string()
         };
         let (answer, failed) = match invoke(ctx, function, payload).await {
-            Ok(output)
-                if output["outcome"] == "applied"
-                    && self.faults.take_lost_upsert_response(function) =>
-            {
-                (
-                    failure(
-                        "Lambda.ServiceException",
-                        "injected fault: the response was lost after the handler finished",
-                    ),
-                    true,
-                )
-            }
             Ok(output) => (output.to_string(), false),
             Err(diagnostic) => (
                 failure(&diagnostic.error_type, &diagnostic.error_message),
@@ -343,7 +432,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        parts: hyper::http::request::Parts,
+        parts: &hyper::http::request::Parts,
         body: Bytes,
     ) -> Response<Full<Bytes>> {
         let url = format!(
@@ -356,7 +445,7 @@ impl Proxy {
                 .unwrap_or("/")
         );
         let is_head = parts.method == hyper::Method::HEAD;
-        let mut forwarded = self.client.request(parts.method, url).body(body);
+        let mut forwarded = self.client.request(parts.method.clone(), url).body(body);
         for (name, value) in &parts.headers {
             if name != "host" && name != "content-length" && name != "transfer-encoding" {
                 forwarded = forwarded.header(name, value);
@@ -385,6 +474,13 @@ impl Proxy {
 }
 
 /// What kind of S3 request asked for these actions, for the fault counts.
+/// The outcome a SendTaskSuccess answers with (`applied`...).
+fn answered_outcome(request: &recorder::Request) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(request.body).ok()?;
+    let output: serde_json::Value = serde_json::from_str(body["output"].as_str()?).ok()?;
+    output["outcome"].as_str().map(str::to_string)
+}
+
 fn request_kind(actions: &[Action]) -> &'static str {
     let wants = |prefix: &str| actions.iter().any(|a| a.action.starts_with(prefix));
     if wants("s3:ListBucket") {

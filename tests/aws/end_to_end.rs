@@ -301,7 +301,11 @@ async fn a_failure_after_the_archive_moves_the_file_to_quarantine(world: &World)
         .store(false, Ordering::SeqCst);
     assert_eq!(status, "FAILED", "{error:?} {output:#}");
     let quarantined = in_run_folder("quarantine/", "incoming/orders/late.csv", &name);
-    assert!(world.exists(&quarantined).await);
+    assert!(
+        world.exists(&quarantined).await,
+        "{error:?} {:#?}",
+        world.history(&name).await
+    );
     assert!(world.exists(&format!("{quarantined}.error.json")).await);
     assert!(
         !world
@@ -484,7 +488,13 @@ async fn a_feed_in_arrival_order_waits_for_the_earlier_file(world: &World) {
     let (earlier, later): (Vec<_>, Vec<_>) = records
         .into_iter()
         .partition(|r| crate::world::notified_key(r).ends_with("a.csv"));
-    let upsert_failures = || world.faults.invocations.lock().unwrap()["upsert"].1;
+    let upsert_failures = || {
+        let answers = world.faults.answers.lock().unwrap();
+        answers
+            .get("WaitingForEarlierFile")
+            .copied()
+            .unwrap_or_default()
+    };
     let failures_before = upsert_failures();
     let later_name = world.start(&later).await.remove(0);
     // Long enough for the later run to reach its upsert and wait at least once.
@@ -606,6 +616,19 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
             function.name()
         );
     }
+    for (principal, action) in [
+        ("pipeline", "sqs:SendMessage"),
+        ("upsert", "states:SendTaskSuccess"),
+        ("upsert", "states:SendTaskFailure"),
+        ("upsert", "states:SendTaskHeartbeat"),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.function == principal && c.action == action),
+            "no {action} recorded for {principal}"
+        );
+    }
     assert!(
         calls
             .iter()
@@ -636,6 +659,10 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         .args(["--bucket", BUCKET, "--account", ACCOUNT, "--region", REGION])
         .args(["--state-machine-arn", &world.state_machine_arn])
         .args(["--parameter", &format!("SenderEmail={SENDER}")])
+        .args([
+            "--queue",
+            &format!("UpsertLaneQueue={}", crate::lane::QUEUE_NAME),
+        ])
         .output()
         .unwrap();
     let report = format!(

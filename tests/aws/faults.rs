@@ -1,7 +1,8 @@
 //! The fault run: files for three tables, eight per table at once, through the real state
-//! machine while the proxy makes S3 fail a share of the functions' requests (503 SlowDown, 500
-//! InternalError) and loses upsert responses after their commit (a crash or timeout after the
-//! work was done). Every file must end applied exactly once, or quarantined with an email; an
+//! machine and the commit lane while the proxy makes S3 fail a share of the functions' requests
+//! (503 SlowDown, 500 InternalError) and kills mergers, some just before their commit lands and
+//! some after it landed but before they answered (a crash or timeout of the upsert function).
+//! Every file must end applied exactly once, or quarantined with an email; an
 //! independent reader (the Python `deltalake` package) must find no row lost or doubled, and no
 //! staging table may be left behind. The counts are printed (docs/reliability.md records them).
 
@@ -18,7 +19,8 @@ const GOOD_FILES_PER_TABLE: usize = 8;
 const ROWS_PER_FILE: usize = 5;
 /// Every ninth S3 request of each kind fails (11%); DELTADROP_FAULT_EVERY sets another share.
 const S3_FAULT_EVERY: u64 = 9;
-const LOST_UPSERT_RESPONSES: u32 = 3;
+const MERGERS_KILLED_BEFORE_COMMIT: u32 = 2;
+const MERGERS_KILLED_AFTER_COMMIT: u32 = 2;
 
 /// One dropped file and the rows it must bring (none for a bad file).
 struct Dropped {
@@ -68,11 +70,18 @@ struct Counts {
     files: usize,
     bad_files: usize,
     applied: usize,
-    already_applied_after_a_lost_response: usize,
+    /// Files whose merger died after committing them: redelivered, found applied.
+    already_applied_after_a_killed_merger: usize,
     quarantined_bad: usize,
     quarantined_good: usize,
     s3_faults: BTreeMap<String, u32>,
-    lost_upsert_responses: u32,
+    mergers_killed_before_commit: u32,
+    mergers_killed_after_commit: u32,
+    /// Lane messages handed back for redelivery, and merges of one table that overlapped.
+    lane_redelivered: u32,
+    lane_overlaps: u32,
+    /// The merger's answers by outcome or error name.
+    answers: BTreeMap<String, u32>,
     /// Invocations per function (all attempts) and how many failed.
     invocations: BTreeMap<&'static str, (u32, u32)>,
     commit_conflict_retries: u64,
@@ -99,8 +108,14 @@ pub async fn files_under_faults_are_applied_once_or_quarantined(world: &World) {
     world.faults.s3_fault_every.store(every, Ordering::SeqCst);
     world
         .faults
-        .lose_upsert_responses
-        .store(LOST_UPSERT_RESPONSES, Ordering::SeqCst);
+        .kill_merger_before_commit
+        .store(MERGERS_KILLED_BEFORE_COMMIT, Ordering::SeqCst);
+    world
+        .faults
+        .kill_merger_after_commit
+        .store(MERGERS_KILLED_AFTER_COMMIT, Ordering::SeqCst);
+    let answers_before = world.faults.answers.lock().unwrap().clone();
+    let redelivered_before = world.lane.redelivered.load(Ordering::SeqCst);
     let started = Instant::now();
     let names = world.start(&records).await;
     let finished = world.wait_for(names).await;
@@ -119,10 +134,23 @@ pub async fn files_under_faults_are_applied_once_or_quarantined(world: &World) {
         bad_files: files.iter().filter(|f| !f.good).count(),
         seconds,
         s3_faults: world.faults.s3_faults.lock().unwrap().clone(),
-        lost_upsert_responses: LOST_UPSERT_RESPONSES
-            - world.faults.lose_upsert_responses.load(Ordering::SeqCst),
+        mergers_killed_before_commit: MERGERS_KILLED_BEFORE_COMMIT
+            - world
+                .faults
+                .kill_merger_before_commit
+                .load(Ordering::SeqCst),
+        mergers_killed_after_commit: MERGERS_KILLED_AFTER_COMMIT
+            - world.faults.kill_merger_after_commit.load(Ordering::SeqCst),
+        lane_redelivered: world.lane.redelivered.load(Ordering::SeqCst) - redelivered_before,
+        lane_overlaps: world.lane.overlaps.load(Ordering::SeqCst),
         ..Counts::default()
     };
+    for (kind, n) in world.faults.answers.lock().unwrap().iter() {
+        let before = answers_before.get(kind).copied().unwrap_or_default();
+        if *n > before {
+            counts.answers.insert(kind.clone(), n - before);
+        }
+    }
     for (function, (calls, failures)) in world.faults.invocations.lock().unwrap().iter() {
         let (calls_before, failures_before) = invocations_before
             .get(function)
@@ -143,7 +171,7 @@ pub async fn files_under_faults_are_applied_once_or_quarantined(world: &World) {
                 let outcome = run.output["upsert"]["outcome"].as_str().unwrap();
                 match outcome {
                     "applied" => counts.applied += 1,
-                    "already_applied" => counts.already_applied_after_a_lost_response += 1,
+                    "already_applied" => counts.already_applied_after_a_killed_merger += 1,
                     other => panic!("{}: outcome {other}", file.key),
                 }
                 let attempts = run.output["upsert"]["attempts"].as_u64().unwrap();
@@ -233,9 +261,24 @@ pub async fn files_under_faults_are_applied_once_or_quarantined(world: &World) {
     );
     assert_eq!(counts.staging_tables_left, 0, "{counts:#?}");
     assert_eq!(counts.quarantined_bad, TABLES, "{counts:#?}");
+    assert_eq!(counts.quarantined_good, 0, "{counts:#?}");
     assert_eq!(
-        counts.already_applied_after_a_lost_response, LOST_UPSERT_RESPONSES as usize,
-        "every lost response is retried and reports the done work: {counts:#?}"
+        counts.lane_overlaps, 0,
+        "two merges of one table overlapped: {counts:#?}"
+    );
+    assert_eq!(
+        (
+            counts.mergers_killed_before_commit,
+            counts.mergers_killed_after_commit
+        ),
+        (MERGERS_KILLED_BEFORE_COMMIT, MERGERS_KILLED_AFTER_COMMIT),
+        "every merger fault was injected: {counts:#?}"
+    );
+    // A merger killed after its commit answered none of the commit's files: each is delivered
+    // again and found applied.
+    assert!(
+        counts.already_applied_after_a_killed_merger >= MERGERS_KILLED_AFTER_COMMIT as usize,
+        "{counts:#?}"
     );
     for kind in ["GET/HEAD", "PUT", "COPY", "DELETE", "LIST"] {
         assert!(

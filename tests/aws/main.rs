@@ -2,6 +2,7 @@
 //! handlers behind its Lambda invocations, real S3, SQS, SES and Step Functions SDK calls.
 
 mod emulator;
+mod lane;
 mod recorder;
 mod statemachine;
 

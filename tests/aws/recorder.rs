@@ -42,10 +42,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn record(&self, function: Function, actions: Vec<Action>, status: u16) {
+    pub fn record(&self, caller: Caller, actions: Vec<Action>, status: u16) {
         let mut calls = self.calls.lock().unwrap();
         calls.extend(actions.into_iter().map(|a| Call {
-            function: function.name(),
+            function: caller.name(),
             action: a.action,
             resource: a.resource,
             status,
@@ -84,24 +84,48 @@ fn action(action: &str, resource: String) -> Action {
     }
 }
 
-/// The function whose credentials signed the request: the tests give each function the access
-/// key `deltadrop-<name>`, as AWS gives each function its own role.
-pub fn caller(authorization: &str) -> Option<(Function, String)> {
+/// Who signed a request: a function (each has its own role on AWS), or the pipeline's state
+/// machine (its role makes the calls of its service integrations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Function(Function),
+    StateMachine,
+}
+
+impl Caller {
+    /// The name tests/iam/check_calls.py knows the principal by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Caller::Function(f) => f.name(),
+            Caller::StateMachine => "pipeline",
+        }
+    }
+}
+
+/// moto's executor signs its own service calls with this access key.
+const STATE_MACHINE_KEY: &str = "ak";
+
+/// Who signed the request: the tests give each function the access key `deltadrop-<name>`, as
+/// AWS gives each function its own role; moto's executor signs as the state machine.
+pub fn caller(authorization: &str) -> Option<(Caller, String)> {
     let credential = authorization.split("Credential=").nth(1)?;
     let mut scope = credential.split(['/', ',']);
     let key = scope.next()?;
     let service = scope.nth(2)?.to_string();
+    if key == STATE_MACHINE_KEY {
+        return Some((Caller::StateMachine, service));
+    }
     let function = Function::ALL
         .into_iter()
         .find(|f| key == format!("deltadrop-{}", f.name()))?;
-    Some((function, service))
+    Some((Caller::Function(function), service))
 }
 
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub header: &'a (dyn Fn(&str) -> Option<String> + Sync),
     pub body: &'a [u8],
 }
 
@@ -111,6 +135,7 @@ pub fn actions(service: &str, request: &Request) -> Vec<Action> {
         "s3" => s3_actions(request),
         "ses" => ses_actions(request),
         "states" => states_actions(request),
+        "sqs" => sqs_actions(request),
         other => vec![action(
             &format!("{other}:Unknown"),
             format!("{} {}", request.method, request.path),
@@ -256,6 +281,56 @@ fn states_actions(request: &Request) -> Vec<Action> {
     vec![action(&format!("states:{operation}"), resource)]
 }
 
+/// An SQS request's operation and parameters, in either protocol: JSON (`X-Amz-Target:
+/// AmazonSQS.SendMessage`, a JSON body) or query (`Action=SendMessage&QueueUrl=...`).
+fn sqs_request(request: &Request) -> (String, BTreeMap<String, String>) {
+    if let Some(target) = (request.header)("x-amz-target") {
+        let operation = target.rsplit('.').next().unwrap_or("Unknown").to_string();
+        let fields = json_body(request)
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        return (operation, fields);
+    }
+    let mut fields: BTreeMap<String, String> = url::form_urlencoded::parse(request.body)
+        .into_owned()
+        .collect();
+    let operation = fields.remove("Action").unwrap_or_else(|| "Unknown".into());
+    (operation, fields)
+}
+
+/// SQS actions are authorised on the queue, named by the last part of its URL
+/// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsqs.html).
+fn sqs_actions(request: &Request) -> Vec<Action> {
+    let (operation, fields) = sqs_request(request);
+    let queue = fields
+        .get("QueueUrl")
+        .and_then(|url| url.rsplit('/').next())
+        .unwrap_or("*");
+    vec![action(
+        &format!("sqs:{operation}"),
+        format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"),
+    )]
+}
+
+/// The size of what a request hands to a state: an SQS message's body (the lane's message), or
+/// a task's answer. Both are bounded by Step Functions' 256 KiB.
+pub fn state_payload(service: &str, request: &Request) -> Option<usize> {
+    match service {
+        "sqs" => {
+            let (operation, fields) = sqs_request(request);
+            (operation == "SendMessage").then(|| fields.get("MessageBody").map_or(0, String::len))
+        }
+        "states" => {
+            let body = json_body(request);
+            body["output"].as_str().map(str::len)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,11 +398,42 @@ mod tests {
         );
         assert_eq!(
             caller("AWS4-HMAC-SHA256 Credential=deltadrop-stage/20261126/us-east-1/s3/aws4_request, SignedHeaders=host"),
-            Some((Function::Stage, "s3".to_string()))
+            Some((Caller::Function(Function::Stage), "s3".to_string()))
         );
         assert_eq!(
             caller("AWS4-HMAC-SHA256 Credential=testing/2026/us-east-1/s3/aws4_request"),
             None
         );
+        assert_eq!(
+            caller("AWS4-HMAC-SHA256 Credential=ak/2026/us-east-1/sqs/aws4_request"),
+            Some((Caller::StateMachine, "sqs".to_string()))
+        );
+        let header = |name: &str| (name == "x-amz-target").then(|| "AmazonSQS.SendMessage".into());
+        let json = br#"{"QueueUrl": "http://localhost:5000/123456789012/lane.fifo", "MessageBody": "abc"}"#;
+        let request = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            header: &header,
+            body: json,
+        };
+        let send = actions("sqs", &request);
+        assert_eq!(send[0].action, "sqs:SendMessage");
+        assert_eq!(
+            send[0].resource,
+            format!("arn:aws:sqs:{REGION}:{ACCOUNT}:lane.fifo")
+        );
+        assert_eq!(state_payload("sqs", &request), Some(3));
+        let no_header = |_: &str| None;
+        let query = Request {
+            body: b"Action=SendMessage&QueueUrl=http%3A%2F%2Fx%2F1%2Fq.fifo&MessageBody=%7B%7D",
+            header: &no_header,
+            ..request
+        };
+        assert_eq!(
+            actions("sqs", &query)[0].resource,
+            format!("arn:aws:sqs:{REGION}:{ACCOUNT}:q.fifo")
+        );
+        assert_eq!(state_payload("sqs", &query), Some(2));
     }
 }

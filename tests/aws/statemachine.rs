@@ -31,6 +31,20 @@ fn error_names(state: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn targets_of_choice(
+    choice: &Value,
+    reachable: &mut BTreeSet<String>,
+    states: &serde_json::Map<String, Value>,
+    name: &str,
+) {
+    let target = choice["Next"].as_str().unwrap();
+    assert!(
+        states.contains_key(target),
+        "{name} chooses missing {target}"
+    );
+    reachable.insert(target.to_string());
+}
+
 #[test]
 fn every_transition_exists_and_every_error_name_is_one_the_handlers_return() {
     let asl = definition();
@@ -49,18 +63,30 @@ fn every_transition_exists_and_every_error_name_is_one_the_handlers_return() {
             );
             reachable.insert(target.to_string());
         }
+        for choice in state["Choices"].as_array().into_iter().flatten() {
+            targets_of_choice(choice, &mut reachable, states, name);
+        }
+        if let Some(default) = state["Default"].as_str() {
+            assert!(
+                states.contains_key(default),
+                "{name} defaults to missing {default}"
+            );
+            reachable.insert(default.to_string());
+        }
         let ends = state["End"].as_bool() == Some(true)
             || state["Type"] == "Fail"
             || state["Type"] == "Succeed";
         assert!(
-            ends || state["Next"].is_string(),
+            ends || state["Next"].is_string() || state["Type"] == "Choice",
             "{name} neither ends nor goes anywhere"
         );
         for error in error_names(state, "Retry")
             .into_iter()
             .chain(error_names(state, "Catch"))
         {
-            let builtin = error.starts_with("States.") || error.starts_with("Lambda.");
+            let builtin = ["States.", "Lambda.", "SQS."]
+                .iter()
+                .any(|prefix| error.starts_with(prefix));
             assert!(
                 builtin || ErrorKind::from_name(&error).is_some(),
                 "{name} matches unknown error {error}"
@@ -104,11 +130,24 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
         assert_eq!(first["Next"], "NotifyFailure", "{step}");
         assert_eq!(first["ResultPath"], "$.failure", "{step}");
     }
-    assert!(error_names(&states["Upsert"], "Retry").contains(&"CommitConflict".to_string()));
     assert_eq!(states["Quarantine"]["Next"], "NotifyFailure");
     assert_eq!(states["NotifyFailure"]["Next"], "Failed");
     assert_eq!(states["Failed"]["ErrorPath"], "$.failure.Error");
     assert_eq!(states["Upsert"]["Next"], "NotifySuccess");
+}
+
+/// The names a state retries: its Retry's, or for the lane's callback state those its first
+/// Catch sends round again (a callback state is repeated by Catch, not Retry).
+fn retried_names(name: &str, state: &Value) -> Vec<String> {
+    if name != "Upsert" {
+        return error_names(state, "Retry");
+    }
+    state["Catch"][0]["ErrorEquals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The state machine retries exactly the transient kinds: each Task's own retried names are
@@ -120,7 +159,7 @@ fn exactly_the_transient_kinds_are_retried() {
     let states = asl["States"].as_object().unwrap();
     let mut retried = BTreeSet::new();
     for (name, state) in states.iter().filter(|(_, s)| s["Type"] == "Task") {
-        let names = error_names(state, "Retry");
+        let names = retried_names(name, state);
         for error in names.iter().filter(|e| !e.contains('.')) {
             let kind = ErrorKind::from_name(error).unwrap();
             assert!(
@@ -166,6 +205,76 @@ fn a_mail_failure_is_retried_and_never_fails_a_load() {
         states[states["NotifySuccess"]["Next"].as_str().unwrap()]["Type"],
         "Succeed"
     );
+}
+
+/// The Upsert state hands the file to the commit lane and waits for the merger's answer. It is
+/// repeated through Catch → Choice → Wait → Pass, never by Retry (on moto a retried callback
+/// state replays the old answer at once; on AWS each entry gets a new token); both timeout names
+/// are caught (moto raises only States.Timeout for a missed heartbeat, AWS documents
+/// States.HeartbeatTimeout); every repeat is bounded; a repeat's message has a new
+/// deduplication id; the token is only in the body.
+#[test]
+fn the_upsert_state_waits_for_the_lane_and_repeats_by_catch() {
+    let asl = definition();
+    let states = &asl["States"];
+    let upsert = &states["Upsert"];
+    assert_eq!(upsert["Resource"], "${SendToLaneAndWait}");
+    assert!(
+        upsert.get("Retry").is_none(),
+        "a callback state must not Retry"
+    );
+    let parameters = &upsert["Parameters"];
+    assert_eq!(parameters["MessageGroupId.$"], "$.stage.lane");
+    assert_eq!(parameters["MessageBody"]["token.$"], "$$.Task.Token");
+    let dedup = parameters["MessageDeduplicationId.$"].as_str().unwrap();
+    assert!(!dedup.contains("Task.Token"), "{dedup}");
+    assert!(dedup.contains("$.lane.attempt") && dedup.contains("$$.Execution.Name"));
+    let heartbeat = upsert["HeartbeatSeconds"].as_u64().unwrap();
+    let timeout = upsert["TimeoutSeconds"].as_u64().unwrap();
+    // The merger heartbeats every minute while it merges.
+    assert!(heartbeat > deltadrop_aws::lane::HEARTBEAT_INTERVAL.as_secs() * 5);
+    assert!(timeout > heartbeat);
+
+    let repeat = &upsert["Catch"][0];
+    let repeated = error_names(upsert, "Catch");
+    for name in [
+        "States.Timeout",
+        "States.HeartbeatTimeout",
+        "CommitConflict",
+    ] {
+        assert!(
+            repeated.contains(&name.to_string()),
+            "{name} is not repeated"
+        );
+    }
+    assert_eq!(repeat["ResultPath"], "$.lane.error");
+    let again = &states[repeat["Next"].as_str().unwrap()];
+    assert_eq!(again["Type"], "Choice");
+    let gave_up = &states[again["Default"].as_str().unwrap()];
+    assert_eq!(gave_up["InputPath"], "$.lane.error");
+    assert_eq!(gave_up["ResultPath"], "$.failure");
+    assert_eq!(gave_up["Next"], "Quarantine");
+    for choice in again["Choices"].as_array().unwrap() {
+        let bound = choice["And"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["Variable"] == "$.lane.attempt")
+            .expect("every repeat is bounded by the attempt count");
+        assert!(bound["NumericLessThan"].as_u64().unwrap() <= 40);
+        let wait = &states[choice["Next"].as_str().unwrap()];
+        assert_eq!(wait["Type"], "Wait");
+        let count = &states[wait["Next"].as_str().unwrap()];
+        assert_eq!(
+            count["Parameters"]["attempt.$"],
+            "States.MathAdd($.lane.attempt, 1)"
+        );
+        assert_eq!(count["Next"], "Upsert");
+    }
+    // The first entry starts the count.
+    let enter = &states[states["Archive"]["Next"].as_str().unwrap()];
+    assert_eq!(enter["Result"]["attempt"], 1);
+    assert_eq!(enter["Next"], "Upsert");
 }
 
 /// The maintenance state machine: each table in its own task inside a Map, retried on transient

@@ -16,9 +16,10 @@ use deltadrop_aws::{invoke, AwsContext, Function, Settings};
 use serde_json::{json, Value};
 
 use crate::emulator::{
-    context, function_arn, function_sdk_config, start_proxy, Contexts, Faults, Moto, ACCOUNT,
-    REGION,
+    context, function_arn, function_sdk_config, merger_sdk_config, start_proxy, Contexts, Faults,
+    Moto, ACCOUNT, REGION,
 };
+use crate::lane::{start_pollers, LaneStats};
 use crate::recorder::Recorder;
 
 pub const BUCKET: &str = "deltadrop-e2e";
@@ -89,6 +90,8 @@ pub struct World {
     pub contexts: Contexts,
     pub recorder: Arc<Recorder>,
     pub faults: Arc<Faults>,
+    /// What the commit lane's pollers saw.
+    pub lane: Arc<LaneStats>,
     uploads: Mutex<Vec<Uploaded>>,
 }
 
@@ -178,16 +181,23 @@ impl World {
             .await
             .unwrap();
 
+        let lane_queue_url = crate::lane::create_queue(&sqs).await;
+
         // The state machine from the same ASL file SAM deploys, with the substitutions SAM makes.
         let mut definition = crate::statemachine::definition().to_string();
         for (placeholder, function) in [
             ("${StageFunctionArn}", Function::Stage),
             ("${ArchiveFunctionArn}", Function::Archive),
-            ("${UpsertFunctionArn}", Function::Upsert),
             ("${NotifyFunctionArn}", Function::Notify),
         ] {
             definition = definition.replace(placeholder, &function_arn(function));
         }
+        definition = definition
+            .replace("${UpsertLaneQueueUrl}", &lane_queue_url)
+            .replace(
+                "${SendToLaneAndWait}",
+                "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            );
         let state_machine_arn = sfn
             .create_state_machine()
             .name("deltadrop-pipeline")
@@ -198,23 +208,39 @@ impl World {
             .unwrap()
             .state_machine_arn;
 
+        let settings = Settings {
+            bucket: BUCKET.into(),
+            config_key: "deltadrop.toml".into(),
+            // Read on every invocation, so the test can remove and restore it.
+            config_ttl: Duration::ZERO,
+            state_machine_arn: Some(state_machine_arn.clone()),
+            s3_endpoint: Some(moto.proxy_endpoint()),
+        };
         let mut contexts = Contexts::new();
         for function in Function::ALL {
-            let settings = Settings {
-                bucket: BUCKET.into(),
-                config_key: "deltadrop.toml".into(),
-                // Read on every invocation, so the test can remove and restore it.
-                config_ttl: Duration::ZERO,
-                state_machine_arn: Some(state_machine_arn.clone()),
-                s3_endpoint: Some(moto.proxy_endpoint()),
-            };
             let sdk = function_sdk_config(&moto, function).await;
             let ctx = AwsContext::new(&sdk, &settings).await.unwrap();
             contexts.push((function, Arc::new(ctx)));
         }
+        // Each poller of the lane runs the upsert function as a container of its own would.
+        let mut mergers = Vec::new();
+        for poller in 0..crate::lane::POLLERS {
+            let name = format!("poller-{poller}");
+            let sdk = merger_sdk_config(&moto, &name).await;
+            let ctx = AwsContext::new(&sdk, &settings).await.unwrap();
+            mergers.push((name, Arc::new(ctx)));
+        }
         let recorder = Arc::new(Recorder::default());
         let faults = Arc::new(Faults::default());
         start_proxy(&moto, contexts.clone(), recorder.clone(), faults.clone()).await;
+        let lane = Arc::new(LaneStats::default());
+        start_pollers(
+            sqs.clone(),
+            lane_queue_url,
+            mergers,
+            faults.clone(),
+            lane.clone(),
+        );
         World {
             moto,
             s3,
@@ -225,6 +251,7 @@ impl World {
             contexts,
             recorder,
             faults,
+            lane,
             uploads: Mutex::default(),
         }
     }
@@ -377,6 +404,35 @@ impl World {
             .await
             .unwrap();
         execution.status().as_str().to_string()
+    }
+
+    /// An execution's history in short (state entered, failures and their causes), for messages.
+    pub async fn history(&self, name: &str) -> Vec<String> {
+        let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:deltadrop-pipeline:{name}");
+        let history = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        history
+            .events()
+            .iter()
+            .filter_map(|e| {
+                let entered = e
+                    .state_entered_event_details()
+                    .map(|d| d.name().to_string());
+                let failed = e
+                    .task_failed_event_details()
+                    .map(|d| format!("  {:?}: {:?}", d.error(), d.cause()))
+                    .or_else(|| {
+                        e.lambda_function_failed_event_details()
+                            .map(|d| format!("  {:?}: {:?}", d.error(), d.cause()))
+                    });
+                entered.or(failed)
+            })
+            .collect()
     }
 
     /// The output of an execution of any state machine, once it succeeded.

@@ -9,7 +9,9 @@ template the way AWS documents its policy evaluation. It reports every call AWS 
 
 What it models
 --------------
-* Identity policies of the five functions (``AWS::Serverless::Function``): the inline statements
+* Identity policies of the functions (``AWS::Serverless::Function``) and of the pipeline's state
+  machine (``AWS::Serverless::StateMachine``, principal ``pipeline``: the calls of its service
+  integrations, such as the Upsert state's ``sqs:SendMessage``): the inline statements
   in ``Policies`` (``- Statement: [...]``), the statements of ``AWS::IAM::ManagedPolicy`` resources
   a ``Policies`` entry refers to with ``!Ref``, and ``AWS::IAM::Policy`` /
   ``AWS::IAM::ManagedPolicy`` resources attached to the function's implicit role
@@ -78,8 +80,10 @@ from typing import Any, Iterable
 
 from cfnlint.decode import cfn_yaml
 
-# The function names used in calls.json and the logical ids of their resources.
+# The principals named in calls.json and the logical ids of their resources: the functions, and
+# the pipeline's state machine (whose role makes the calls of its service integrations).
 FUNCTIONS = {
+    "pipeline": "PipelineStateMachine",
     "trigger": "TriggerFunction",
     "stage": "StageFunction",
     "archive": "ArchiveFunction",
@@ -90,6 +94,7 @@ FUNCTIONS = {
 }
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+SERVERLESS_STATE_MACHINE = "AWS::Serverless::StateMachine"
 MISSING_KEY_403 = (
     "AWS answers 403 AccessDenied, not 404, for this missing key: grant s3:ListBucket on the "
     "bucket without an s3:prefix condition"
@@ -121,6 +126,8 @@ class Settings:
     parameters: dict[str, str] = field(default_factory=dict)
     bucket_resource: str = "DataBucket"
     state_machine_resource: str = "PipelineStateMachine"
+    # Queue logical ids and their names in the recording (their ARNs follow from them).
+    queues: dict[str, str] = field(default_factory=dict)
 
     def role_arn(self, role_name: str) -> str:
         return f"arn:{self.partition}:iam::{self.account}:role/{role_name}"
@@ -232,6 +239,10 @@ class Resolver:
             raise UnknownIntrinsicError(f"{where}: malformed Fn::GetAtt {argument!r}")
         logical_id, attribute = argument
         if attribute == "Arn":
+            if logical_id in self.settings.queues:
+                settings = self.settings
+                name = settings.queues[logical_id]
+                return f"arn:{settings.partition}:sqs:{settings.region}:{settings.account}:{name}"
             if logical_id == self.settings.bucket_resource:
                 return self.settings.bucket_arn()
             if logical_id == self.settings.state_machine_resource:
@@ -405,14 +416,17 @@ class FunctionPolicy:
 
 def function_resource(template: dict, logical_id: str) -> dict:
     resource = template["Resources"].get(logical_id)
-    if not isinstance(resource, dict) or resource.get("Type") != SERVERLESS_FUNCTION:
-        raise CheckError(f"{logical_id} is not an {SERVERLESS_FUNCTION} in the template")
+    types = (SERVERLESS_FUNCTION, SERVERLESS_STATE_MACHINE)
+    if not isinstance(resource, dict) or resource.get("Type") not in types:
+        raise CheckError(f"{logical_id} is not an {' or '.join(types)} in the template")
     return resource
 
 
 def reject_unmodelled_role_settings(template: dict, logical_id: str, properties: dict) -> None:
     """An explicit Role or a permissions boundary would change the answer: refuse to check."""
-    globals_ = (template.get("Globals") or {}).get("Function") or {}
+    # Globals.Function applies to functions only.
+    is_function = template["Resources"][logical_id].get("Type") == SERVERLESS_FUNCTION
+    globals_ = ((template.get("Globals") or {}).get("Function") or {}) if is_function else {}
     if "Role" in properties:
         raise CheckError(f"{logical_id} uses an explicit Role: its permissions are not in Policies")
     for source, props in (("Properties", properties), ("Globals.Function", globals_)):
@@ -935,6 +949,10 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bucket-resource", default="DataBucket")
     parser.add_argument("--state-machine-resource", default="PipelineStateMachine")
+    parser.add_argument(
+        "--queue", action="append", default=[], metavar="LOGICAL_ID=NAME",
+        help="an SQS queue's name in the recording, for its ARN; repeatable",
+    )
     return parser
 
 
@@ -950,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:
             parameters=parse_parameters(args.parameter),
             bucket_resource=args.bucket_resource,
             state_machine_resource=args.state_machine_resource,
+            queues=parse_parameters(args.queue),
         )
         calls = json.loads(args.calls.read_text())
         report = check(args.template.read_text(), calls, settings)

@@ -34,6 +34,9 @@ STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:deltadrop-pipel
 OBJECT = f"arn:aws:s3:::{BUCKET}"
 
 
+LANE_QUEUE = "deltadrop-upsert-lane.fifo"
+
+
 def settings(**parameters):
     return Settings(
         bucket=BUCKET,
@@ -41,6 +44,7 @@ def settings(**parameters):
         region=REGION,
         state_machine_arn=STATE_MACHINE,
         parameters=parameters,
+        queues={"UpsertLaneQueue": LANE_QUEUE},
     )
 
 
@@ -652,9 +656,32 @@ def test_real_template_resolves_for_every_function():
     calls = [
         call(name, "s3:GetObject", f"{OBJECT}/deltadrop.toml")
         for name in check_calls.FUNCTIONS
+        if name != "pipeline"
     ]
-    report = run_real(*calls)  # raises if any intrinsic in the five policies cannot be resolved
+    report = run_real(*calls)  # raises if any intrinsic in the policies cannot be resolved
     assert report.ok, reasons(report)
+
+
+def test_real_template_the_state_machine_sends_only_to_the_lane_and_reads_nothing():
+    queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:"
+    report = run_real(
+        call("pipeline", "sqs:SendMessage", queue + LANE_QUEUE),
+        call("pipeline", "sqs:SendMessage", queue + "other.fifo"),
+        call("pipeline", "s3:GetObject", f"{OBJECT}/deltadrop.toml"),
+    )
+    assert [(v.call.action, v.call.resource) for v in report.violations] == [
+        ("sqs:SendMessage", queue + "other.fifo"),
+        ("s3:GetObject", f"{OBJECT}/deltadrop.toml"),
+    ]
+
+
+def test_real_template_only_the_merger_answers_callbacks():
+    answers = ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"]
+    report = run_real(
+        *[call("upsert", action, "*") for action in answers],
+        call("stage", "states:SendTaskSuccess", "*"),
+    )
+    assert [v.call.function for v in report.violations] == ["stage"]
 
 
 def test_real_template_trigger_starts_executions_and_writes_nothing():

@@ -509,7 +509,8 @@ def machine_lambda_states(machine: str) -> list[tuple[str, str, dict]]:
 def test_every_function_the_state_machines_invoke_is_found():
     assert sorted(STATE_MACHINES) == ["MaintenanceStateMachine", "PipelineStateMachine"]
     functions = {function for _, function, _ in machine_lambda_states("PipelineStateMachine")}
-    assert functions == {"StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"}
+    # The upsert function is the commit lane's merger: the Upsert state reaches it through a queue.
+    assert functions == {"StageFunction", "ArchiveFunction", "NotifyFunction"}
     functions = {function for _, function, _ in machine_lambda_states("MaintenanceStateMachine")}
     assert functions == {"MaintainFunction"}
 
@@ -672,6 +673,51 @@ def test_queue_visibility_is_six_times_the_trigger_timeout():
     assert queues == ["IncomingQueue"]
     visibility = int(props("IncomingQueue")["VisibilityTimeout"])
     assert visibility >= 6 * int(function_setting("TriggerFunction", "Timeout"))
+
+
+def statements_of(logical_id: str) -> list[dict]:
+    """The inline policy statements of a function or state machine, intrinsics unresolved."""
+    return [statement for entry in as_list(props(logical_id).get("Policies", []))
+            if isinstance(entry, dict) and "Statement" in entry
+            for statement in as_list(entry["Statement"])]
+
+
+def pipeline_state(name: str) -> dict:
+    asl_path = ROOT / props("PipelineStateMachine")["DefinitionUri"]
+    return json.loads(asl_path.read_text())["States"][name]
+
+
+def test_the_upsert_state_hands_files_to_the_lane_queue_its_merger_consumes():
+    substitutions = props("PipelineStateMachine")["DefinitionSubstitutions"]
+    upsert = pipeline_state("Upsert")
+    placeholder = upsert["Parameters"]["QueueUrl"]
+    assert placeholder == "${UpsertLaneQueueUrl}"
+    assert substitutions["UpsertLaneQueueUrl"] == {"Ref": "UpsertLaneQueue"}
+    assert upsert["Resource"] == "${SendToLaneAndWait}"
+    assert substitutions["SendToLaneAndWait"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:states:::sqs:sendMessage.waitForTaskToken"}
+    # Callbacks (waitForTaskToken) exist in standard workflows only.
+    assert props("PipelineStateMachine").get("Type", "STANDARD") == "STANDARD"
+    lane = props("UpsertLaneQueue")
+    assert lane["FifoQueue"] is True and lane["ContentBasedDeduplication"] is False
+    dead_letters = referenced_resource(lane["RedrivePolicy"]["deadLetterTargetArn"])
+    # A FIFO queue's dead-letter queue must be FIFO too.
+    assert props(dead_letters)["FifoQueue"] is True
+    events = props("UpsertFunction")["Events"]
+    (event,) = [e for e in events.values() if e["Type"] == "SQS"]
+    assert referenced_resource(event["Properties"]["Queue"]) == "UpsertLaneQueue"
+    assert event["Properties"]["BatchSize"] <= 10, "a FIFO event source takes at most 10"
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    timeout = int(function_setting("UpsertFunction", "Timeout"))
+    assert int(lane["VisibilityTimeout"]) >= 6 * timeout
+    # A merge never outlives the state's heartbeat window (the merger heartbeats every minute).
+    assert upsert["HeartbeatSeconds"] > timeout + 60
+    sends = [st for st in statements_of("PipelineStateMachine") if "sqs:SendMessage" in as_list(st["Action"])]
+    assert [referenced_resource(st["Resource"]) for st in sends] == ["UpsertLaneQueue"]
+    answers = [st for st in statements_of("UpsertFunction") if "states:SendTaskSuccess" in as_list(st["Action"])]
+    assert len(answers) == 1
+    assert set(as_list(answers[0]["Action"])) == {
+        "states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}
 
 
 def test_queue_policy_names_the_data_bucket_itself():

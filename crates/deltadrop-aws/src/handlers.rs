@@ -30,7 +30,7 @@ pub enum Function {
     Stage,
     /// The Archive and Quarantine states.
     Archive,
-    /// The Upsert state (needs the `merge` feature).
+    /// The commit lane's merger, fed by the Upsert state's queue (needs the `merge` feature).
     Upsert,
     /// The NotifySuccess and NotifyFailure states.
     Notify,
@@ -115,15 +115,6 @@ pub struct QuarantineRequest {
     pub failure: Failure,
 }
 
-/// The Upsert state's input.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpsertRequest {
-    /// The run whose staged rows to merge.
-    pub run: RunInput,
-    /// The Stage state's output: which staging table holds the rows.
-    pub stage: StageOutput,
-}
-
 /// The input of the NotifySuccess and NotifyFailure states.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotifyRequest {
@@ -162,9 +153,9 @@ pub struct TriggerHandler;
 pub struct StageHandler;
 /// The archive function: [`steps::archive`], or [`steps::quarantine`] after a failure.
 pub struct ArchiveHandler;
-/// The upsert function: [`steps::upsert`].
+/// The upsert function: the commit lane's merger ([`crate::lane`]).
 #[cfg(feature = "merge")]
-pub struct UpsertHandler;
+pub use crate::lane::UpsertHandler;
 /// The notify function: [`steps::notify`], with a link to the execution.
 pub struct NotifyHandler;
 /// The stale-file watch, on a schedule: files waiting under an incoming prefix too long.
@@ -335,37 +326,6 @@ impl Handler for ArchiveHandler {
             MoveRequest::Quarantine(q) => Some(&q.run),
             MoveRequest::Archive(a) => Some(&a.run),
         }
-    }
-}
-
-#[cfg(feature = "merge")]
-impl Handler for UpsertHandler {
-    const FUNCTION: Function = Function::Upsert;
-    type Request = UpsertRequest;
-    type Output = steps::UpsertOutput;
-
-    async fn handle(ctx: &AwsContext, request: UpsertRequest) -> Result<Self::Output, Error> {
-        steps::upsert(&ctx.environment().await?, &request.run, &request.stage).await
-    }
-
-    fn metrics(output: &steps::UpsertOutput) -> Vec<(&'static str, f64)> {
-        let outcome = match output.outcome {
-            steps::UpsertOutcome::Applied | steps::UpsertOutcome::NothingToApply => "FilesApplied",
-            steps::UpsertOutcome::AlreadyApplied => "FilesAlreadyApplied",
-            steps::UpsertOutcome::Superseded => "FilesSuperseded",
-        };
-        let changes = &output.changes;
-        vec![
-            (outcome, 1.0),
-            ("RowsInserted", changes.rows_inserted as f64),
-            ("RowsUpdated", changes.rows_updated as f64),
-            ("RowsDeleted", changes.rows_deleted as f64),
-            ("CommitAttempts", output.attempts.into()),
-        ]
-    }
-
-    fn run(request: &UpsertRequest) -> Option<&RunInput> {
-        Some(&request.run)
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod context;
 pub mod handlers;
 pub mod lambda;
+#[cfg(feature = "merge")]
+pub mod lane;
 pub mod metrics;
 pub mod s3;
 pub mod ses;

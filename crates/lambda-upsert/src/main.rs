@@ -1,4 +1,4 @@
-//! The upsert Lambda function: see `deltadrop_aws::handlers::UpsertHandler`.
+//! The upsert Lambda function, the commit lane's merger: see `deltadrop_aws::lane`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

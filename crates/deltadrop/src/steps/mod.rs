@@ -117,9 +117,14 @@ pub struct Failure {
     /// The failure's stable name.
     #[serde(rename = "Error")]
     pub error: FailureName,
-    /// What went wrong: the error's message (shortened), or the cause AWS gave.
-    #[serde(rename = "Cause")]
+    /// What went wrong: the error's message (shortened), or the cause AWS gave (empty when a
+    /// task failed without one: SendTaskFailure's cause is optional).
+    #[serde(rename = "Cause", default, deserialize_with = "null_as_empty")]
     pub cause: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl From<&Error> for Failure {

@@ -260,9 +260,7 @@ impl ObjectStorage for LocalBucket {
     /// An exclusive lock on `_deltadrop/lanes/<hash of the table>.lock`, which the operating
     /// system releases when the process ends, however it ends.
     async fn hold_lane(&self, table: &str) -> Result<Option<LaneGuard>> {
-        use sha2::Digest;
-        let name = hex::encode(&sha2::Sha256::digest(table.as_bytes())[..8]);
-        let key = format!("_deltadrop/lanes/{name}.lock");
+        let key = format!("_deltadrop/lanes/{}.lock", super::lane_id(table));
         let path = self.path(&key)?;
         let error = |e: std::io::Error| self.io_error(&key, e);
         std::fs::create_dir_all(path.parent().expect("a key in a folder")).map_err(error)?;

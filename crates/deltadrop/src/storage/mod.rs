@@ -23,6 +23,15 @@ pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 /// lets the next one in.
 pub type LaneGuard = Box<dyn Send + Sync>;
 
+/// The name of a table's commit lane: 32 hex digits of the SHA-256 of its URL. Locally it names
+/// the lock file; on AWS it is the SQS message group, which lets one merger at a time work on the
+/// table (a group id is at most 128 characters of a limited set, so not the URL itself:
+/// https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html).
+pub fn lane_id(table_url: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(table_url.as_bytes())[..16])
+}
+
 /// An object found by [`ObjectStorage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {

@@ -48,4 +48,8 @@ pub struct StageOutput {
     pub keys_strictly_increasing: bool,
     /// The table the upsert merges the rows into.
     pub target_table: String,
+    /// The target table's commit lane ([`crate::storage::lane_id`]): on AWS the message group
+    /// of the Upsert state's message, so that one merger at a time works on the table.
+    #[serde(default)]
+    pub lane: String,
 }

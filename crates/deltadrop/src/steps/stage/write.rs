@@ -103,6 +103,7 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             staging_table: has_table.then(|| staging.name()),
             written_for_a_new_table: has_table && for_a_new_table,
             keys_strictly_increasing: keys_increasing,
+            lane: crate::storage::lane_id(&target.name()),
             target_table: target.name(),
         }),
         Err(e) => {

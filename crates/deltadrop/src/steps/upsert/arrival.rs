@@ -83,6 +83,30 @@ impl Arrivals {
     }
 }
 
+/// The arrival order of `items` (as indices), as the arrival check counts it: different keys by
+/// upload time (then key), uploads of one key by their own order (S3's sequencer), which the
+/// upload time need not agree with. For mergers that get files in another order (the AWS lane's
+/// queue holds them in the order their executions reached the Upsert state).
+pub fn arrival_order<T>(items: &[T], run: impl Fn(&T) -> &RunInput) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| (run(&items[i]).upload.uploaded_at, &run(&items[i]).key));
+    let mut keys: Vec<&str> = items.iter().map(|item| run(item).key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Each key keeps the places it has; its uploads take them in their own order.
+    for key in keys {
+        let places: Vec<usize> = (0..order.len())
+            .filter(|&place| run(&items[order[place]]).key == key)
+            .collect();
+        let mut uploads: Vec<usize> = places.iter().map(|&place| order[place]).collect();
+        uploads.sort_by_key(|&i| run(&items[i]).upload.order());
+        for (place, upload) in places.into_iter().zip(uploads) {
+            order[place] = upload;
+        }
+    }
+    order
+}
+
 /// What a staging table's first commit says about its run.
 #[derive(Debug, serde::Deserialize)]
 struct Staged {
@@ -116,4 +140,40 @@ async fn staged_files(env: &Environment) -> Result<Vec<Staged>> {
 fn commit_info(line: &str) -> Option<Staged> {
     let action: serde_json::Value = serde_json::from_str(line).ok()?;
     serde_json::from_value(action.get("commitInfo")?.get("deltadrop")?.clone()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upload::Upload;
+
+    fn file(key: &str, at_ms: i64, sequencer: &str) -> RunInput {
+        let mut run: RunInput = serde_json::from_value(serde_json::json!({
+            "run_id": format!("{key}-{sequencer}"), "key": key, "feed": "f",
+            "started_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        run.upload = Upload {
+            sequencer: Some(sequencer.into()),
+            uploaded_at: chrono::DateTime::from_timestamp_millis(at_ms),
+            ..Upload::default()
+        };
+        run
+    }
+
+    #[test]
+    fn keys_go_by_upload_time_and_uploads_of_a_key_by_their_sequencer() {
+        // b's second upload finished first (an earlier event time) but was PUT later.
+        let files = [
+            file("b", 30, "0002"),
+            file("a", 20, "0001"),
+            file("b", 10, "0003"),
+            file("c", 5, "0001"),
+        ];
+        let order: Vec<&str> = arrival_order(&files, |run| run)
+            .into_iter()
+            .map(|i| files[i].run_id.as_str())
+            .collect();
+        assert_eq!(order, ["c-0001", "b-0002", "a-0001", "b-0003"]);
+    }
 }

@@ -566,6 +566,7 @@ mod tests {
                 written_for_a_new_table: false,
                 keys_strictly_increasing: false,
                 target_table: "t".into(),
+                lane: String::new(),
             },
         }
     }

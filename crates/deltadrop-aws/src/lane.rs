@@ -1,0 +1,344 @@
+//! The commit lane on AWS: the upsert function as the merger of an SQS FIFO queue.
+//!
+//! The Upsert state sends each staged file to the lane queue
+//! (`arn:aws:states:::sqs:sendMessage.waitForTaskToken`), with its table's lane as the message
+//! group and the state's task token in the body, and waits. FIFO delivers a group's messages to
+//! one consumer at a time ("messages that belong to the same message group are always processed
+//! one by one": https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues-understanding-logic.html),
+//! so at most one merger works on a table. The merger takes every message of its batch, merges
+//! each table's files in as few commits as the feed's bounds allow, and answers each file's token
+//! with that file's own output (`SendTaskSuccess`) or its error's stable name (`SendTaskFailure`),
+//! which the state machine's Catch routes.
+//!
+//! An answer that cannot be delivered because the execution is gone (`InvalidToken`,
+//! `TaskTimedOut`, `TaskDoesNotExist`: it timed out, or was answered before) is dropped: the
+//! execution has moved on, and if it sends the file again, the upsert finds it applied. Any other
+//! failure to answer leaves the message in the queue (a batch item failure), and its redelivery
+//! merges again, which finds the file applied and answers with that.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sfn::error::ProvideErrorMetadata;
+use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
+use deltadrop::steps::upsert::arrival::arrival_order;
+use deltadrop::steps::{self, Pending, RunInput, StageOutput, UpsertOutput};
+use deltadrop::Error;
+use serde::{Deserialize, Serialize};
+
+use crate::context::AwsContext;
+use crate::handlers::{Function, Handler};
+
+/// How often the merger tells Step Functions that it is still working on a file: well inside
+/// the Upsert state's `HeartbeatSeconds`.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The largest answer Step Functions accepts: a state's output is at most 256 KiB
+/// (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html).
+pub const MAX_ANSWER_BYTES: usize = 262_144;
+
+/// One message of the lane queue: what the Upsert state's `MessageBody` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaneMessage {
+    /// The Upsert state's task token, to answer with.
+    pub token: String,
+    /// The file's run.
+    pub run: RunInput,
+    /// The Stage state's output.
+    pub stage: StageOutput,
+}
+
+/// The upsert function: merges the lane queue's messages and answers their executions.
+pub struct UpsertHandler;
+
+impl Handler for UpsertHandler {
+    const FUNCTION: Function = Function::Upsert;
+    type Request = SqsEvent;
+    type Output = SqsBatchResponse;
+
+    async fn handle(ctx: &AwsContext, batch: SqsEvent) -> Result<SqsBatchResponse, Error> {
+        Ok(merge_batch(ctx, &batch.records).await)
+    }
+}
+
+/// A file of the batch and the message that brought it.
+struct Delivered {
+    message_id: String,
+    token: String,
+    file: Pending,
+}
+
+/// Merges a batch of lane messages and answers each one; the response names the messages to
+/// deliver again.
+pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchResponse {
+    let mut retry = Vec::new();
+    let mut delivered = Vec::new();
+    for message in messages {
+        let id = message.message_id.clone().unwrap_or_default();
+        match read(message) {
+            Ok(file) => delivered.push(file),
+            Err(Unreadable::NoToken(e)) => {
+                // Nobody can be answered: the execution's heartbeat timeout sends the file again.
+                tracing::error!(message_id = %id, error = %e, "a lane message without a task token; dropped");
+            }
+            Err(Unreadable::BadFile { token, error }) => {
+                if answer(ctx, &token, &Err(error)).await.is_err() {
+                    retry.push(id);
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for file in delivered {
+        // A file whose execution is gone is not merged: it may have been quarantined since.
+        match heartbeat(ctx, &file.token).await {
+            Liveness::Gone(code) => {
+                tracing::warn!(run_id = %file.file.run.run_id, code, "the file's execution is gone; not merged");
+            }
+            Liveness::Alive => files.push(file),
+        }
+    }
+    let files = in_arrival_order(files);
+    let results = merge(ctx, &files).await;
+    for (file, result) in files.iter().zip(&results) {
+        emit_metrics(&file.file.run.feed, result);
+        if answer(ctx, &file.token, result).await.is_err() {
+            retry.push(file.message_id.clone());
+        }
+    }
+    SqsBatchResponse {
+        batch_item_failures: retry
+            .into_iter()
+            .map(|item_identifier| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = item_identifier;
+                failure
+            })
+            .collect(),
+    }
+}
+
+/// The files in arrival order: one batch may hold them in another (the order in which their
+/// executions reached the Upsert state).
+fn in_arrival_order(files: Vec<Delivered>) -> Vec<Delivered> {
+    let order = arrival_order(&files, |f| &f.file.run);
+    let mut slots: Vec<Option<Delivered>> = files.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .map(|i| slots[i].take().expect("a permutation"))
+        .collect()
+}
+
+/// Merges the files with heartbeats for each of them until it is done.
+async fn merge(ctx: &AwsContext, files: &[Delivered]) -> Vec<Result<UpsertOutput, Error>> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let env = match ctx.environment().await {
+        Ok(env) => env,
+        Err(e) => return files.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let tokens: Vec<String> = files.iter().map(|f| f.token.clone()).collect();
+    let sfn = ctx.sfn.clone();
+    let _heartbeats = AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
+        every.tick().await; // the first tick is now: the files were just told
+        loop {
+            every.tick().await;
+            for token in &tokens {
+                let _ = sfn.send_task_heartbeat().task_token(token).send().await;
+            }
+        }
+    }));
+    let pending: Vec<Pending> = files.iter().map(|f| f.file.clone()).collect();
+    steps::upsert::upsert_files(&env, &pending).await
+}
+
+/// Stops the heartbeats when the merge ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Unreadable {
+    NoToken(String),
+    BadFile { token: String, error: Error },
+}
+
+fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
+    let body = message.body.as_deref().unwrap_or_default();
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| Unreadable::NoToken(e.to_string()))?;
+    let token = value["token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Unreadable::NoToken("no \"token\" in the message".into()))?
+        .to_string();
+    let message_id = message.message_id.clone().unwrap_or_default();
+    match serde_json::from_value::<LaneMessage>(value) {
+        Ok(m) => Ok(Delivered {
+            message_id,
+            token,
+            file: Pending {
+                run: m.run,
+                stage: m.stage,
+            },
+        }),
+        Err(e) => Err(Unreadable::BadFile {
+            token,
+            error: Error::InvalidInput {
+                message: format!("the upsert function got a lane message it cannot read: {e}"),
+            },
+        }),
+    }
+}
+
+/// Whether a token's execution still waits for it.
+enum Liveness {
+    Alive,
+    Gone(String),
+}
+
+/// Step Functions' answers that mean the task no longer waits: the token is unknown or was
+/// answered (`InvalidToken`), its task timed out or closed (`TaskTimedOut`), or it does not
+/// exist (`TaskDoesNotExist`)
+/// (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html).
+const GONE: [&str; 3] = ["InvalidToken", "TaskTimedOut", "TaskDoesNotExist"];
+
+fn gone(code: Option<&str>) -> Option<String> {
+    code.filter(|c| GONE.contains(c)).map(str::to_string)
+}
+
+/// Tells Step Functions the file was picked up (resetting its heartbeat timer), and finds out
+/// whether its execution still waits. Any other answer counts as alive: merging a file whose
+/// execution waits is always right, and an answer to a gone one is dropped.
+async fn heartbeat(ctx: &AwsContext, token: &str) -> Liveness {
+    match ctx.sfn.send_task_heartbeat().task_token(token).send().await {
+        Ok(_) => Liveness::Alive,
+        Err(e) => match gone(e.code()) {
+            Some(code) => Liveness::Gone(code),
+            None => {
+                tracing::warn!(error = %e, "a heartbeat failed; merging the file anyway");
+                Liveness::Alive
+            }
+        },
+    }
+}
+
+/// Answers one file's execution. `Err` only when the answer may not have arrived and should be
+/// sent again; a gone execution is not an error.
+async fn answer(
+    ctx: &AwsContext,
+    token: &str,
+    result: &Result<UpsertOutput, Error>,
+) -> Result<(), ()> {
+    let sent = match result {
+        Ok(output) => {
+            let text = serde_json::to_string(output).expect("an upsert output is JSON");
+            if text.len() > MAX_ANSWER_BYTES {
+                let error = Error::internal(format!(
+                    "the upsert output is {} bytes, more than Step Functions takes",
+                    text.len()
+                ));
+                return Box::pin(answer(ctx, token, &Err(error))).await;
+            }
+            ctx.sfn
+                .send_task_success()
+                .task_token(token)
+                .output(text)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.code().map(str::to_string), e.to_string()))
+        }
+        Err(error) => ctx
+            .sfn
+            .send_task_failure()
+            .task_token(token)
+            .error(error.name())
+            .cause(shorten(&error.to_string(), MAX_MESSAGE_CHARS))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.code().map(str::to_string), e.to_string())),
+    };
+    match sent {
+        Ok(()) => Ok(()),
+        Err((code, message)) => match gone(code.as_deref()) {
+            Some(code) => {
+                tracing::warn!(code, "the file's execution is gone; its answer is dropped");
+                Ok(())
+            }
+            None => {
+                tracing::error!(error = %message, "could not answer the file's execution; the message will be delivered again");
+                Err(())
+            }
+        },
+    }
+}
+
+/// The upsert's metrics for one file (names from [`crate::metrics::METRICS`]).
+fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>) {
+    let Ok(output) = result else {
+        return;
+    };
+    let outcome = match output.outcome {
+        steps::UpsertOutcome::Applied | steps::UpsertOutcome::NothingToApply => "FilesApplied",
+        steps::UpsertOutcome::AlreadyApplied => "FilesAlreadyApplied",
+        steps::UpsertOutcome::Superseded => "FilesSuperseded",
+    };
+    let changes = &output.changes;
+    crate::metrics::emit(
+        feed,
+        Function::Upsert.name(),
+        &[
+            (outcome, 1.0),
+            ("RowsInserted", changes.rows_inserted as f64),
+            ("RowsUpdated", changes.rows_updated as f64),
+            ("RowsDeleted", changes.rows_deleted as f64),
+            ("CommitAttempts", output.attempts.into()),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_answers_that_mean_the_task_no_longer_waits_count_as_gone() {
+        for code in GONE {
+            assert_eq!(gone(Some(code)).as_deref(), Some(code));
+        }
+        for other in [None, Some("ThrottlingException"), Some("InvalidOutput")] {
+            assert_eq!(gone(other), None);
+        }
+    }
+
+    #[test]
+    fn a_message_without_a_token_is_unreadable_and_one_with_a_bad_file_is_answered() {
+        let message = |body: &str| {
+            let mut m = SqsMessage::default();
+            m.body = Some(body.into());
+            m
+        };
+        assert!(matches!(
+            read(&message("not json")),
+            Err(Unreadable::NoToken(_))
+        ));
+        assert!(matches!(
+            read(&message(r#"{"run": {}}"#)),
+            Err(Unreadable::NoToken(_))
+        ));
+        match read(&message(r#"{"token": "t/+=", "run": {}}"#)) {
+            Err(Unreadable::BadFile { token, error }) => {
+                assert_eq!(token, "t/+=");
+                assert_eq!(error.name(), "InvalidInput");
+            }
+            _ => panic!("a message with a token is answered"),
+        }
+    }
+}
