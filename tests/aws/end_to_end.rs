@@ -24,6 +24,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_late_and_repeated_notification_never_undoes_a_newer_upload(&world).await;
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
+    a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     the_scheduled_maintenance_compacts_every_table(&world).await;
     the_watch_names_a_file_nobody_loaded(&world).await;
@@ -517,6 +518,91 @@ async fn a_feed_in_arrival_order_waits_for_the_earlier_file(world: &World) {
         world.rows_of("tables/ordered").await,
         ["1|late|3", "2|early|2"]
     );
+}
+
+/// A burst of files for one table goes through its commit lane: the merger takes every file the
+/// queue holds for the table, so the files share commits (each execution still ends with its
+/// own outcome), two merges of the table never overlap, and the feed's `notify = "digest"` sends
+/// one email per commit listing its files instead of one per file.
+async fn a_burst_for_one_table_shares_commits_and_one_email_per_commit(world: &World) {
+    const FILES: usize = 12;
+    const ROWS: usize = 3;
+    let emails_before = world.emails().await.len();
+    let mut expected = Vec::new();
+    for file in 0..FILES {
+        let rows: Vec<String> = (0..ROWS)
+            .map(|row| format!("{}|f{file:02}|{row}", file * 10 + row))
+            .collect();
+        let body: String = rows.iter().map(|r| r.replace('|', ",") + "\n").collect();
+        world
+            .upload(
+                &format!("incoming/burst/f{file:02}.csv"),
+                format!("order_id,status,amount\n{body}"),
+            )
+            .await;
+        expected.extend(rows);
+    }
+    let records = world.file_records(FILES).await;
+    let names = world.start(&records).await;
+    let finished = world.wait_for(names).await;
+    let mut versions = std::collections::BTreeSet::new();
+    let mut shared = 0;
+    for run in &finished {
+        assert_eq!(
+            run.status,
+            "SUCCEEDED",
+            "{}: {:?}",
+            run.name,
+            world.history(&run.name).await
+        );
+        let upsert = &run.output["upsert"];
+        assert_eq!(upsert["outcome"], "applied", "{upsert:#}");
+        versions.insert(upsert["version"].as_u64().unwrap());
+        if let Some(commit) = upsert.get("shared_commit") {
+            shared += 1;
+            assert_eq!(commit["keys"], ROWS, "{upsert:#}");
+        }
+        assert!(
+            run.output["notify"]["not_sent"]
+                .as_str()
+                .is_some_and(|n| n.contains("digest")),
+            "{:#}",
+            run.output["notify"]
+        );
+    }
+    println!(
+        "burst through the lane: {FILES} files in {} commits ({shared} files shared one), \
+         batches handed to the merger: {:?}",
+        versions.len(),
+        world.lane.batches.lock().unwrap()
+    );
+    assert!(versions.len() < FILES, "no two files shared a commit");
+    assert_eq!(world.lane.overlaps.load(Ordering::SeqCst), 0);
+    let read = world.read_with_python("tables/burst", "order_id");
+    let mut rows: Vec<String> = serde_json::from_value(read["rows"].clone()).unwrap();
+    rows.sort();
+    expected.sort();
+    assert_eq!(rows, expected);
+
+    let emails = world.emails().await;
+    let digests: Vec<String> = emails[emails_before..]
+        .iter()
+        .map(|e| e.to_string())
+        .filter(|e| e.contains("burst"))
+        .collect();
+    assert_eq!(
+        digests.len(),
+        versions.len(),
+        "one email per commit: {digests:#?}"
+    );
+    for file in 0..FILES {
+        let listed = format!("incoming/burst/f{file:02}.csv: {ROWS} rows staged, applied");
+        assert_eq!(
+            digests.iter().filter(|d| d.contains(&listed)).count(),
+            1,
+            "f{file:02} is listed once: {digests:#?}"
+        );
+    }
 }
 
 /// The maintenance state machine as its daily schedule starts it: it lists the feeds and

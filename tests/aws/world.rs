@@ -46,6 +46,13 @@ keys = ["id"]
 c3999 = "long"
 
 [[feeds]]
+name = "burst"
+incoming = "incoming/burst/"
+table = "tables/burst"
+keys = ["order_id"]
+notify = "digest"
+
+[[feeds]]
 name = "ordered"
 incoming = "incoming/ordered/"
 table = "tables/ordered"

@@ -22,7 +22,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
 use deltadrop::steps::upsert::arrival::arrival_order;
-use deltadrop::steps::{self, Pending, RunInput, StageOutput, UpsertOutput};
+use deltadrop::steps::{
+    self, digest_groups, Failure, Pending, Report, RunInput, StageOutput, UpsertOutput,
+};
 use deltadrop::Error;
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +108,7 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
             retry.push(file.message_id.clone());
         }
     }
+    send_digests(ctx, &files, &results).await;
     SqsBatchResponse {
         batch_item_failures: retry
             .into_iter()
@@ -127,6 +130,35 @@ fn in_arrival_order(files: Vec<Delivered>) -> Vec<Delivered> {
         .into_iter()
         .map(|i| slots[i].take().expect("a permutation"))
         .collect()
+}
+
+/// The one email per commit of the feeds with `notify = "digest"` (their executions' notify
+/// states send none for a success). A mail failure is logged: the files are loaded.
+async fn send_digests(
+    ctx: &AwsContext,
+    files: &[Delivered],
+    results: &[Result<UpsertOutput, Error>],
+) {
+    let reports: Vec<Report> = files
+        .iter()
+        .zip(results)
+        .map(|(file, result)| Report {
+            run: Some(file.file.run.clone()),
+            stage: Some(file.file.stage.clone()),
+            upsert: result.as_ref().ok().cloned(),
+            failure: result.as_ref().err().map(Failure::from),
+            ..Report::default()
+        })
+        .collect();
+    let Ok(env) = ctx.environment().await else {
+        return;
+    };
+    for group in digest_groups(&env.config, &reports) {
+        let of_commit: Vec<Report> = group.iter().map(|&i| reports[i].clone()).collect();
+        if let Err(e) = steps::notify_digest(&env, &of_commit).await {
+            tracing::error!(error = e.name(), message = %e, "the commit's digest email was not sent");
+        }
+    }
 }
 
 /// Merges the files with heartbeats for each of them until it is done.

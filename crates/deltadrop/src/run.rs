@@ -10,15 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::bounded::join_listed;
-use crate::config::NotifyMode;
 use crate::environment::Environment;
 use crate::error::Error;
 use crate::mail::file_name;
 use crate::steps::upsert::arrival::Arrivals;
 use crate::steps::upsert::upsert_files;
 use crate::steps::{
-    archive, notify, notify_digest, quarantine, stage, Failure, NotifyOutput, Pending, Report,
-    RunInput, UpsertOutput,
+    archive, digest_groups, notify, notify_digest, quarantine, stage, Failure, NotifyOutput,
+    Pending, Report, RunInput, UpsertOutput,
 };
 
 /// What happened to one file.
@@ -279,23 +278,10 @@ async fn quarantine_failed(
 /// Each file's email; the successes of a `digest` feed share their commit's one email.
 async fn notify_all(env: &Environment, reports: &[Report]) -> Vec<Result<NotifyOutput, Error>> {
     let mut notifications = Vec::new();
-    let mut digests: BTreeMap<(String, Option<u64>), Vec<usize>> = BTreeMap::new();
-    for (i, report) in reports.iter().enumerate() {
+    for report in reports {
         notifications.push(notify(env, report).await);
-        let run = report.run.as_ref().expect("every report has its run");
-        let digest = env
-            .config
-            .feed_named(&run.feed)
-            .is_ok_and(|f| f.notify == NotifyMode::Digest);
-        if digest && report.failure.is_none() {
-            let version = report.upsert.as_ref().and_then(|u| u.version);
-            digests
-                .entry((run.feed.clone(), version))
-                .or_default()
-                .push(i);
-        }
     }
-    for files in digests.into_values() {
+    for files in digest_groups(&env.config, reports) {
         let of_commit: Vec<Report> = files.iter().map(|&i| reports[i].clone()).collect();
         let sent = notify_digest(env, &of_commit).await;
         for &i in &files {

@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::upload::Upload;
 
 pub use archive::{archive, ArchiveOutput};
-pub use notify::{notify, notify_digest, NotifyOutput, Report};
+pub use notify::{digest_groups, notify, notify_digest, NotifyOutput, Report};
 pub use quarantine::{quarantine, QuarantineOutput};
 #[cfg(feature = "delta")]
 pub use stage::stage;

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ArchiveOutput, Failure, QuarantineOutput, RunInput, StageOutput, UpsertOutput};
-use crate::config::NotifyMode;
+use std::collections::BTreeMap;
+
+use crate::config::{Config, NotifyMode};
 use crate::environment::Environment;
 use crate::error::Result;
 use crate::mail::{render_digest, render_failure, render_success, Email};
@@ -74,6 +76,28 @@ pub async fn notify(env: &Environment, report: &Report) -> Result<NotifyOutput> 
         delivered: None,
         not_sent: Some(not_sent.to_string()),
     })
+}
+
+/// The reports that share a digest email, as index groups: the successes of `digest` feeds, by
+/// feed and commit (the table version), in the order given.
+pub fn digest_groups(config: &Config, reports: &[Report]) -> Vec<Vec<usize>> {
+    let mut digests: BTreeMap<(String, Option<u64>), Vec<usize>> = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        let Some(run) = report.run.as_ref() else {
+            continue;
+        };
+        let digest = config
+            .feed_named(&run.feed)
+            .is_ok_and(|f| f.notify == NotifyMode::Digest);
+        if digest && report.failure.is_none() {
+            let version = report.upsert.as_ref().and_then(|u| u.version);
+            digests
+                .entry((run.feed.clone(), version))
+                .or_default()
+                .push(i);
+        }
+    }
+    digests.into_values().collect()
 }
 
 /// One email for the files one commit settled (a feed with `notify = "digest"`): `reports`
