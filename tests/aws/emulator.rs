@@ -126,6 +126,9 @@ pub struct Faults {
     /// The pollers whose merger was killed (by session token), refused everything until the
     /// poller has dropped it.
     killed: Mutex<std::collections::BTreeSet<String>>,
+    /// How many of the merger's next answers of an applied file Step Functions refuses with
+    /// `TaskTimedOut`, as for an execution that stopped waiting (moto never does).
+    pub answer_to_gone_execution: AtomicU32,
     /// The merger's answers that reached Step Functions, by outcome (`applied`...) or error.
     pub answers: Mutex<BTreeMap<String, u32>>,
     /// Invocations per function, and how many of them failed.
@@ -229,6 +232,15 @@ impl Faults {
         });
         let answers_applied = actions.iter().any(|a| a.action == "states:SendTaskSuccess")
             && answered_outcome(request).as_deref() == Some("applied");
+        if answers_applied && take(&self.answer_to_gone_execution) {
+            // https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html
+            return Some(error_response(
+                400,
+                "application/x-amz-json-1.0",
+                "TaskTimedOut",
+                r#"{"__type":"TaskTimedOut","message":"injected fault: the task timed out"}"#,
+            ));
+        }
         let dies = killed.contains(&poller)
             || (commit && take(&self.kill_merger_before_commit))
             || (answers_applied && take(&self.kill_merger_after_commit));

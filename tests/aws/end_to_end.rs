@@ -25,6 +25,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
+    an_answer_refused_as_timed_out_is_dropped_and_the_file_sent_again(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     the_scheduled_maintenance_compacts_every_table(&world).await;
     the_watch_names_a_file_nobody_loaded(&world).await;
@@ -603,6 +604,51 @@ async fn a_burst_for_one_table_shares_commits_and_one_email_per_commit(world: &W
             "f{file:02} is listed once: {digests:#?}"
         );
     }
+}
+
+/// The merger commits a file, and Step Functions refuses its answer with `TaskTimedOut` (as for
+/// an execution that stopped waiting). The merger drops the answer rather than retrying it
+/// forever; the execution, still waiting, gets no heartbeat, times out, sends the file again,
+/// and the merger finds it applied: nothing waits forever and nothing is applied twice.
+async fn an_answer_refused_as_timed_out_is_dropped_and_the_file_sent_again(world: &World) {
+    world
+        .faults
+        .answer_to_gone_execution
+        .store(1, Ordering::SeqCst);
+    let run = world
+        .drop_file(
+            "incoming/orders/refused.csv",
+            "order_id,status,amount\n70,refused,7\n",
+        )
+        .await;
+    assert_eq!(
+        world.faults.answer_to_gone_execution.load(Ordering::SeqCst),
+        0,
+        "the fault was not injected"
+    );
+    assert_eq!(
+        run.status,
+        "SUCCEEDED",
+        "{:#?}",
+        world.history(&run.name).await
+    );
+    assert_eq!(
+        run.output["upsert"]["outcome"], "already_applied",
+        "{:#}",
+        run.output
+    );
+    assert_eq!(run.output["lane"]["attempt"], 2, "{:#}", run.output["lane"]);
+    let timeout = run.output["lane"]["error"]["Error"].as_str().unwrap();
+    assert!(
+        ["States.Timeout", "States.HeartbeatTimeout"].contains(&timeout),
+        "{timeout}"
+    );
+    let rows = world.rows().await;
+    assert_eq!(
+        rows.iter().filter(|r| r.starts_with("70|")).count(),
+        1,
+        "{rows:?}"
+    );
 }
 
 /// The maintenance state machine as its daily schedule starts it: it lists the feeds and
