@@ -206,9 +206,10 @@ impl Faults {
         ))
     }
 
-    /// Kills a merger (the poller that runs it, told by its session token) at its commit or at
-    /// its first answer of an applied file, as the counts ask; a killed merger's requests all
-    /// fail until its poller has dropped it, so nothing more of its work lands.
+    /// The merger's faults, as the counts ask: refuses its answer of an applied file as
+    /// `TaskTimedOut`, or kills it (the poller that runs it, told by its session token) at its
+    /// commit or at its first answer of an applied file; a killed merger's requests all fail
+    /// until its poller has dropped it, so nothing more of its work lands.
     fn merger_fault(
         &self,
         caller: Caller,

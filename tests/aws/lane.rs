@@ -177,8 +177,7 @@ impl Poller {
 
     /// Runs the handler, as a container would, until it ends or the proxy kills it (`None`).
     async fn run_merger(&self, event: Value) -> Option<Result<Value, lambda_runtime::Diagnostic>> {
-        let invocation = invoke(&self.merger, Function::Upsert, event);
-        tokio::pin!(invocation);
+        let mut invocation = Box::pin(invoke(&self.merger, Function::Upsert, event));
         let answer = loop {
             tokio::select! {
                 answer = &mut invocation => break Some(answer),
@@ -190,6 +189,7 @@ impl Poller {
                 }
             }
         };
+        // The killed merger is gone (its spawned work with it) before its poller may work again.
         drop(invocation);
         self.faults.revive(&self.name);
         answer

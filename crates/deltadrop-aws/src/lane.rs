@@ -18,18 +18,19 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
 use deltadrop::steps::upsert::arrival::arrival_order;
 use deltadrop::steps::{
     self, digest_groups, Failure, Pending, Report, RunInput, StageOutput, UpsertOutput,
 };
-use deltadrop::Error;
+use deltadrop::{Environment, Error};
 use serde::{Deserialize, Serialize};
 
 use crate::context::AwsContext;
 use crate::handlers::{Function, Handler};
+use crate::trigger::batch_item_failure;
 
 /// How often the merger tells Step Functions that it is still working on a file: well inside
 /// the Upsert state's `HeartbeatSeconds`.
@@ -84,7 +85,7 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
                 tracing::error!(message_id = %id, error = %e, "a lane message without a task token; dropped");
             }
             Err(Unreadable::BadFile { token, error }) => {
-                if answer(ctx, &token, &Err(error)).await.is_err() {
+                if answer(ctx, &token, &Err(*error)).await.is_err() {
                     retry.push(id);
                 }
             }
@@ -101,23 +102,25 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
         }
     }
     let files = in_arrival_order(files);
-    let results = merge(ctx, &files).await;
-    for (file, result) in files.iter().zip(&results) {
-        emit_metrics(&file.file.run.feed, result);
-        if answer(ctx, &file.token, result).await.is_err() {
-            retry.push(file.message_id.clone());
+    if !files.is_empty() {
+        let started = std::time::Instant::now();
+        let (results, env) = match ctx.environment().await {
+            Ok(env) => (merge(ctx, &env, &files).await, Some(env)),
+            Err(e) => (files.iter().map(|_| Err(e.clone())).collect(), None),
+        };
+        let merged_ms = started.elapsed().as_millis() as f64;
+        for (file, result) in files.iter().zip(&results) {
+            emit_metrics(&file.file.run.feed, result, merged_ms);
+            if answer(ctx, &file.token, result).await.is_err() {
+                retry.push(file.message_id.clone());
+            }
+        }
+        if let Some(env) = env {
+            send_digests(&env, &files, &results).await;
         }
     }
-    send_digests(ctx, &files, &results).await;
     SqsBatchResponse {
-        batch_item_failures: retry
-            .into_iter()
-            .map(|item_identifier| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = item_identifier;
-                failure
-            })
-            .collect(),
+        batch_item_failures: retry.into_iter().map(batch_item_failure).collect(),
     }
 }
 
@@ -135,7 +138,7 @@ fn in_arrival_order(files: Vec<Delivered>) -> Vec<Delivered> {
 /// The one email per commit of the feeds with `notify = "digest"` (their executions' notify
 /// states send none for a success). A mail failure is logged: the files are loaded.
 async fn send_digests(
-    ctx: &AwsContext,
+    env: &Environment,
     files: &[Delivered],
     results: &[Result<UpsertOutput, Error>],
 ) {
@@ -150,26 +153,20 @@ async fn send_digests(
             ..Report::default()
         })
         .collect();
-    let Ok(env) = ctx.environment().await else {
-        return;
-    };
     for group in digest_groups(&env.config, &reports) {
         let of_commit: Vec<Report> = group.iter().map(|&i| reports[i].clone()).collect();
-        if let Err(e) = steps::notify_digest(&env, &of_commit).await {
+        if let Err(e) = steps::notify_digest(env, &of_commit).await {
             tracing::error!(error = e.name(), message = %e, "the commit's digest email was not sent");
         }
     }
 }
 
 /// Merges the files with heartbeats for each of them until it is done.
-async fn merge(ctx: &AwsContext, files: &[Delivered]) -> Vec<Result<UpsertOutput, Error>> {
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let env = match ctx.environment().await {
-        Ok(env) => env,
-        Err(e) => return files.iter().map(|_| Err(e.clone())).collect(),
-    };
+async fn merge(
+    ctx: &AwsContext,
+    env: &Environment,
+    files: &[Delivered],
+) -> Vec<Result<UpsertOutput, Error>> {
     let tokens: Vec<String> = files.iter().map(|f| f.token.clone()).collect();
     let sfn = ctx.sfn.clone();
     let _heartbeats = AbortOnDrop(tokio::spawn(async move {
@@ -183,7 +180,7 @@ async fn merge(ctx: &AwsContext, files: &[Delivered]) -> Vec<Result<UpsertOutput
         }
     }));
     let pending: Vec<Pending> = files.iter().map(|f| f.file.clone()).collect();
-    steps::upsert::upsert_files(&env, &pending).await
+    steps::upsert::upsert_files(env, &pending).await
 }
 
 /// Stops the heartbeats when the merge ends, however it ends.
@@ -197,7 +194,7 @@ impl Drop for AbortOnDrop {
 
 enum Unreadable {
     NoToken(String),
-    BadFile { token: String, error: Error },
+    BadFile { token: String, error: Box<Error> },
 }
 
 fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
@@ -221,9 +218,9 @@ fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
         }),
         Err(e) => Err(Unreadable::BadFile {
             token,
-            error: Error::InvalidInput {
+            error: Box::new(Error::InvalidInput {
                 message: format!("the upsert function got a lane message it cannot read: {e}"),
-            },
+            }),
         }),
     }
 }
@@ -267,25 +264,27 @@ async fn answer(
     token: &str,
     result: &Result<UpsertOutput, Error>,
 ) -> Result<(), ()> {
-    let sent = match result {
-        Ok(output) => {
-            let text = serde_json::to_string(output).expect("an upsert output is JSON");
-            if text.len() > MAX_ANSWER_BYTES {
-                let error = Error::internal(format!(
-                    "the upsert output is {} bytes, more than Step Functions takes",
-                    text.len()
-                ));
-                return Box::pin(answer(ctx, token, &Err(error))).await;
-            }
-            ctx.sfn
-                .send_task_success()
-                .task_token(token)
-                .output(text)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| (e.code().map(str::to_string), e.to_string()))
+    // An output Step Functions would refuse is answered as the error it is.
+    let answered = result.as_ref().map_err(Error::clone).and_then(|output| {
+        let text = serde_json::to_string(output).map_err(|e| Error::internal(e.to_string()))?;
+        if text.len() > MAX_ANSWER_BYTES {
+            return Err(Error::internal(format!(
+                "the upsert output is {} bytes, more than Step Functions takes",
+                text.len()
+            )));
         }
+        Ok(text)
+    });
+    let sent = match answered {
+        Ok(text) => ctx
+            .sfn
+            .send_task_success()
+            .task_token(token)
+            .output(text)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.code().map(str::to_string), e.to_string())),
         Err(error) => ctx
             .sfn
             .send_task_failure()
@@ -312,8 +311,9 @@ async fn answer(
     }
 }
 
-/// The upsert's metrics for one file (names from [`crate::metrics::METRICS`]).
-fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>) {
+/// The upsert's metrics for one file (names from [`crate::metrics::METRICS`]); its step took
+/// as long as the merge of its batch.
+fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>, merged_ms: f64) {
     let Ok(output) = result else {
         return;
     };
@@ -332,6 +332,7 @@ fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>) {
             ("RowsUpdated", changes.rows_updated as f64),
             ("RowsDeleted", changes.rows_deleted as f64),
             ("CommitAttempts", output.attempts.into()),
+            ("StepDuration", merged_ms),
         ],
     );
 }
@@ -352,10 +353,9 @@ mod tests {
 
     #[test]
     fn a_message_without_a_token_is_unreadable_and_one_with_a_bad_file_is_answered() {
-        let message = |body: &str| {
-            let mut m = SqsMessage::default();
-            m.body = Some(body.into());
-            m
+        let message = |body: &str| SqsMessage {
+            body: Some(body.into()),
+            ..SqsMessage::default()
         };
         assert!(matches!(
             read(&message("not json")),

@@ -239,7 +239,7 @@ impl Trigger<'_> {
             let span = tracing::info_span!("message", message_id = %id);
             match self.handle_message(message).instrument(span).await {
                 Ok(mut triggered) => done.append(&mut triggered),
-                Err(()) => response.batch_item_failures.push(failure(id)),
+                Err(()) => response.batch_item_failures.push(batch_item_failure(id)),
             }
         }
         (response, done)
@@ -267,7 +267,9 @@ impl Trigger<'_> {
     }
 }
 
-fn failure(id: String) -> BatchItemFailure {
+/// A message to deliver again, in an SQS event's partial batch response (the trigger's and the
+/// lane merger's).
+pub(crate) fn batch_item_failure(id: String) -> BatchItemFailure {
     let mut item = BatchItemFailure::default();
     item.item_identifier = id;
     item

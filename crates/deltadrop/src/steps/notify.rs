@@ -1,10 +1,10 @@
 //! Notify: email the run's summary or its failure.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ArchiveOutput, Failure, QuarantineOutput, RunInput, StageOutput, UpsertOutput};
-use std::collections::BTreeMap;
-
 use crate::config::{Config, NotifyMode};
 use crate::environment::Environment;
 use crate::error::Result;
