@@ -126,13 +126,20 @@ pub struct Faults {
     /// The pollers whose merger was killed (by session token), refused everything until the
     /// poller has dropped it.
     killed: Mutex<std::collections::BTreeSet<String>>,
-    /// How many of the merger's next answers of an applied file Step Functions refuses with
-    /// `TaskTimedOut`, as for an execution that stopped waiting (moto never does).
-    pub answer_to_gone_execution: AtomicU32,
+    /// The errors Step Functions answers the merger's next answers of an applied file with, one
+    /// each, as for an execution that stopped waiting (moto never does): `TaskTimedOut`,
+    /// `InvalidToken` or `TaskDoesNotExist`.
+    pub refuse_answers: Mutex<std::collections::VecDeque<&'static str>>,
     /// The merger's answers that reached Step Functions, by outcome (`applied`...) or error.
     pub answers: Mutex<BTreeMap<String, u32>>,
     /// Invocations per function, and how many of them failed.
     pub invocations: Mutex<BTreeMap<&'static str, (u32, u32)>>,
+    /// Until then Lambda refuses every invocation of a state as throttled (429
+    /// TooManyRequestsException: account or function concurrency used up), as in a burst larger
+    /// than the account's concurrency or on a new account.
+    pub throttle_until: Mutex<Option<std::time::Instant>>,
+    /// The invocations refused so.
+    pub throttled: AtomicU32,
 }
 
 impl Faults {
@@ -206,8 +213,8 @@ impl Faults {
         ))
     }
 
-    /// The merger's faults, as the counts ask: refuses its answer of an applied file as
-    /// `TaskTimedOut`, or kills it (the poller that runs it, told by its session token) at its
+    /// The merger's faults, as the counts ask: refuses its answer of an applied file (with the
+    /// next of `refuse_answers`), or kills it (the poller that runs it, told by its session token) at its
     /// commit or at its first answer of an applied file; a killed merger's requests all fail
     /// until its poller has dropped it, so nothing more of its work lands.
     fn merger_fault(
@@ -233,13 +240,17 @@ impl Faults {
         });
         let answers_applied = actions.iter().any(|a| a.action == "states:SendTaskSuccess")
             && answered_outcome(request).as_deref() == Some("applied");
-        if answers_applied && take(&self.answer_to_gone_execution) {
+        let refusal = answers_applied
+            .then(|| self.refuse_answers.lock().unwrap().pop_front())
+            .flatten();
+        if let Some(code) = refusal {
             // https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html
             return Some(error_response(
                 400,
                 "application/x-amz-json-1.0",
-                "TaskTimedOut",
-                r#"{"__type":"TaskTimedOut","message":"injected fault: the task timed out"}"#,
+                code,
+                &serde_json::json!({ "__type": code, "message": "injected fault: the task no longer waits" })
+                    .to_string(),
             ));
         }
         let dies = killed.contains(&poller)
@@ -362,6 +373,8 @@ struct Proxy {
     contexts: Contexts,
     moto: String,
     client: reqwest::Client,
+    /// Asks moto what the proxy needs to know (object tags), unrecorded.
+    s3: aws_sdk_s3::Client,
     recorder: Arc<Recorder>,
     faults: Arc<Faults>,
 }
@@ -392,9 +405,14 @@ impl Proxy {
             body: &body,
         };
         let caller = header("authorization").and_then(|a| recorder::caller(&a));
-        let actions = caller
+        let mut actions = caller
             .as_ref()
             .map(|(_, service)| recorder::actions(service, &request));
+        if let (Some(actions), Some(copy)) = (actions.as_mut(), recorder::copied_tags(&request)) {
+            if self.has_tags(&copy).await {
+                actions.extend(copy.actions);
+            }
+        }
         if let Some(size) = caller
             .as_ref()
             .and_then(|(_, service)| recorder::state_payload(service, &request))
@@ -417,9 +435,33 @@ impl Proxy {
         response
     }
 
+    /// Whether the copy's source has tags (asked of moto directly).
+    async fn has_tags(&self, copy: &recorder::TagCopy) -> bool {
+        let tagging = self
+            .s3
+            .get_object_tagging()
+            .bucket(&copy.bucket)
+            .key(&copy.key)
+            .set_version_id(copy.version.clone())
+            .send()
+            .await;
+        tagging.is_ok_and(|t| !t.tag_set().is_empty())
+    }
+
     /// Runs a Lambda invocation with the real handler. As Lambda does: 200 either way, a
     /// failure marked by X-Amz-Function-Error.
     async fn invoke(&self, function: Function, body: &Bytes) -> Response<Full<Bytes>> {
+        let until = *self.faults.throttle_until.lock().unwrap();
+        if until.is_some_and(|until| std::time::Instant::now() < until) {
+            self.faults.throttled.fetch_add(1, Ordering::SeqCst);
+            // https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_Errors
+            return error_response(
+                429,
+                "application/json",
+                "TooManyRequestsException",
+                r#"{"Type":"User","message":"Rate Exceeded.","Reason":"ConcurrentInvocationLimitExceeded"}"#,
+            );
+        }
         self.recorder.state_size(body.len());
         let payload: serde_json::Value =
             serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
@@ -537,6 +579,11 @@ pub async fn start_proxy(
         contexts,
         moto: moto.endpoint.clone(),
         client: reqwest::Client::new(),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+                .force_path_style(true)
+                .build(),
+        ),
         recorder,
         faults,
     });

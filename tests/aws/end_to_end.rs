@@ -25,7 +25,10 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
-    an_answer_refused_as_timed_out_is_dropped_and_the_file_sent_again(&world).await;
+    answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world).await;
+    tagged_uploads_keep_their_tags_in_archive_and_quarantine(&world).await;
+    keys_near_s3s_limit_are_archived_and_quarantined(&world).await;
+    a_throttled_account_still_loads_or_quarantines_every_file(&world).await;
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     the_scheduled_maintenance_compacts_every_table(&world).await;
     the_watch_names_a_file_nobody_loaded(&world).await;
@@ -606,48 +609,217 @@ async fn a_burst_for_one_table_shares_commits_and_one_email_per_commit(world: &W
     }
 }
 
-/// The merger commits a file, and Step Functions refuses its answer with `TaskTimedOut` (as for
-/// an execution that stopped waiting). The merger drops the answer rather than retrying it
-/// forever; the execution, still waiting, gets no heartbeat, times out, sends the file again,
-/// and the merger finds it applied: nothing waits forever and nothing is applied twice.
-async fn an_answer_refused_as_timed_out_is_dropped_and_the_file_sent_again(world: &World) {
+/// The merger commits two files, and Step Functions refuses each answer as for an execution that
+/// stopped waiting: one with `TaskTimedOut`, the other with `InvalidToken`. The merger drops the
+/// answers rather than retrying them forever; each execution, still waiting, gets no heartbeat,
+/// times out, sends its file again, and the merger finds it applied: nothing waits forever and
+/// nothing is applied twice.
+async fn answers_refused_as_gone_are_dropped_and_the_files_sent_again(world: &World) {
+    const REFUSALS: [&str; 2] = ["TaskTimedOut", "InvalidToken"];
+    world.faults.refuse_answers.lock().unwrap().extend(REFUSALS);
+    for (n, _) in REFUSALS.iter().enumerate() {
+        world
+            .upload(
+                &format!("incoming/orders/refused-{n}.csv"),
+                format!("order_id,status,amount\n{},refused,7\n", 70 + n),
+            )
+            .await;
+    }
+    let records = world.file_records(REFUSALS.len()).await;
+    let finished = world.wait_for(world.start(&records).await).await;
+    assert!(
+        world.faults.refuse_answers.lock().unwrap().is_empty(),
+        "the faults were not injected"
+    );
+    // Attempt 2 after a timeout: the merger dropped the refused answer (had it handed the
+    // message back, its redelivery would have answered attempt 1 with already_applied).
+    for run in &finished {
+        assert_eq!(
+            run.status,
+            "SUCCEEDED",
+            "{:#?}",
+            world.history(&run.name).await
+        );
+        assert_eq!(
+            run.output["upsert"]["outcome"], "already_applied",
+            "{:#}",
+            run.output
+        );
+        assert_eq!(run.output["lane"]["attempt"], 2, "{:#}", run.output["lane"]);
+        let timeout = run.output["lane"]["error"]["Error"].as_str().unwrap();
+        assert!(
+            ["States.Timeout", "States.HeartbeatTimeout"].contains(&timeout),
+            "{timeout}"
+        );
+    }
+    let rows = world.rows().await;
+    for n in 0..REFUSALS.len() {
+        let id = format!("{}|", 70 + n);
+        assert_eq!(
+            rows.iter().filter(|r| r.starts_with(&id)).count(),
+            1,
+            "{rows:?}"
+        );
+    }
+}
+
+/// Producers often tag their uploads (DataSync, malware scanners, cost tags). Archive and
+/// quarantine copy them with their tags, which on AWS needs the tagging permissions the policy
+/// check at the end asks for (moto enforces none).
+async fn tagged_uploads_keep_their_tags_in_archive_and_quarantine(world: &World) {
+    const TAGS: &str = "scan=clean&team=sales";
     world
-        .faults
-        .answer_to_gone_execution
-        .store(1, Ordering::SeqCst);
-    let run = world
-        .drop_file(
-            "incoming/orders/refused.csv",
-            "order_id,status,amount\n70,refused,7\n",
+        .upload_tagged(
+            "incoming/orders/tagged.csv",
+            "order_id,status,amount\n80,tagged,8\n",
+            Some(TAGS),
         )
         .await;
+    let good = world.file_records(1).await;
+    world
+        .upload_tagged(
+            "incoming/orders/tagged-bad.csv",
+            "order_id,status,amount\n81,tagged\n",
+            Some(TAGS),
+        )
+        .await;
+    let bad = world.file_records(1).await;
+    let [good, bad] = [good, bad].map(|records| records[0].clone());
+    let finished = world.deliver(&[good, bad]).await;
+    let expected = ["scan=clean", "team=sales"];
+    let (good, bad) = (&finished[0], &finished[1]);
+    assert_eq!(good.status, "SUCCEEDED", "{:#}", good.output);
+    let archived = in_run_folder("archive/", "incoming/orders/tagged.csv", &good.name);
+    assert_eq!(world.tags(&archived).await, expected);
     assert_eq!(
-        world.faults.answer_to_gone_execution.load(Ordering::SeqCst),
-        0,
-        "the fault was not injected"
+        (bad.status.as_str(), bad.error.as_deref()),
+        ("FAILED", Some("MalformedFile"))
     );
+    let quarantined = in_run_folder("quarantine/", "incoming/orders/tagged-bad.csv", &bad.name);
+    assert_eq!(world.tags(&quarantined).await, expected);
+    for key in [
+        "incoming/orders/tagged.csv",
+        "incoming/orders/tagged-bad.csv",
+    ] {
+        assert!(!world.exists(key).await, "{key} was not moved");
+    }
+}
+
+/// A key of 1,000 bytes (S3 allows 1,024) leaves no room for the archive prefix and the run
+/// folder: the copies get a shortened key that fits, even with a replayed report's suffix, and
+/// the error report keeps the original key.
+async fn keys_near_s3s_limit_are_archived_and_quarantined(world: &World) {
+    let long_key = |name: &str| {
+        let key = format!("incoming/orders/{}{name}", "deep/".repeat(190));
+        format!("{key}{}.csv", "x".repeat(1000 - key.len() - ".csv".len()))
+    };
+    let (good_key, bad_key) = (long_key("good-"), long_key("bad-"));
+    assert_eq!((good_key.len(), bad_key.len()), (1000, 1000));
+    world
+        .upload(&good_key, "order_id,status,amount\n90,long,9\n")
+        .await;
+    let good = world.file_records(1).await;
+    world
+        .upload(&bad_key, "order_id,status,amount\n91,long\n")
+        .await;
+    let bad = world.file_records(1).await;
+    let finished = world.deliver(&[good[0].clone(), bad[0].clone()]).await;
+    let (good, bad) = (&finished[0], &finished[1]);
     assert_eq!(
-        run.status,
+        good.status,
         "SUCCEEDED",
-        "{:#?}",
-        world.history(&run.name).await
+        "{:?}: {:#?}",
+        good.error,
+        world.history(&good.name).await
     );
-    assert_eq!(
-        run.output["upsert"]["outcome"], "already_applied",
-        "{:#}",
-        run.output
-    );
-    assert_eq!(run.output["lane"]["attempt"], 2, "{:#}", run.output["lane"]);
-    let timeout = run.output["lane"]["error"]["Error"].as_str().unwrap();
+    let archived = good.output["archive"]["archived_key"].as_str().unwrap();
     assert!(
-        ["States.Timeout", "States.HeartbeatTimeout"].contains(&timeout),
-        "{timeout}"
+        archived.len() <= 1024 - ".replayed-20260101T000000.000Z.error.json".len(),
+        "{archived}"
     );
-    let rows = world.rows().await;
+    assert!(world.exists(archived).await);
     assert_eq!(
-        rows.iter().filter(|r| r.starts_with("70|")).count(),
-        1,
-        "{rows:?}"
+        (bad.status.as_str(), bad.error.as_deref()),
+        ("FAILED", Some("MalformedFile"))
+    );
+    let reports: Vec<String> = world
+        .keys("quarantine/")
+        .await
+        .into_iter()
+        .filter(|k| k.contains(&bad.name) && k.ends_with(".error.json"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report: serde_json::Value = serde_json::from_str(&world.read(&reports[0]).await).unwrap();
+    assert_eq!(report["original_key"], bad_key.as_str());
+    for key in [&good_key, &bad_key] {
+        assert!(!world.exists(key).await, "{key} was not moved");
+    }
+}
+
+/// Lambda refuses every invocation for 30 seconds (429 TooManyRequestsException: a burst larger
+/// than the account's concurrency, or a new account's low limit). Step Functions retries
+/// throttling longer than other Lambda errors, the failure path longest: the good files load,
+/// the bad one is quarantined with its email, none ends FAILED for the throttling. (The old
+/// retry, 3 attempts within ~14 s, failed them all.)
+async fn a_throttled_account_still_loads_or_quarantines_every_file(world: &World) {
+    let emails_before = world.emails().await.len();
+    let throttled_before = world.faults.throttled.load(Ordering::SeqCst);
+    *world.faults.throttle_until.lock().unwrap() =
+        Some(std::time::Instant::now() + std::time::Duration::from_secs(30));
+    let files = [
+        (
+            "throttled-1.csv",
+            "order_id,status,amount\n100,throttled,1\n",
+        ),
+        (
+            "throttled-2.csv",
+            "order_id,status,amount\n101,throttled,2\n",
+        ),
+        (
+            "throttled-bad.csv",
+            "order_id,status,amount\n102,throttled\n",
+        ),
+    ];
+    for (name, body) in files {
+        world.upload(&format!("incoming/orders/{name}"), body).await;
+    }
+    let records = world.file_records(files.len()).await;
+    let finished = world.wait_for(world.start(&records).await).await;
+    let throttled = world.faults.throttled.load(Ordering::SeqCst) - throttled_before;
+    assert!(throttled >= 3, "no invocation was throttled ({throttled})");
+    for (record, run) in records.iter().zip(&finished) {
+        let body: serde_json::Value =
+            serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        let bad = body["Records"][0]["s3"]["object"]["key"]
+            .as_str()
+            .unwrap()
+            .contains("bad");
+        let expected = if bad {
+            ("FAILED", Some("MalformedFile"))
+        } else {
+            ("SUCCEEDED", None)
+        };
+        assert_eq!(
+            (run.status.as_str(), run.error.as_deref()),
+            expected,
+            "{:#?}",
+            world.history(&run.name).await
+        );
+    }
+    let rows = world.rows().await;
+    for id in ["100|", "101|"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.starts_with(id)).count(),
+            1,
+            "{rows:?}"
+        );
+    }
+    let emails = world.emails().await;
+    assert!(
+        emails[emails_before..]
+            .iter()
+            .any(|e| e.to_string().contains("FAILED orders: throttled-bad.csv")),
+        "no failure email for the bad file"
     );
 }
 
@@ -735,6 +907,30 @@ async fn the_watch_names_a_file_nobody_loaded(world: &World) {
         .await
         .iter()
         .any(|e| e.to_string().contains("incoming/orders/forgotten.csv")));
+    // Its next run (15 minutes later on AWS) names the file again but emails nobody.
+    let emails = world.emails().await.len();
+    let again = invoke(
+        world.ctx(Function::Watch),
+        Function::Watch,
+        json!({"threshold_minutes": 0}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: {}", e.error_type, e.error_message));
+    let keys = |o: &serde_json::Value| -> Vec<serde_json::Value> {
+        o["stale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["key"].clone())
+            .collect()
+    };
+    assert_eq!(keys(&again), keys(&output), "{again:#}");
+    assert_eq!(again["delivered"], json!(null), "{again:#}");
+    assert!(
+        again["held"].as_str().unwrap().contains("emailed already"),
+        "{again:#}"
+    );
+    assert_eq!(world.emails().await.len(), emails);
 }
 
 /// moto enforces no IAM: every call each function made above is checked against that
@@ -753,6 +949,10 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         ("upsert", "states:SendTaskSuccess"),
         ("upsert", "states:SendTaskFailure"),
         ("upsert", "states:SendTaskHeartbeat"),
+        // The tagged uploads' copies, and what the watch emailed.
+        ("archive", "s3:GetObjectVersionTagging"),
+        ("archive", "s3:PutObjectTagging"),
+        ("watch", "s3:PutObject"),
     ] {
         assert!(
             calls

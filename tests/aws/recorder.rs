@@ -165,19 +165,17 @@ fn s3_actions(request: &Request) -> Vec<Action> {
     }
     let object = object_arn(&format!("{bucket}/{key}"));
     let versioned = query.contains_key("versionId");
-    match request.method {
+    if query.contains_key("tagging") {
+        return tagging_actions(request.method, versioned, object);
+    }
+    let mut needed = match request.method {
         "GET" | "HEAD" if versioned => vec![action("s3:GetObjectVersion", object)],
         "GET" | "HEAD" => vec![action("s3:GetObject", object)],
         "PUT" => {
             let mut needed = Vec::new();
-            if let Some(source) = (request.header)("x-amz-copy-source") {
-                let source = decode(source.trim_start_matches('/'));
-                let (source, version) = match source.split_once("?versionId=") {
-                    Some((source, _)) => (source.to_string(), true),
-                    None => (source, false),
-                };
+            if let Some((source, version)) = copy_source(request) {
                 needed.push(action("s3:GetObject", object_arn(&source)));
-                if version {
+                if version.is_some() {
                     needed.push(action("s3:GetObjectVersion", object_arn(&source)));
                 }
             }
@@ -199,7 +197,71 @@ fn s3_actions(request: &Request) -> Vec<Action> {
         ],
         "DELETE" => vec![action("s3:DeleteObject", object)],
         method => vec![action(&format!("s3:Unknown{method}"), object)],
+    };
+    // PutObject and CreateMultipartUpload with tags need s3:PutObjectTagging as well
+    // (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html).
+    if (request.header)("x-amz-tagging").is_some_and(|t| !t.is_empty()) {
+        needed.push(action(
+            "s3:PutObjectTagging",
+            object_arn(&format!("{bucket}/{key}")),
+        ));
     }
+    needed
+}
+
+/// The `bucket/key` and version a copy (CopyObject or UploadPartCopy) reads.
+fn copy_source(request: &Request) -> Option<(String, Option<String>)> {
+    let source = decode((request.header)("x-amz-copy-source")?.trim_start_matches('/'));
+    Some(match source.split_once("?versionId=") {
+        Some((source, version)) => (source.to_string(), Some(version.to_string())),
+        None => (source, None),
+    })
+}
+
+/// GetObjectTagging, PutObjectTagging and DeleteObjectTagging (`?tagging`), of a version with
+/// `versionId` (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObjectTagging.html).
+fn tagging_actions(method: &str, versioned: bool, object: String) -> Vec<Action> {
+    let verb = match method {
+        "GET" | "HEAD" => "Get",
+        "PUT" => "Put",
+        "DELETE" => "Delete",
+        other => return vec![action(&format!("s3:Unknown{other}Tagging"), object)],
+    };
+    let version = if versioned { "Version" } else { "" };
+    vec![action(&format!("s3:{verb}Object{version}Tagging"), object)]
+}
+
+/// A copy that would take its source's tags along: the source, and the actions it then needs.
+pub struct TagCopy {
+    pub bucket: String,
+    pub key: String,
+    pub version: Option<String>,
+    pub actions: Vec<Action>,
+}
+
+/// A CopyObject takes its source's tags along unless it replaces them (its tagging directive
+/// defaults to COPY), and then needs s3:GetObjectTagging (s3:GetObjectVersionTagging for a
+/// version) on the source and s3:PutObjectTagging on the copy
+/// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html). Whether the source has
+/// tags only S3 knows: the proxy asks, and adds these actions if it has any. UploadPartCopy
+/// copies no tags.
+pub fn copied_tags(request: &Request) -> Option<TagCopy> {
+    let (source, version) = copy_source(request)?;
+    let replaced = (request.header)("x-amz-tagging-directive")
+        .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+    if request.method != "PUT" || replaced || request.query.contains("partNumber") {
+        return None;
+    }
+    let mut actions = tagging_actions("GET", version.is_some(), object_arn(&source));
+    let copy = decode(request.path.trim_start_matches('/'));
+    actions.push(action("s3:PutObjectTagging", object_arn(&copy)));
+    let (bucket, key) = source.split_once('/')?;
+    Some(TagCopy {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version,
+        actions,
+    })
 }
 
 fn s3_bucket_actions(
@@ -250,18 +312,39 @@ fn json_body(request: &Request) -> serde_json::Value {
 
 /// SES v2 SendEmail is authorised on the sending identity, with `ses:FromAddress`
 /// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsimpleemailservicev2.html).
+/// The test deployment's sender identity has a default configuration set, as many accounts'
+/// identities do (for event publishing or a dedicated IP pool): SES then applies it to every
+/// email from the identity, and SendEmail is authorized against the configuration set as well as
+/// the identity, as it is when a request names one
+/// (https://docs.aws.amazon.com/ses/latest/dg/managing-configuration-sets.html#default-config-sets,
+/// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsimpleemailservicev2.html).
+/// moto knows no default configuration sets.
+const SENDER_DEFAULT_CONFIGURATION_SET: &str = "deltadrop-e2e-events";
+
 fn ses_actions(request: &Request) -> Vec<Action> {
     if request.method == "POST" && request.path == "/v2/email/outbound-emails" {
-        let from = json_body(request)["FromEmailAddress"]
+        let body = json_body(request);
+        let from = body["FromEmailAddress"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let mut send = action(
-            "ses:SendEmail",
-            format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/{from}"),
-        );
-        send.context.insert("ses:FromAddress".into(), from);
-        return vec![send];
+        let configuration_set = body["ConfigurationSetName"]
+            .as_str()
+            .unwrap_or(SENDER_DEFAULT_CONFIGURATION_SET);
+        return [
+            format!("identity/{from}"),
+            format!("configuration-set/{configuration_set}"),
+        ]
+        .into_iter()
+        .map(|resource| {
+            let mut send = action(
+                "ses:SendEmail",
+                format!("arn:aws:ses:{REGION}:{ACCOUNT}:{resource}"),
+            );
+            send.context.insert("ses:FromAddress".into(), from.clone());
+            send
+        })
+        .collect();
     }
     vec![action(
         "ses:Unknown",

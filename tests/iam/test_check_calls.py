@@ -701,6 +701,27 @@ def test_real_template_notify_sends_only_from_the_sender():
     assert [v.call.context["ses:FromAddress"] for v in report.violations] == ["other@example.com"]
 
 
+@pytest.mark.parametrize("function", ["notify", "upsert", "watch"])
+def test_real_template_mail_works_with_a_configuration_set_on_the_sender(function):
+    # An identity's default configuration set (or one the request names) is authorized too.
+    configuration_set = f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/events"
+    report = run_real(
+        call(function, "ses:SendEmail", configuration_set, **{"ses:FromAddress": SENDER}),
+        call(function, "ses:SendEmail", configuration_set, **{"ses:FromAddress": "x@example.com"}),
+    )
+    assert [v.call.context["ses:FromAddress"] for v in report.violations] == ["x@example.com"]
+
+
+def test_real_template_archive_copies_a_tagged_upload_with_its_tags():
+    report = run_real(
+        call("archive", "s3:GetObjectVersionTagging", f"{OBJECT}/incoming/orders/a.csv"),
+        call("archive", "s3:PutObjectTagging", f"{OBJECT}/archive/incoming/orders/run/a.csv"),
+        call("archive", "s3:PutObjectTagging", f"{OBJECT}/quarantine/incoming/orders/run/a.csv"),
+        call("archive", "s3:PutObjectTagging", f"{OBJECT}/tables/orders/part-0.parquet"),
+    )
+    assert [v.call.resource for v in report.violations] == [f"{OBJECT}/tables/orders/part-0.parquet"]
+
+
 def test_real_template_stage_reads_the_incoming_file_and_lists_tables():
     report = run_real(
         call("stage", "s3:GetObject", f"{OBJECT}/incoming/orders/first.csv"),

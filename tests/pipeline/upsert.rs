@@ -565,12 +565,15 @@ async fn the_watch_names_files_nobody_loaded() {
     h.put("incoming/orders/forgotten.csv", "id\n1\n").await;
     h.put("incoming/orders/fresh.csv", "id\n2\n").await;
     let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    std::fs::File::options()
-        .write(true)
-        .open(h.path("incoming/orders/forgotten.csv"))
-        .unwrap()
-        .set_modified(two_hours_ago)
-        .unwrap();
+    let make_old = |key: &str| {
+        std::fs::File::options()
+            .write(true)
+            .open(h.path(key))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap()
+    };
+    make_old("incoming/orders/forgotten.csv");
     let watched =
         deltadrop::watch::watch(&h.env, chrono::Duration::minutes(60), chrono::Utc::now())
             .await
@@ -585,6 +588,47 @@ async fn the_watch_names_files_nobody_loaded() {
         "{email}"
     );
     assert!(email.contains("incoming/orders/forgotten.csv"), "{email}");
+    assert!(email.contains("To stop these emails"), "{email}");
+
+    // The watch runs every 15 minutes: a file is emailed once, then reminded of daily.
+    let watch_at = |minutes_later: i64| {
+        let now = chrono::Utc::now() + chrono::Duration::minutes(minutes_later);
+        let env = &h.env;
+        async move {
+            deltadrop::watch::watch(env, chrono::Duration::minutes(60), now)
+                .await
+                .unwrap()
+        }
+    };
+    let emails = || h.emails().len();
+    let again = watch_at(15).await;
+    assert_eq!((again.stale.len(), &again.delivered), (1, &None));
+    assert!(
+        again.held.as_deref().unwrap().contains("emailed already"),
+        "{again:?}"
+    );
+    assert_eq!(emails(), 1);
+    // A second file becomes stale: one email names both, the new one marked.
+    make_old("incoming/orders/fresh.csv");
+    let both = watch_at(30).await;
+    assert!(both.delivered.is_some(), "{both:?}");
+    let email = h.emails().pop().unwrap();
+    assert!(email.contains("2 file(s) waiting"), "{email}");
+    assert!(
+        email.contains("Waiting (new)") && email.contains("fresh.csv"),
+        "{email}"
+    );
+    assert_eq!(watch_at(45).await.delivered, None);
+    // A day later, a reminder (default stale_reminder_hours = 24).
+    assert!(watch_at(30 + 24 * 60).await.delivered.is_some());
+    assert_eq!(emails(), 3);
+    // A file loaded (here deleted) and stale again later is new again.
+    std::fs::remove_file(h.path("incoming/orders/fresh.csv")).unwrap();
+    assert_eq!(watch_at(24 * 60 + 45).await.delivered, None);
+    h.put("incoming/orders/fresh.csv", "id\n2\n").await;
+    make_old("incoming/orders/fresh.csv");
+    assert!(watch_at(24 * 60 + 60).await.delivered.is_some());
+    assert_eq!(emails(), 4);
 }
 
 /// With `order_by_keys`, maintenance rewrites files whose key ranges overlap (files written by

@@ -42,8 +42,8 @@ FUNCTIONS = [
     "WatchFunction",
 ]
 # The functions that write objects: the bucket policy lets exactly their roles write outside
-# the incoming prefix (the watch only reads).
-WRITERS = [f for f in FUNCTIONS if f != "WatchFunction"]
+# the incoming prefix (all of them: the watch writes what it emailed under _deltadrop/watch/).
+WRITERS = FUNCTIONS
 STAGING = "_deltadrop/staging/"
 
 # A made-up deployment to resolve intrinsics against.
@@ -210,6 +210,10 @@ def condition_holds(condition: dict | None, context: dict[str, str]) -> bool:
             if operator in NEGATED:
                 if value is not None and any(POSITIVE[NEGATED[operator]](p, value) for p in values):
                     return False
+            elif operator == "Null":
+                # "true": the key is absent from the request; "false": it is there.
+                if (value is None) != (values == ["true"]):
+                    return False
             elif operator in POSITIVE:
                 if value is None or not any(POSITIVE[operator](p, value) for p in values):
                     return False
@@ -253,10 +257,11 @@ def bucket_policy_statements(resolver: Resolver) -> list[dict]:
     return as_list(resolver.resolve(policy["Properties"]["PolicyDocument"])["Statement"])
 
 
-def bucket_policy_denies(principal: str, action: str, key: str, parameters=None) -> bool:
+def bucket_policy_denies(principal: str, action: str, key: str, parameters=None, context=None) -> bool:
     resolver = Resolver(parameters)
     resource = f"arn:{PARTITION}:s3:::{BUCKET}/{key}"
-    context = {"aws:principalarn": principal, "aws:securetransport": "true"}
+    context = {"aws:principalarn": principal, "aws:securetransport": "true",
+               **{k.lower(): v for k, v in (context or {}).items()}}
     return any(
         s["Effect"] == "Deny" and s.get("Principal") == "*" and applies(s, action, resource, context)
         for s in bucket_policy_statements(resolver)
@@ -306,6 +311,11 @@ def test_every_reading_function_may_list_the_bucket_without_a_condition(function
         ("ArchiveFunction", "s3:DeleteObject", "incoming/orders/a.csv"),
         ("ArchiveFunction", "s3:DeleteObject", "archive/incoming/orders/a.csv"),
         ("ArchiveFunction", "s3:DeleteObject", f"{STAGING}run-1/part-0.parquet"),
+        # a copy takes a tagged upload's tags along (CopyObject's tagging directive is COPY)
+        ("ArchiveFunction", "s3:GetObjectTagging", "incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:GetObjectVersionTagging", "incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:PutObjectTagging", "archive/incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:PutObjectTagging", "quarantine/incoming/orders/a.csv"),
         # stage: reads the file and the target table, writes the staging table
         ("StageFunction", "s3:GetObject", "incoming/orders/a.csv"),
         ("StageFunction", "s3:GetObject", "tables/orders/_delta_log/_last_checkpoint"),
@@ -329,6 +339,8 @@ def test_functions_may_make_the_calls_their_steps_make(function, action, key):
         ("ArchiveFunction", "s3:PutObject", "incoming/orders/a.csv"),  # would start a new run
         ("ArchiveFunction", "s3:PutObject", "tables/orders/part-0.parquet"),
         ("ArchiveFunction", "s3:PutObject", "deltadrop.toml"),
+        ("ArchiveFunction", "s3:PutObjectTagging", "incoming/orders/a.csv"),
+        ("ArchiveFunction", "s3:PutObjectTagging", "tables/orders/part-0.parquet"),
         ("StageFunction", "s3:PutObject", "tables/orders/part-0.parquet"),
         ("StageFunction", "s3:DeleteObject", "incoming/orders/a.csv"),
         ("UpsertFunction", "s3:PutObject", "incoming/orders/a.csv"),
@@ -405,6 +417,101 @@ def test_alarms_exist_and_all_notify_the_alarm_topic():
         and {"Name": "FunctionName", "Value": {"Ref": "NotifyFunction"}} in a["Properties"].get("Dimensions", [])
     ]
     assert notify_errors and "emails could not be sent" in notify_errors[0]["Properties"]["AlarmDescription"]
+
+
+def alarmed_metrics() -> list[tuple[str, str, dict]]:
+    """(namespace, metric name, dimensions) of every metric some alarm watches."""
+    watched = []
+    for resource in RESOURCES.values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        p = resource["Properties"]
+        if "MetricName" in p:
+            watched.append((p["Namespace"], p["MetricName"], p.get("Dimensions", [])))
+        for m in p.get("Metrics", []):
+            if "MetricStat" in m:
+                metric = m["MetricStat"]["Metric"]
+                watched.append((metric["Namespace"], metric["MetricName"], metric.get("Dimensions", [])))
+    return watched
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_errors_metric_is_alarmed(function):
+    # Scheduled functions (maintain, watch) are invoked asynchronously by EventBridge Scheduler:
+    # nothing else reports their failures.
+    dimension = {"Name": "FunctionName", "Value": {"Ref": function}}
+    assert any(
+        (ns, name) == ("AWS/Lambda", "Errors") and dimension in dims
+        for ns, name, dims in alarmed_metrics()
+    ), f"no alarm on the Errors of {function}"
+
+
+def test_a_silent_watch_breaches_the_stale_files_alarm():
+    alarm = props("StaleFilesAlarm")
+    assert alarm["MetricName"] == "StaleFiles"
+    assert alarm["TreatMissingData"] == "breaching"
+    schedule = props("WatchFunction")["Events"]["Every15Minutes"]["Properties"]["ScheduleExpression"]
+    assert schedule == "rate(15 minutes)"
+    # A period of two runs: one late run still leaves a datapoint.
+    assert alarm["Period"] >= 2 * 15 * 60
+
+
+def test_the_timed_out_executions_alarm_can_fire():
+    # Without a top-level TimeoutSeconds an execution never times out (every task timeout is
+    # caught), so ExecutionsTimedOut stays 0. The limit is above the longest legitimate run: four
+    # lane attempts at their full timeout and the lane's waits, plus every other task at its
+    # timeout for each attempt (a throttled attempt costs its retry delay, not a timeout).
+    asl = json.loads((ROOT / "infra/statemachine/pipeline.asl.json").read_text())
+    states = asl["States"]
+
+    def longest(state):
+        timeout, total = state["TimeoutSeconds"], state["TimeoutSeconds"]
+        for retrier in state.get("Retry", []):
+            if "Lambda.TooManyRequestsException" in retrier["ErrorEquals"]:
+                total += retrier["MaxAttempts"] * retrier["MaxDelaySeconds"]
+            else:
+                total += retrier.get("MaxAttempts", 3) * timeout
+        return total
+
+    tasks = sum(longest(st) for name, st in states.items() if st["Type"] == "Task" and name != "Upsert")
+    lane = 4 * states["Upsert"]["TimeoutSeconds"] + 40 * states["WaitForEarlierFile"]["Seconds"]
+    assert asl["TimeoutSeconds"] >= lane + tasks
+    alarm = props("TimedOutExecutionsAlarm")
+    assert alarm["MetricName"] == "ExecutionsTimedOut"
+    assert alarm["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "PipelineStateMachine"}}]
+
+
+def test_throttling_is_retried_longer_than_other_lambda_errors_and_longest_on_the_failure_path():
+    # AWS: retry Lambda service exceptions, and give throttling (Lambda.TooManyRequestsException)
+    # a longer backoff; Lambda.ClientExecutionTimeoutException is one of them
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html).
+    states = json.loads((ROOT / "infra/statemachine/pipeline.asl.json").read_text())["States"]
+    budgets = {}
+    for name, state in states.items():
+        if state["Type"] != "Task" or name == "Upsert":
+            continue
+        first = state["Retry"][0]
+        assert first["ErrorEquals"] == ["Lambda.TooManyRequestsException", "Lambda.ClientExecutionTimeoutException"], name
+        assert first["JitterStrategy"] == "FULL" and first["BackoffRate"] >= 2
+        for later in state["Retry"][1:]:
+            assert "Lambda.TooManyRequestsException" not in later["ErrorEquals"], name
+        budgets[name] = first["MaxAttempts"] * first["MaxDelaySeconds"]
+        assert first["MaxAttempts"] >= 12, name
+    for failure_path in ["Quarantine", "NotifyFailure"]:
+        assert budgets[failure_path] > max(budgets["Stage"], budgets["Archive"])
+
+
+def test_failures_of_the_maintenance_state_machine_are_alarmed():
+    dimension = {"Name": "StateMachineArn", "Value": {"Ref": "MaintenanceStateMachine"}}
+    assert any(
+        (ns, name) == ("AWS/States", "ExecutionsFailed") and dimension in dims
+        for ns, name, dims in alarmed_metrics()
+    )
+
+
+def test_the_failed_executions_text_does_not_promise_quarantine_for_every_failure():
+    text = props("FailedExecutionsAlarm")["AlarmDescription"]
+    assert "UploadReplaced" in text and "quarantine itself failed" in text
 
 
 def test_alarm_topic_uses_a_customer_managed_key_cloudwatch_may_use():
@@ -588,6 +695,25 @@ def test_administrator_arns_default_is_empty_and_still_denies_producers():
     assert bucket_policy_denies(PRODUCER, "s3:PutObject", "deltadrop.toml")
 
 
+@pytest.mark.parametrize(
+    ("headers", "denied"),
+    [
+        ({}, False),  # the bucket's default, SSE-S3
+        ({"s3:x-amz-server-side-encryption": "AES256"}, False),
+        ({"s3:x-amz-server-side-encryption": "aws:kms"}, False),  # the AWS managed aws/s3 key
+        ({"s3:x-amz-server-side-encryption": "aws:kms",
+          "s3:x-amz-server-side-encryption-aws-kms-key-id": "arn:aws:kms:eu-west-1:1:key/k"}, True),
+        ({"s3:x-amz-server-side-encryption": "aws:kms:dsse",
+          "s3:x-amz-server-side-encryption-aws-kms-key-id": "alias/producer"}, True),
+        ({"s3:x-amz-server-side-encryption-customer-algorithm": "AES256"}, True),  # SSE-C
+    ],
+)
+def test_uploads_the_functions_could_not_read_are_refused_at_put(headers, denied):
+    # No function role may use a producer's KMS key, and SSE-C needs the key on every request:
+    # such a file would be stuck in incoming/. The producer gets a 403 instead.
+    assert bucket_policy_denies(PRODUCER, "s3:PutObject", "incoming/orders/a.csv", context=headers) is denied
+
+
 def test_deny_statement_names_exactly_the_function_roles():
     (policy,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::S3::BucketPolicy"]
     deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "NotResource" in s]
@@ -650,6 +776,23 @@ def test_bucket_is_versioned_and_old_versions_expire():
     assert rules and rules[0]["Status"] == "Enabled"
     assert rules[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionDays"}
     assert int(PARAMETERS["NoncurrentVersionDays"]["Default"]) == 30
+
+
+@pytest.mark.parametrize(
+    ("prefix", "days"),
+    [("_deltadrop/", 1), ({"Ref": "TablesPrefix"}, {"Ref": "TableNoncurrentVersionDays"})],
+)
+def test_work_files_and_table_files_keep_old_versions_briefly(prefix, days):
+    # Staging tables, and the files VACUUM and compaction delete, would otherwise be kept
+    # NoncurrentVersionDays (30) more; S3 honours the shorter of two overlapping expirations.
+    (rule,) = [r for r in plain_rules().values() if r.get("Prefix") == prefix and "NoncurrentVersionExpiration" in r]
+    assert rule["Status"] == "Enabled"
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == days
+    assert rule["ExpiredObjectDeleteMarker"] is True
+    if isinstance(days, dict):
+        assert 1 <= int(PARAMETERS[days["Ref"]]["Default"]) < int(PARAMETERS["NoncurrentVersionDays"]["Default"])
+    assert STAGING.startswith("_deltadrop/")
+    assert PARAMETERS["TablesPrefix"]["Default"] == "tables/"
 
 
 @pytest.mark.parametrize(("prefix", "parameter"), [("archive/", "ArchiveRetentionDays"),

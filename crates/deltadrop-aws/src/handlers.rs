@@ -183,18 +183,19 @@ impl Handler for WatchHandler {
                 .unwrap_or(60)
         });
         let env = ctx.environment().await?;
-        let output =
-            deltadrop::watch::watch(&env, chrono::Duration::minutes(minutes), chrono::Utc::now())
-                .await?;
+        let (threshold, now) = (chrono::Duration::minutes(minutes), chrono::Utc::now());
+        let found = deltadrop::watch::survey(&env, threshold, now).await?;
+        // Before the email, which can fail: StaleFilesAlarm counts on the metric, and treats a
+        // run without it (the watch failed before this) as breaching.
         crate::metrics::emit(
             "all",
             Function::Watch.name(),
             &[
-                ("StaleFiles", output.stale.len() as f64),
-                ("OldestIncomingMinutes", output.oldest_minutes as f64),
+                ("StaleFiles", found.stale.len() as f64),
+                ("OldestIncomingMinutes", found.oldest_minutes as f64),
             ],
         );
-        Ok(output)
+        Ok(deltadrop::watch::report(&env, found, threshold, now).await?)
     }
 }
 

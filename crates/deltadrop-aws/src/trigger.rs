@@ -155,7 +155,11 @@ pub fn run_for_record(
     };
     let object = &record.s3.object;
     let upload = Upload {
-        version_id: object.version_id.clone(),
+        // A bucket whose versioning is suspended gives new objects the version id "null"
+        // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/VersioningSuspended.html): it
+        // names whichever upload came last, not this one, so it pins nothing and tells no two
+        // uploads apart; the ETag pins the upload and the sequencer names it.
+        version_id: object.version_id.clone().filter(|v| v != "null"),
         etag: object.e_tag.clone(),
         sequencer: object.sequencer.clone(),
         uploaded_at: Some(record.event_time),
@@ -370,12 +374,13 @@ mod tests {
             "test",
         )
         .unwrap();
-        let record = |sequencer: &str| -> S3Record {
+        let with_version = |sequencer: &str, version: &str| -> S3Record {
             serde_json::from_str(&format!(
-                r#"{{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"incoming/a.csv","eTag":"same-bytes","sequencer":"{sequencer}"}}}}}}"#
+                r#"{{"eventName":"ObjectCreated:Put","eventTime":"2026-01-01T00:00:00Z","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"incoming/a.csv","eTag":"same-bytes","sequencer":"{sequencer}"{version}}}}}}}"#
             ))
             .unwrap()
         };
+        let record = |sequencer: &str| with_version(sequencer, "");
         let name = |r: &S3Record| run_for_record(&config, "b", r).unwrap().0;
         assert_eq!(
             name(&record("0055AED6DCD90281E5")),
@@ -385,6 +390,21 @@ mod tests {
             name(&record("0055AED6DCD90281E5")),
             name(&record("0055AED6DCD90281F7"))
         );
+        // Versioning suspended: every upload's version id is "null", the sequencer still differs.
+        let suspended = |sequencer: &str| with_version(sequencer, r#","versionId":"null""#);
+        assert_ne!(
+            name(&suspended("0055AED6DCD90281E5")),
+            name(&suspended("0055AED6DCD90281F7"))
+        );
+        assert_eq!(
+            name(&suspended("0055AED6DCD90281E5")),
+            name(&record("0055AED6DCD90281E5"))
+        );
+        let run = run_for_record(&config, "b", &suspended("0055AED6DCD90281E5"))
+            .unwrap()
+            .1;
+        assert_eq!(run.upload.version_id, None);
+        assert_eq!(run.upload.etag.as_deref(), Some("same-bytes"));
     }
 
     #[test]

@@ -54,16 +54,20 @@ enum Command {
         #[arg(long)]
         target_file_mb: Option<u64>,
     },
-    /// Many small files for one table at once, each through the whole pipeline, with at most
-    /// `concurrency` runs at a time (`--lane`: staged that many at a time, merged by the table's
-    /// commit lane): files per minute, commits, commit conflicts, latencies.
+    /// Many small files for one table (or `--tables` tables) at once, each through the whole
+    /// pipeline, with at most `concurrency` runs at a time (`--lane`: staged that many at a time,
+    /// merged by each table's commit lane): files per minute, commits, commit conflicts, latencies.
     Burst {
         /// The folder bucket (ignored with `--s3-endpoint`).
         work: PathBuf,
         #[arg(long)]
         concurrency: usize,
+        /// Files for each table.
         #[arg(long, default_value_t = 100)]
         files: u64,
+        /// Tables (one feed each) the burst is for.
+        #[arg(long, default_value_t = 1)]
+        tables: u64,
         #[arg(long, default_value_t = 1000)]
         rows: u64,
         /// Rows in the table before the burst; each file updates some of them.
@@ -95,16 +99,20 @@ fn environment(work: &Path, target_file_mb: Option<u64>) -> BenchResult<Environm
     if let Some(mb) = target_file_mb {
         config.push_str(&format!("target_file_mb = {mb}\n"));
     }
+    folder_environment(work, &config)
+}
+
+fn folder_environment(work: &Path, config: &str) -> BenchResult<Environment> {
     Ok(Environment::local(
-        Config::from_toml(&config, "bench")?,
+        Config::from_toml(config, "bench")?,
         work,
         &work.join("outbox"),
     )?)
 }
 
-/// A new versioned bucket on the S3 API at `endpoint` with the bench configuration in it, and
+/// A new versioned bucket on the S3 API at `endpoint` with the configuration `config` in it, and
 /// the environment the Lambda functions would build for it.
-async fn s3_environment(endpoint: &str, bucket: &str) -> BenchResult<Environment> {
+async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResult<Environment> {
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
     let sdk = aws_config::from_env().endpoint_url(endpoint).load().await;
     let s3 = aws_sdk_s3::Client::from_conf(
@@ -124,7 +132,7 @@ async fn s3_environment(endpoint: &str, bucket: &str) -> BenchResult<Environment
     s3.put_object()
         .bucket(bucket)
         .key("deltadrop.toml")
-        .body(CONFIG.as_bytes().to_vec().into())
+        .body(config.as_bytes().to_vec().into())
         .send()
         .await?;
     let settings = deltadrop_aws::context::Settings {
@@ -277,20 +285,22 @@ async fn main() -> BenchResult<()> {
             work,
             concurrency,
             files,
+            tables,
             rows,
             base_rows,
             s3_endpoint,
             bucket,
             lane,
         } => {
-            let env = match &s3_endpoint {
-                Some(endpoint) => s3_environment(endpoint, &bucket).await?,
-                None => environment(&work, None)?,
-            };
             let shape = burst::Shape {
+                tables,
                 files,
                 rows,
                 base_rows,
+            };
+            let env = match &s3_endpoint {
+                Some(endpoint) => s3_environment(endpoint, &bucket, &shape.config()).await?,
+                None => folder_environment(&work, &shape.config())?,
             };
             let mut report = if lane {
                 burst::burst_through_lane(&env, shape, concurrency).await?

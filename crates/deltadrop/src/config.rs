@@ -55,6 +55,9 @@ pub struct Notifications {
     pub from: String,
     /// Recipients for feeds that do not name their own.
     pub recipients: Vec<String>,
+    /// The stale-file watch emails a stale file once, then reminds this often while files stay
+    /// (0: never again; a new stale file is always emailed).
+    pub stale_reminder_hours: u32,
 }
 
 impl Default for Notifications {
@@ -62,6 +65,7 @@ impl Default for Notifications {
         Notifications {
             from: "deltadrop@localhost".into(),
             recipients: Vec::new(),
+            stale_reminder_hours: 24,
         }
     }
 }

@@ -106,18 +106,38 @@ fn feed_and_key(report: &Report) -> (&str, &str) {
         .unwrap_or(("?", "?"))
 }
 
-/// The email naming files that waited under an incoming prefix longer than `threshold`.
-pub fn render_stale_files(stale: &[crate::watch::StaleFile], threshold: chrono::Duration) -> Email {
+/// The email naming files that waited under an incoming prefix longer than `threshold`, those
+/// not emailed before marked new, with how to make the emails stop.
+pub fn render_stale_files(
+    stale: &[crate::watch::StaleFile],
+    threshold: chrono::Duration,
+    is_new: &dyn Fn(&str) -> bool,
+    reminder_hours: u32,
+) -> Email {
     let rows: Vec<(&str, String)> = stale
         .iter()
         .map(|f| {
             let feed = f.feed.as_deref().unwrap_or("no feed matches it");
             (
-                "Waiting",
+                if is_new(&f.key) {
+                    "Waiting (new)"
+                } else {
+                    "Waiting"
+                },
                 format!("{} ({} min; {feed})", f.key, f.waiting_minutes),
             )
         })
         .collect();
+    let reminder = if reminder_hours == 0 {
+        "You will not be reminded of these files again; a file that becomes stale later is \
+         emailed once."
+            .to_string()
+    } else {
+        format!(
+            "While files stay, a reminder goes every {reminder_hours} h \
+             ([notifications] stale_reminder_hours); a file that becomes stale is emailed at once."
+        )
+    };
     build(
         format!(
             "[deltadrop] {} file(s) waiting in incoming for more than {} min",
@@ -125,8 +145,12 @@ pub fn render_stale_files(stale: &[crate::watch::StaleFile], threshold: chrono::
             threshold.num_minutes()
         ),
         "Files nobody has loaded",
-        "These files have not been picked up: no run read them. Look at the trigger's logs and the \
-         dead-letter queue; a file no feed matches needs a feed or another key.",
+        &format!(
+            "These files have not been picked up: no run read them. Look at the trigger's logs \
+             and the dead-letter queue; a file no feed matches needs a feed or another key. To \
+             stop these emails, load each file (upload it again: its new notification starts a \
+             run; locally `deltadrop run <file>`) or delete it. {reminder}"
+        ),
         &rows,
         "Sent by deltadrop's stale-file watch.",
     )
