@@ -32,6 +32,9 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
     the_scheduled_maintenance_compacts_every_table(&world).await;
     the_watch_names_a_file_nobody_loaded(&world).await;
+    // Last before the IAM check: once a multipart upload has completed, moto's
+    // /moto-api/data.json (where the emails are read) answers 500.
+    a_copy_in_parts_keeps_the_bytes_and_the_tags(&world).await;
     every_call_is_one_the_function_policy_allows(&world).await;
 }
 
@@ -759,8 +762,8 @@ async fn keys_near_s3s_limit_are_archived_and_quarantined(world: &World) {
 /// Lambda refuses every invocation for 30 seconds (429 TooManyRequestsException: a burst larger
 /// than the account's concurrency, or a new account's low limit). Step Functions retries
 /// throttling longer than other Lambda errors, the failure path longest: the good files load,
-/// the bad one is quarantined with its email, none ends FAILED for the throttling. (The old
-/// retry, 3 attempts within ~14 s, failed them all.)
+/// the bad one is quarantined with its email, none ends FAILED for the throttling (the old
+/// retry, 3 attempts within ~14 s, could not outlast the window).
 async fn a_throttled_account_still_loads_or_quarantines_every_file(world: &World) {
     let emails_before = world.emails().await.len();
     let throttled_before = world.faults.throttled.load(Ordering::SeqCst);
@@ -821,6 +824,51 @@ async fn a_throttled_account_still_loads_or_quarantines_every_file(world: &World
             .any(|e| e.to_string().contains("FAILED orders: throttled-bad.csv")),
         "no failure email for the bad file"
     );
+}
+
+/// A copy above CopyObject's 5 GB goes in parts, several at once, and keeps the upload's tags
+/// (UploadPartCopy copies none). Here with 5 MiB parts (S3's smallest) above 5 MiB, so that a
+/// 12 MiB object takes that path: three parts, the last one short.
+async fn a_copy_in_parts_keeps_the_bytes_and_the_tags(world: &World) {
+    let body: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    // Outside the incoming prefix: no notification, no run.
+    let (from, to) = ("quarantine/parts/source.bin", "archive/parts/copy.bin");
+    let put = world
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key(from)
+        .body(body.clone().into())
+        .tagging("scan=clean&team=sales")
+        .send()
+        .await
+        .unwrap();
+    let upload = deltadrop::upload::Upload {
+        version_id: put.version_id().map(str::to_string),
+        ..Default::default()
+    };
+    let storage = deltadrop_aws::s3::S3Bucket::new(world.s3.clone(), BUCKET, Default::default())
+        .unwrap()
+        .with_copy_limits(5 << 20, 5 << 20);
+    deltadrop::storage::ObjectStorage::copy(&storage, from, &upload, to)
+        .await
+        .unwrap();
+    let copied = world
+        .s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(to)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        copied.e_tag().unwrap().ends_with("-3\""),
+        "not copied in 3 parts: {:?}",
+        copied.e_tag()
+    );
+    let bytes = copied.body.collect().await.unwrap().into_bytes();
+    assert!(bytes == body, "the copy differs");
+    assert_eq!(world.tags(to).await, ["scan=clean", "team=sales"]);
 }
 
 /// The maintenance state machine as its daily schedule starts it: it lists the feeds and

@@ -984,10 +984,27 @@ def test_deployed_packages_build_with_whole_program_lto():
 # 8. The dashboard reads the metrics the functions emit (crates/deltadrop-aws/src/metrics.rs)
 
 
-def emitted_metrics() -> set[str]:
+def emitted_dimensions() -> dict[str, str]:
+    """Each emitted metric and the dimension set it is kept under, as SEARCH writes it."""
     source = (ROOT / "crates/deltadrop-aws/src/metrics.rs").read_text()
     table = source.split("pub const METRICS", 1)[1].split("];", 1)[0]
-    return set(re.findall(r'\("(\w+)", "\w+"\)', table))
+    sets = {"FEED": "Feed", "FEED_AND_STEP": "Feed,Step"}
+    return {name: sets[dims] for name, dims in re.findall(r'\("(\w+)", "\w+", (\w+)\)', table)}
+
+
+def emitted_metrics() -> set[str]:
+    return set(emitted_dimensions())
+
+
+def test_each_metric_is_kept_under_the_dimensions_the_dashboard_reads_it_by():
+    # Every metric under every dimension set is billed (~$0.30 a month each): none is kept twice.
+    (dashboard,) = [r for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    read = {metric: dims for dims, metric in re.findall(r"SEARCH\('\{deltadrop,([\w,]+)\} MetricName=\\?\"(\w+)", dashboard["Properties"]["DashboardBody"]["Fn::Sub"])}
+    assert read == emitted_dimensions()
+    for alarm in [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]:
+        if alarm.get("Namespace") == "deltadrop":
+            dims = ",".join(d["Name"] for d in alarm["Dimensions"])
+            assert emitted_dimensions()[alarm["MetricName"]] == dims
 
 
 def test_the_dashboard_shows_every_emitted_metric_and_only_those():

@@ -9,54 +9,66 @@ use serde_json::{json, Map, Value};
 /// The CloudWatch namespace of every deltadrop metric.
 pub const NAMESPACE: &str = "deltadrop";
 
-/// Every metric a step emits, with its unit.
-pub const METRICS: &[(&str, &str)] = &[
-    ("FilesApplied", "Count"),
-    ("FilesAlreadyApplied", "Count"),
-    ("FilesSuperseded", "Count"),
-    ("FilesQuarantined", "Count"),
-    ("RowsStaged", "Count"),
-    ("BytesStaged", "Bytes"),
-    ("RowsInserted", "Count"),
-    ("RowsUpdated", "Count"),
-    ("RowsDeleted", "Count"),
-    ("CommitAttempts", "Count"),
-    ("StepDuration", "Milliseconds"),
-    ("StaleFiles", "Count"),
-    ("OldestIncomingMinutes", "None"),
+/// Every metric a step emits, with its unit and the one set of dimensions it is kept under:
+/// the one the dashboard and the alarms read. Each metric under each set of dimension values is a
+/// custom metric CloudWatch bills by the month, so nothing is kept twice: a feed has the ten
+/// `Feed` metrics and `StepDuration` for each of its four steps (14), and the watch adds two for
+/// the whole deployment (`Feed=all`, `Step=watch`); docs/aws.md gives the monthly count.
+pub const METRICS: &[(&str, &str, Dimensions)] = &[
+    ("FilesApplied", "Count", FEED),
+    ("FilesAlreadyApplied", "Count", FEED),
+    ("FilesSuperseded", "Count", FEED),
+    ("FilesQuarantined", "Count", FEED),
+    ("RowsStaged", "Count", FEED),
+    ("BytesStaged", "Bytes", FEED),
+    ("RowsInserted", "Count", FEED),
+    ("RowsUpdated", "Count", FEED),
+    ("RowsDeleted", "Count", FEED),
+    ("CommitAttempts", "Count", FEED),
+    ("StepDuration", "Milliseconds", FEED_AND_STEP),
+    ("StaleFiles", "Count", FEED_AND_STEP),
+    ("OldestIncomingMinutes", "None", FEED_AND_STEP),
 ];
 
-/// The dimensions of every metric: per feed, and per feed and step.
-pub const DIMENSIONS: &[&[&str]] = &[&["Feed"], &["Feed", "Step"]];
+/// A set of dimension names.
+pub type Dimensions = &'static [&'static str];
+/// Per feed: what one feed's files and rows add up to, whatever step emitted them.
+pub const FEED: Dimensions = &["Feed"];
+/// Per feed and step: a duration means nothing summed over different steps.
+pub const FEED_AND_STEP: Dimensions = &["Feed", "Step"];
 
-/// One EMF document for a step of `feed`, with `values` (names from [`METRICS`]).
+/// One EMF document for a step of `feed`, with `values` (names from [`METRICS`]): one directive
+/// per set of dimensions the values are kept under.
 pub fn document(
     feed: &str,
     step: &str,
     values: &[(&'static str, f64)],
     timestamp_ms: i64,
 ) -> Value {
-    let metrics: Vec<Value> = values
-        .iter()
-        .map(|(name, _)| {
-            let unit = METRICS
-                .iter()
-                .find(|(known, _)| known == name)
-                .map_or("None", |(_, unit)| unit);
-            json!({"Name": name, "Unit": unit})
+    let mut directives: Vec<(Dimensions, Vec<Value>)> = Vec::new();
+    for (name, _) in values {
+        let (unit, dimensions) = METRICS
+            .iter()
+            .find(|(known, _, _)| known == name)
+            .map_or(("None", FEED_AND_STEP), |(_, unit, dimensions)| {
+                (*unit, *dimensions)
+            });
+        let metric = json!({"Name": name, "Unit": unit});
+        match directives.iter_mut().find(|(d, _)| *d == dimensions) {
+            Some((_, metrics)) => metrics.push(metric),
+            None => directives.push((dimensions, vec![metric])),
+        }
+    }
+    let directives: Vec<Value> = directives
+        .into_iter()
+        .map(|(dimensions, metrics)| {
+            json!({"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": metrics})
         })
         .collect();
     let mut document = Map::new();
     document.insert(
         "_aws".into(),
-        json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": DIMENSIONS,
-                "Metrics": metrics,
-            }],
-        }),
+        json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives}),
     );
     document.insert("Feed".into(), json!(feed));
     document.insert("Step".into(), json!(step));
@@ -88,20 +100,42 @@ mod tests {
             ],
             1_700_000_000_000,
         );
-        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
-        assert_eq!(directive["Namespace"], "deltadrop");
-        assert_eq!(directive["Dimensions"], json!([["Feed"], ["Feed", "Step"]]));
-        // Every dimension and every metric named in the directive is a member of the root.
+        let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        // Each metric once, under the dimensions the dashboard reads it by.
+        let kept: Vec<(Value, Vec<&str>)> = directives
+            .iter()
+            .map(|d| {
+                assert_eq!(d["Namespace"], "deltadrop");
+                let names = d["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["Name"].as_str().unwrap())
+                    .collect();
+                (d["Dimensions"].clone(), names)
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (json!([["Feed"]]), vec!["FilesApplied", "RowsInserted"]),
+                (json!([["Feed", "Step"]]), vec!["StepDuration"]),
+            ]
+        );
+        // Every dimension and every metric named in a directive is a member of the root.
         for dimension in ["Feed", "Step"] {
             assert!(doc[dimension].is_string(), "{dimension}");
         }
-        for metric in directive["Metrics"].as_array().unwrap() {
+        for metric in directives
+            .iter()
+            .flat_map(|d| d["Metrics"].as_array().unwrap())
+        {
             let name = metric["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name}");
             assert!(METRICS
                 .iter()
-                .any(|(known, unit)| *known == name && metric["Unit"] == *unit));
+                .any(|(known, unit, _)| *known == name && metric["Unit"] == *unit));
         }
         assert_eq!(doc["RowsInserted"], 42.0);
     }

@@ -9,11 +9,16 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use deltadrop::error::{Error, Result};
 use deltadrop::storage::{Listed, ObjectReader, ObjectStorage};
 use deltadrop::upload::Upload;
+use futures::{StreamExt, TryStreamExt};
 use url::Url;
 
-/// CopyObject handles up to 5 GB; larger objects are copied in parts of this size.
+/// CopyObject handles up to 5 GB; larger objects are copied in parts of this size
+/// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/CopyingObjectsMPUapi.html).
 const SINGLE_COPY_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 const COPY_PART_BYTES: u64 = 512 * 1024 * 1024;
+/// Parts copied at once: S3 copies each part itself, so the function only waits; one after
+/// another a 50 GB file took most of the archive function's timeout.
+const PARALLEL_COPY_PARTS: usize = 16;
 
 /// The data bucket on S3. Reads, copies and deletes of a pinned upload act on its object
 /// version, or are conditional on its ETag in a bucket without versions.
@@ -25,6 +30,9 @@ pub struct S3Bucket {
     root: Url,
     /// Options for delta-rs (endpoint and the like when not on AWS).
     table_options: HashMap<String, String>,
+    /// Above this size a copy goes in parts of `copy_part_bytes`.
+    single_copy_limit: u64,
+    copy_part_bytes: u64,
 }
 
 impl S3Bucket {
@@ -48,7 +56,17 @@ impl S3Bucket {
             bucket,
             root,
             table_options,
+            single_copy_limit: SINGLE_COPY_LIMIT,
+            copy_part_bytes: COPY_PART_BYTES,
         })
+    }
+
+    /// Copies objects over `single_copy_limit` bytes in parts of `part_bytes` (S3's defaults:
+    /// 5 GB, 512 MB), so that the multipart path can run on small objects too.
+    pub fn with_copy_limits(mut self, single_copy_limit: u64, part_bytes: u64) -> Self {
+        self.single_copy_limit = single_copy_limit;
+        self.copy_part_bytes = part_bytes;
+        self
     }
 
     fn error(&self, key: &str, err: impl std::error::Error) -> Error {
@@ -106,47 +124,73 @@ impl S3Bucket {
         }
     }
 
+    /// A copy in parts, `PARALLEL_COPY_PARTS` at a time. UploadPartCopy copies no tags (a
+    /// CopyObject does): the upload's tags are read and given to the new object.
     async fn multipart_copy(&self, from: &str, upload: &Upload, to: &str, size: u64) -> Result<()> {
+        let tags = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(from)
+            .set_version_id(upload.version_id.clone())
+            .send()
+            .await
+            .map_err(|e| self.pinned_error(from, e))?;
+        let tagging: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(tags.tag_set().iter().map(|t| (t.key(), t.value())))
+            .finish();
         let started = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(to)
+            .set_tagging(Some(tagging).filter(|t| !t.is_empty()))
             .send()
             .await
             .map_err(|e| self.error(to, e))?;
         let upload_id = started.upload_id().unwrap_or_default().to_string();
         let result = async {
-            let mut parts = Vec::new();
-            let mut start = 0;
-            while start < size {
-                let end = (start + COPY_PART_BYTES).min(size) - 1;
-                let number = parts.len() as i32 + 1;
-                let part = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.bucket)
-                    .key(to)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .copy_source(self.copy_source(from, upload))
-                    .set_copy_source_if_match(etag_condition(upload))
-                    .copy_source_range(format!("bytes={start}-{end}"))
-                    .send()
-                    .await
-                    .map_err(|e| self.pinned_error(from, e))?;
-                let etag = part
-                    .copy_part_result()
-                    .and_then(|r| r.e_tag())
-                    .unwrap_or_default();
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .e_tag(etag)
-                        .build(),
-                );
-                start = end + 1;
-            }
+            let ranges = (0..size.div_ceil(self.copy_part_bytes)).map(|i| {
+                let start = i * self.copy_part_bytes;
+                (
+                    i as i32 + 1,
+                    start,
+                    (start + self.copy_part_bytes).min(size) - 1,
+                )
+            });
+            let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
+                .map(|(number, start, end)| {
+                    let upload_id = &upload_id;
+                    async move {
+                        let part = self
+                            .client
+                            .upload_part_copy()
+                            .bucket(&self.bucket)
+                            .key(to)
+                            .upload_id(upload_id)
+                            .part_number(number)
+                            .copy_source(self.copy_source(from, upload))
+                            .set_copy_source_if_match(etag_condition(upload))
+                            .copy_source_range(format!("bytes={start}-{end}"))
+                            .send()
+                            .await
+                            .map_err(|e| self.pinned_error(from, e))?;
+                        let etag = part
+                            .copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .unwrap_or_default();
+                        Ok::<_, Error>(
+                            CompletedPart::builder()
+                                .part_number(number)
+                                .e_tag(etag)
+                                .build(),
+                        )
+                    }
+                })
+                // In part order, whichever finishes first.
+                .buffered(PARALLEL_COPY_PARTS)
+                .try_collect()
+                .await?;
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -305,7 +349,7 @@ impl ObjectStorage for S3Bucket {
                 })
             }
         };
-        if size > SINGLE_COPY_LIMIT {
+        if size > self.single_copy_limit {
             return self.multipart_copy(from, upload, to, size).await;
         }
         self.client

@@ -530,6 +530,18 @@ impl Feed {
             }
         };
         nonempty("name", &self.name)?;
+        // The feed's metrics carry its name as a CloudWatch dimension value, which must be ASCII
+        // (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Dimension.html).
+        if !self.name.chars().all(|c| c.is_ascii_graphic() || c == ' ') || self.name.len() > 255 {
+            return Err(Error::config(
+                field("name"),
+                format!(
+                    "{:?}: a feed name is at most 255 printable ASCII characters (it names the \
+                     feed's CloudWatch metrics); the table and the files may have any name",
+                    self.name
+                ),
+            ));
+        }
         nonempty("incoming", &self.incoming)?;
         self.limits.validate(field)?;
         self.maintenance.validate(field)?;
@@ -710,6 +722,20 @@ keys = ["id"]
             }
         );
         assert_eq!(f.notify, NotifyMode::Each);
+    }
+
+    #[test]
+    fn a_feed_name_must_be_printable_ascii() {
+        for bad in ["commandes-été", "tab\tname", &"x".repeat(256)] {
+            let toml = MINIMAL.replace("name = \"orders\"", &format!("name = {bad:?}"));
+            let e = Config::from_toml(&toml, "deltadrop.toml").unwrap_err();
+            assert!(
+                e.to_string().contains("feeds[0].name") && e.to_string().contains("ASCII"),
+                "{e}"
+            );
+        }
+        let fine = MINIMAL.replace("name = \"orders\"", "name = \"Orders (EU) #2\"");
+        Config::from_toml(&fine, "deltadrop.toml").unwrap();
     }
 
     #[test]
