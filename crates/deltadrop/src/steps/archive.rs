@@ -65,7 +65,7 @@ pub(super) fn copy_key(prefix: &str, run: &RunInput) -> String {
     if full.len() <= budget {
         return full;
     }
-    let hash = &crate::storage::lane_id(&run.key)[..16];
+    let hash = crate::storage::short_digest(&run.key, 8);
     let head = format!("{prefix}{}/{hash}-", run.run_id);
     let room = budget.saturating_sub(head.len()).min(SHORTENED_NAME_BYTES);
     let mut start = file.len().saturating_sub(room);

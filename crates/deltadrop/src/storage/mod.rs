@@ -28,8 +28,13 @@ pub type LaneGuard = Box<dyn Send + Sync>;
 /// table (a group id is at most 128 characters of a limited set, so not the URL itself:
 /// https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html).
 pub fn lane_id(table_url: &str) -> String {
+    short_digest(table_url, 16)
+}
+
+/// The first `bytes` bytes of the SHA-256 of `text`, in hex: a short, stable name for a long one.
+pub fn short_digest(text: &str, bytes: usize) -> String {
     use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(table_url.as_bytes())[..16])
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..bytes])
 }
 
 /// An object found by [`ObjectStorage::list`].
