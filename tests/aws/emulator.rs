@@ -130,6 +130,12 @@ pub struct Faults {
     /// each, as for an execution that stopped waiting (moto never does): `TaskTimedOut`,
     /// `InvalidToken` or `TaskDoesNotExist`.
     pub refuse_answers: Mutex<std::collections::VecDeque<&'static str>>,
+    /// The file (its key) whose every answer Step Functions refuses with `TaskTimedOut`: as for
+    /// a merger that commits it and dies or times out before answering, on every attempt. On
+    /// AWS its message comes back only after the lane queue's visibility timeout (5,040 s), when
+    /// the Upsert state's heartbeat (3,600 s) has run out; here the answer is refused as
+    /// the execution would by then refuse it. The lane gives up, and only the table can tell.
+    pub time_out_every_answer_of: Mutex<Option<String>>,
     /// The merger's answers that reached Step Functions, by outcome (`applied`...) or error.
     pub answers: Mutex<BTreeMap<String, u32>>,
     /// Invocations per function, and how many of them failed.
@@ -238,11 +244,24 @@ impl Faults {
                 && a.resource.contains("/_delta_log/")
                 && a.resource.ends_with(".json")
         });
-        let answers_applied = actions.iter().any(|a| a.action == "states:SendTaskSuccess")
-            && answered_outcome(request).as_deref() == Some("applied");
-        let refusal = answers_applied
-            .then(|| self.refuse_answers.lock().unwrap().pop_front())
-            .flatten();
+        let answers = actions.iter().any(|a| a.action == "states:SendTaskSuccess");
+        let answers_applied = answers && answered_outcome(request).as_deref() == Some("applied");
+        let lost_file = self.time_out_every_answer_of.lock().unwrap().clone();
+        let answers_lost_file = answers
+            && lost_file.is_some_and(|key| {
+                answered_output(request).is_some_and(|output| {
+                    output["file_identity"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&format!("deltadrop:{key}@")))
+                })
+            });
+        let refusal = if answers_lost_file {
+            Some("TaskTimedOut")
+        } else {
+            answers_applied
+                .then(|| self.refuse_answers.lock().unwrap().pop_front())
+                .flatten()
+        };
         if let Some(code) = refusal {
             // https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html
             return Some(error_response(
@@ -454,6 +473,13 @@ impl Proxy {
         let until = *self.faults.throttle_until.lock().unwrap();
         if until.is_some_and(|until| std::time::Instant::now() < until) {
             self.faults.throttled.fetch_add(1, Ordering::SeqCst);
+            crate::cloudwatch::record(
+                "AWS/Lambda",
+                "Throttles",
+                &[("FunctionName", function.name())],
+                1.0,
+                format!("{} throttled", function.name()),
+            );
             // https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_Errors
             return error_response(
                 429,
@@ -471,10 +497,19 @@ impl Proxy {
         };
         let (answer, failed) = match invoke(ctx, function, payload).await {
             Ok(output) => (output.to_string(), false),
-            Err(diagnostic) => (
-                failure(&diagnostic.error_type, &diagnostic.error_message),
-                true,
-            ),
+            Err(diagnostic) => {
+                crate::cloudwatch::record(
+                    "AWS/Lambda",
+                    "Errors",
+                    &[("FunctionName", function.name())],
+                    1.0,
+                    format!("{} failed: {}", function.name(), diagnostic.error_type),
+                );
+                (
+                    failure(&diagnostic.error_type, &diagnostic.error_message),
+                    true,
+                )
+            }
         };
         self.faults.count_invocation(function, failed);
         self.recorder.state_size(answer.len());
@@ -530,10 +565,16 @@ impl Proxy {
 
 /// What kind of S3 request asked for these actions, for the fault counts.
 /// The outcome a SendTaskSuccess answers with (`applied`...).
-fn answered_outcome(request: &recorder::Request) -> Option<String> {
+/// The output a `SendTaskSuccess` answers with.
+fn answered_output(request: &recorder::Request) -> Option<serde_json::Value> {
     let body: serde_json::Value = serde_json::from_slice(request.body).ok()?;
-    let output: serde_json::Value = serde_json::from_str(body["output"].as_str()?).ok()?;
-    output["outcome"].as_str().map(str::to_string)
+    serde_json::from_str(body["output"].as_str()?).ok()
+}
+
+fn answered_outcome(request: &recorder::Request) -> Option<String> {
+    answered_output(request)?["outcome"]
+        .as_str()
+        .map(str::to_string)
 }
 
 fn request_kind(actions: &[Action]) -> &'static str {

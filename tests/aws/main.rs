@@ -1,6 +1,7 @@
 //! deltadrop on emulated AWS: the real state machine definition executed by moto, the real
 //! handlers behind its Lambda invocations, real S3, SQS, SES and Step Functions SDK calls.
 
+mod cloudwatch;
 mod emulator;
 mod lane;
 mod recorder;

@@ -250,7 +250,21 @@ fn the_upsert_state_waits_for_the_lane_and_repeats_by_catch() {
     assert_eq!(repeat["ResultPath"], "$.lane.error");
     let again = &states[repeat["Next"].as_str().unwrap()];
     assert_eq!(again["Type"], "Choice");
-    let gave_up = &states[again["Default"].as_str().unwrap()];
+    // Out of attempts, the table is asked whether a merger committed the file all the same:
+    // recorded there, it is loaded; otherwise (or when the table cannot tell) the last error
+    // fails it.
+    let check = &states[again["Default"].as_str().unwrap()];
+    assert_eq!(check["Resource"], "${UpsertFunctionArn}");
+    assert_eq!(check["Parameters"]["stage.$"], "$.stage");
+    assert_eq!(check["Catch"][0]["ErrorEquals"][0], "States.ALL");
+    let applied = &states[check["Next"].as_str().unwrap()];
+    assert_eq!(applied["Choices"][0]["Variable"], "$.applied_check.applied");
+    let recorded = &states[applied["Choices"][0]["Next"].as_str().unwrap()];
+    assert_eq!(recorded["InputPath"], "$.applied_check.upsert");
+    assert_eq!(recorded["ResultPath"], "$.upsert");
+    assert_eq!(recorded["Next"], "NotifySuccess");
+    assert_eq!(applied["Default"], check["Catch"][0]["Next"]);
+    let gave_up = &states[applied["Default"].as_str().unwrap()];
     assert_eq!(gave_up["InputPath"], "$.lane.error");
     assert_eq!(gave_up["ResultPath"], "$.failure");
     assert_eq!(gave_up["Next"], "Quarantine");
@@ -306,4 +320,15 @@ fn maintenance_maintains_each_table_in_its_own_task() {
         each["Iterator"]["States"][catch["Next"].as_str().unwrap()]["Type"],
         "Pass"
     );
+    // The execution's output stays the list of feeds: each iteration yields {} and the Map
+    // keeps its input, so no number of tables makes it exceed 256 KB.
+    assert!(each["ResultPath"].is_null() && each.get("ResultPath").is_some());
+    for (name, state) in each["Iterator"]["States"].as_object().unwrap() {
+        if state["End"] == true {
+            assert!(
+                state.get("OutputPath").is_some_and(Value::is_null),
+                "{name}"
+            );
+        }
+    }
 }

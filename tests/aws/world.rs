@@ -118,6 +118,7 @@ struct Uploaded {
 impl World {
     pub async fn new() -> World {
         let moto = Moto::from_env();
+        crate::cloudwatch::record_emitted_metrics();
         moto.api_post(
             "/moto-api/config",
             json!({"stepfunctions": {"execute_state_machine": true}}),
@@ -201,6 +202,7 @@ impl World {
         for (placeholder, function) in [
             ("${StageFunctionArn}", Function::Stage),
             ("${ArchiveFunctionArn}", Function::Archive),
+            ("${UpsertFunctionArn}", Function::Upsert),
             ("${NotifyFunctionArn}", Function::Notify),
         ] {
             definition = definition.replace(placeholder, &function_arn(function));
@@ -487,7 +489,7 @@ impl World {
         self.wait(&arn).await
     }
 
-    async fn wait(&self, arn: &str) -> (String, Option<String>, Value) {
+    pub async fn wait(&self, arn: &str) -> (String, Option<String>, Value) {
         for _ in 0..960 {
             let execution = self
                 .sfn
@@ -682,15 +684,41 @@ impl World {
         self.rows_of("tables/orders").await
     }
 
-    /// A table's rows as `a|b|c`, ordered by `order_id`.
-    pub async fn rows_of(&self, table: &str) -> Vec<String> {
-        let table = TableLocation::new(
+    /// Version, files and history of a table, as `deltadrop table` shows them.
+    pub async fn table_summary(&self, table: &str) -> deltadrop::inspect::TableSummary {
+        deltadrop::inspect::summarize(&self.table_location(table), 1)
+            .await
+            .unwrap()
+    }
+
+    fn table_location(&self, table: &str) -> TableLocation {
+        TableLocation::new(
             url::Url::parse(&format!("s3://{BUCKET}/{table}/")).unwrap(),
             self.reader_options(),
-        );
-        let batches = deltadrop::inspect::rows(&table, &["order_id".to_string()], None)
-            .await
-            .unwrap();
+        )
+    }
+
+    /// The names of the test configuration's feeds, in its order.
+    pub fn feed_names(&self) -> Vec<String> {
+        let config = Config::from_toml(&config(), "test").unwrap();
+        config.feeds.into_iter().map(|f| f.name).collect()
+    }
+
+    /// The invocations of `function` the proxy ran, and how many of them failed.
+    pub fn invocations_of(&self, function: Function) -> (u32, u32) {
+        let invocations = self.faults.invocations.lock().unwrap();
+        invocations
+            .get(function.name())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A table's rows as `a|b|c`, ordered by `order_id`.
+    pub async fn rows_of(&self, table: &str) -> Vec<String> {
+        let batches =
+            deltadrop::inspect::rows(&self.table_location(table), &["order_id".to_string()], None)
+                .await
+                .unwrap();
         deltadrop::inspect::row_strings(&batches).unwrap()
     }
 

@@ -616,8 +616,11 @@ def machine_lambda_states(machine: str) -> list[tuple[str, str, dict]]:
 def test_every_function_the_state_machines_invoke_is_found():
     assert sorted(STATE_MACHINES) == ["MaintenanceStateMachine", "PipelineStateMachine"]
     functions = {function for _, function, _ in machine_lambda_states("PipelineStateMachine")}
-    # The upsert function is the commit lane's merger: the Upsert state reaches it through a queue.
-    assert functions == {"StageFunction", "ArchiveFunction", "NotifyFunction"}
+    # The upsert function is the commit lane's merger: the Upsert state reaches it through a
+    # queue; only CheckApplied invokes it, after the lane gave up.
+    assert functions == {"StageFunction", "ArchiveFunction", "UpsertFunction", "NotifyFunction"}
+    invoking_upsert = [n for n, f, _ in machine_lambda_states("PipelineStateMachine") if f == "UpsertFunction"]
+    assert invoking_upsert == ["CheckApplied"]
     functions = {function for _, function, _ in machine_lambda_states("MaintenanceStateMachine")}
     assert functions == {"MaintainFunction"}
 
@@ -1022,3 +1025,26 @@ def test_the_dashboard_shows_every_emitted_metric_and_only_those():
     assert shown == emitted, f"on the dashboard but not emitted: {shown - emitted}; emitted but not shown: {emitted - shown}"
     titles = [w["properties"]["title"] for w in body["widgets"]]
     assert any("Executions" in t for t in titles) and any("dead letters" in t for t in titles)
+
+
+def test_the_queue_alarms_watch_the_queues_messages_end_in():
+    # The end-to-end run drives SQS itself (no event source mapping, no redrive), and a
+    # notification takes 15 minutes to age: these alarms are checked here instead of by a
+    # scenario (tests/aws/end_to_end.rs, every_alarm_fires_in_some_scenario).
+    (trigger_event,) = [e for e in props("TriggerFunction")["Events"].values() if e["Type"] == "SQS"]
+    incoming = referenced_resource(trigger_event["Properties"]["Queue"])
+    lane = "UpsertLaneQueue"
+    for alarm, queue, metric in [
+        ("IncomingQueueAgeAlarm", incoming, "ApproximateAgeOfOldestMessage"),
+        ("DeadLettersAlarm", referenced_resource(props(incoming)["RedrivePolicy"]["deadLetterTargetArn"]),
+         "ApproximateNumberOfMessagesVisible"),
+        ("LaneDeadLettersAlarm", referenced_resource(props(lane)["RedrivePolicy"]["deadLetterTargetArn"]),
+         "ApproximateNumberOfMessagesVisible"),
+    ]:
+        p = props(alarm)
+        assert (p["Namespace"], p["MetricName"]) == ("AWS/SQS", metric), alarm
+        assert p["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}], alarm
+        assert p["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", alarm
+    assert props("DeadLettersAlarm")["Threshold"] == 1 and props("LaneDeadLettersAlarm")["Threshold"] == 1
+    # An alarm fires on the period's Maximum only if a message can stay that long.
+    assert props("IncomingQueueAgeAlarm")["Threshold"] < props(incoming).get("MessageRetentionPeriod", 345600)

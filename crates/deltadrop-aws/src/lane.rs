@@ -51,16 +51,69 @@ pub struct LaneMessage {
     pub stage: StageOutput,
 }
 
-/// The upsert function: merges the lane queue's messages and answers their executions.
+/// The upsert function: merges the lane queue's messages and answers their executions; asked
+/// by the CheckApplied state, finds out whether a file the lane gave up on is in its table.
 pub struct UpsertHandler;
+
+/// What the upsert function is invoked with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UpsertRequest {
+    /// From the CheckApplied state (it names a run and its stage).
+    Check(CheckAppliedRequest),
+    /// The lane queue's messages, from the event source mapping.
+    Lane(SqsEvent),
+}
+
+/// The CheckApplied state's input: the file the lane gave up on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckAppliedRequest {
+    /// The file's run.
+    pub run: RunInput,
+    /// The Stage state's output.
+    pub stage: StageOutput,
+}
+
+/// The CheckApplied state's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppliedCheck {
+    /// Whether the table records the file: a merger committed it and its answer was lost.
+    pub applied: bool,
+    /// The file's upsert output when it was applied (`already_applied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upsert: Option<UpsertOutput>,
+}
+
+/// What the upsert function answers, for whichever caller.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum UpsertResponse {
+    /// To the event source mapping: the messages to deliver again.
+    Lane(SqsBatchResponse),
+    /// To the CheckApplied state.
+    Check(AppliedCheck),
+}
 
 impl Handler for UpsertHandler {
     const FUNCTION: Function = Function::Upsert;
-    type Request = SqsEvent;
-    type Output = SqsBatchResponse;
+    type Request = UpsertRequest;
+    type Output = UpsertResponse;
 
-    async fn handle(ctx: &AwsContext, batch: SqsEvent) -> Result<SqsBatchResponse, Error> {
-        Ok(merge_batch(ctx, &batch.records).await)
+    async fn handle(ctx: &AwsContext, request: UpsertRequest) -> Result<UpsertResponse, Error> {
+        match request {
+            UpsertRequest::Lane(batch) => {
+                Ok(UpsertResponse::Lane(merge_batch(ctx, &batch.records).await))
+            }
+            UpsertRequest::Check(CheckAppliedRequest { run, stage }) => {
+                let env = ctx.environment().await?;
+                let upsert = steps::upsert::applied_without_an_answer(&env, &run, &stage).await?;
+                tracing::info!(run_id = %run.run_id, key = %run.key, applied = upsert.is_some(), "checked the table after the lane gave up");
+                Ok(UpsertResponse::Check(AppliedCheck {
+                    applied: upsert.is_some(),
+                    upsert,
+                }))
+            }
+        }
     }
 }
 
@@ -349,6 +402,18 @@ mod tests {
         for other in [None, Some("ThrottlingException"), Some("InvalidOutput")] {
             assert_eq!(gone(other), None);
         }
+    }
+
+    #[test]
+    fn the_upsert_function_tells_a_lane_batch_from_a_check_by_its_input() {
+        let lane: UpsertRequest =
+            serde_json::from_value(serde_json::json!({"Records": []})).unwrap();
+        assert!(matches!(lane, UpsertRequest::Lane(_)));
+        let run = serde_json::json!({"run_id": "r", "key": "k", "feed": "f", "started_at": "2026-01-01T00:00:00Z"});
+        let stage = serde_json::json!({"rows": 0, "bytes": 0, "columns": [], "new_columns": [], "staging_table": null, "target_table": "t"});
+        let check: Result<UpsertRequest, _> =
+            serde_json::from_value(serde_json::json!({"run": run, "stage": stage}));
+        assert!(matches!(check, Ok(UpsertRequest::Check(_))), "{check:?}");
     }
 
     #[test]

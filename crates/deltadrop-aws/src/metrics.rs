@@ -4,6 +4,8 @@
 //! format: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
 //! The dashboard in template.yaml reads these names (tests/template checks that they match).
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Map, Value};
 
 /// The CloudWatch namespace of every deltadrop metric.
@@ -78,10 +80,22 @@ pub fn document(
     Value::Object(document)
 }
 
+type Observer = Box<dyn Fn(&Value) + Send + Sync>;
+static OBSERVER: OnceLock<Observer> = OnceLock::new();
+
+/// Also hands every document [`emit`] prints to `observer`: what the end-to-end tests' model of
+/// CloudWatch receives, as no emulator reads Lambda's logs. The first observer of a process stays.
+pub fn observe(observer: impl Fn(&Value) + Send + Sync + 'static) {
+    let _ = OBSERVER.set(Box::new(observer));
+}
+
 /// Writes one EMF document as its own line on standard output.
 pub fn emit(feed: &str, step: &str, values: &[(&'static str, f64)]) {
     let line = document(feed, step, values, chrono::Utc::now().timestamp_millis());
     println!("{line}");
+    if let Some(observer) = OBSERVER.get() {
+        observer(&line);
+    }
 }
 
 #[cfg(test)]

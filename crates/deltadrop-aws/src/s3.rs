@@ -19,6 +19,15 @@ const COPY_PART_BYTES: u64 = 512 * 1024 * 1024;
 /// Parts copied at once: S3 copies each part itself, so the function only waits; one after
 /// another a 50 GB file took most of the archive function's timeout.
 const PARALLEL_COPY_PARTS: usize = 16;
+/// A multipart upload has at most 10,000 parts, of at most 5 GiB, for objects of up to 5 TiB
+/// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a copy of `size` bytes: `part_bytes`, or larger when that would take more
+/// than S3's 10,000 parts (past about 4.9 TiB at 512 MiB).
+fn copy_part_size(size: u64, part_bytes: u64) -> u64 {
+    part_bytes.max(size.div_ceil(MAX_PARTS))
+}
 
 /// The data bucket on S3. Reads, copies and deletes of a pinned upload act on its object
 /// version, or are conditional on its ETag in a bucket without versions.
@@ -150,13 +159,10 @@ impl S3Bucket {
             .map_err(|e| self.error(to, e))?;
         let upload_id = started.upload_id().unwrap_or_default().to_string();
         let result = async {
-            let ranges = (0..size.div_ceil(self.copy_part_bytes)).map(|i| {
-                let start = i * self.copy_part_bytes;
-                (
-                    i as i32 + 1,
-                    start,
-                    (start + self.copy_part_bytes).min(size) - 1,
-                )
+            let part_bytes = copy_part_size(size, self.copy_part_bytes);
+            let ranges = (0..size.div_ceil(part_bytes)).map(|i| {
+                let start = i * part_bytes;
+                (i as i32 + 1, start, (start + part_bytes).min(size) - 1)
             });
             let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
                 .map(|(number, start, end)| {
@@ -389,6 +395,16 @@ impl ObjectStorage for S3Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_take_at_most_10000_parts_of_at_least_the_configured_size() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(copy_part_size(6 * GIB, COPY_PART_BYTES), COPY_PART_BYTES);
+        let largest_object = 5 * 1024 * GIB;
+        let part = copy_part_size(largest_object, COPY_PART_BYTES);
+        assert!(part > COPY_PART_BYTES && part <= 5 * GIB);
+        assert_eq!(largest_object.div_ceil(part), MAX_PARTS);
+    }
 
     #[test]
     fn a_name_that_cannot_be_a_bucket_is_a_configuration_error() {

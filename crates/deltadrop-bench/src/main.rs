@@ -2,6 +2,7 @@
 //! (so `scripts/bench` can record each one's time and peak memory). Prints one JSON line.
 
 mod burst;
+mod copy;
 
 use deltadrop_bench::generate;
 
@@ -83,6 +84,23 @@ enum Command {
         /// instead of running each file's upsert on its own.
         #[arg(long)]
         lane: bool,
+    },
+    /// The archive's move (copy, then delete) of one large upload on an S3 API (moto): its time,
+    /// and how large a file moves in the archive function's 840 s at that rate.
+    Move {
+        #[arg(long)]
+        s3_endpoint: String,
+        /// The upload's size.
+        #[arg(long)]
+        mib: u64,
+        /// Above this size the copy goes in parts (S3's limit for one CopyObject: 5 GiB).
+        #[arg(long, default_value_t = 5120)]
+        single_copy_limit_mib: u64,
+        /// The size of each part.
+        #[arg(long, default_value_t = 512)]
+        part_mib: u64,
+        #[arg(long, default_value = "deltadrop-move")]
+        bucket: String,
     },
 }
 
@@ -313,6 +331,23 @@ async fn main() -> BenchResult<()> {
                 "folder"
             });
             report
+        }
+        Command::Move {
+            s3_endpoint,
+            mib,
+            single_copy_limit_mib,
+            part_mib,
+            bucket,
+        } => {
+            copy::Move {
+                endpoint: s3_endpoint,
+                bucket,
+                object_mib: mib,
+                single_copy_limit_mib,
+                part_mib,
+            }
+            .run()
+            .await?
         }
     };
     println!("{result}");

@@ -305,6 +305,14 @@ impl Limits {
 /// 1 TiB: far beyond any useful data file, and small enough that the size in bytes fits.
 const MAX_TARGET_FILE_MB: u64 = 1024 * 1024;
 
+/// The maintenance state machine maintains every feed's table in one run: one inline Map state
+/// over the list of feeds. Its execution history is limited to 25,000 events and each state's
+/// output to 256 KiB (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html):
+/// one table takes up to 15 events (its task, two retries and the catch), and the list of feeds
+/// is one state's output.
+const MAX_FEEDS: usize = 1_000;
+const MAX_FEED_LIST_BYTES: usize = 200_000;
+
 fn default_target_file_mb() -> u64 {
     64
 }
@@ -473,6 +481,7 @@ impl Config {
                 "expected at least one [[feeds]] entry",
             ));
         }
+        self.validate_feed_count()?;
         let mut names = HashSet::new();
         for (i, feed) in self.feeds.iter().enumerate() {
             let field = |name: &str| format!("feeds[{i}].{name}");
@@ -483,6 +492,29 @@ impl Config {
                 ));
             }
             feed.validate(&field, &self.locations)?;
+        }
+        Ok(())
+    }
+
+    fn validate_feed_count(&self) -> Result<()> {
+        let advice = "the maintenance state machine maintains every table in one run; \
+                      split the feeds over two deployments (two buckets)";
+        if self.feeds.len() > MAX_FEEDS {
+            return Err(Error::config(
+                "feeds",
+                format!("{} feeds, at most {MAX_FEEDS}: {advice}", self.feeds.len()),
+            ));
+        }
+        let names: Vec<&str> = self.feeds.iter().map(|f| f.name.as_str()).collect();
+        let listed = serde_json::to_string(&names).map_or(0, |list| list.len());
+        if listed > MAX_FEED_LIST_BYTES {
+            return Err(Error::config(
+                "feeds",
+                format!(
+                    "the feed names add up to {listed} bytes as a JSON list, at most \
+                     {MAX_FEED_LIST_BYTES} (Step Functions' 256 KiB per state): shorten them, or {advice}"
+                ),
+            ));
         }
         Ok(())
     }
@@ -736,6 +768,26 @@ keys = ["id"]
         }
         let fine = MINIMAL.replace("name = \"orders\"", "name = \"Orders (EU) #2\"");
         Config::from_toml(&fine, "deltadrop.toml").unwrap();
+    }
+
+    #[test]
+    fn the_feeds_fit_one_maintenance_run() {
+        let feeds = |count: usize, name_len: usize| -> String {
+            (0..count)
+                .map(|i| {
+                    let name = format!("{i:0>name_len$}");
+                    format!("[[feeds]]\nname = {name:?}\nincoming = \"in/{i}/\"\ntable = \"t/{i}\"\nkeys = [\"id\"]\n")
+                })
+                .collect()
+        };
+        Config::from_toml(&feeds(1_000, 190), "deltadrop.toml").unwrap();
+        let e = Config::from_toml(&feeds(1_001, 4), "deltadrop.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("feeds: 1001 feeds, at most 1000"),
+            "{e}"
+        );
+        let e = Config::from_toml(&feeds(1_000, 255), "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("add up to 258001 bytes"), "{e}");
     }
 
     #[test]

@@ -14,12 +14,16 @@ mod columns;
 mod combine;
 #[cfg(feature = "merge")]
 mod merge;
+#[cfg(feature = "merge")]
+mod recheck;
 
 use serde::{Deserialize, Serialize};
 
 use super::{RunInput, StageOutput};
 #[cfg(feature = "merge")]
 pub use batch::{upsert, upsert_files};
+#[cfg(feature = "merge")]
+pub use recheck::applied_without_an_answer;
 
 /// A staged file waiting for its table's commit lane: its run and what its stage wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
