@@ -1187,6 +1187,9 @@ async fn every_alarm_fires_in_some_scenario(world: &World, maintenance_arn: &str
     let file = tempfile::NamedTempFile::new().unwrap();
     let datapoints = crate::cloudwatch::datapoints();
     std::fs::write(file.path(), serde_json::to_vec_pretty(&datapoints).unwrap()).unwrap();
+    if let Ok(keep) = std::env::var("DELTADROP_KEEP_DATAPOINTS") {
+        std::fs::copy(file.path(), keep).unwrap();
+    }
     let mut args = vec![
         "--datapoints".to_string(),
         file.path().display().to_string(),
