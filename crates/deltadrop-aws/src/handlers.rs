@@ -8,8 +8,10 @@ use std::future::Future;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
+#[cfg(feature = "delta")]
+use deltadrop::steps::StageOutput;
 use deltadrop::steps::{
-    self, ArchiveOutput, Failure, NotifyOutput, QuarantineOutput, Report, RunInput, StageOutput,
+    self, ArchiveOutput, Failure, NotifyOutput, QuarantineOutput, Report, RunInput,
 };
 use deltadrop::Error;
 use lambda_runtime::Diagnostic;

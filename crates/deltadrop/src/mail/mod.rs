@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use outbox::OutboxMailer;
+#[cfg(feature = "merge")]
 pub(crate) use render::file_name;
 pub use render::{render_digest, render_failure, render_stale_files, render_success};
 
