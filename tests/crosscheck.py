@@ -22,7 +22,9 @@ def main(path, order_by, storage_options):
     columns = [field.name for field in table.schema().fields]
     rows = ["|".join(cell(row[c]) for c in columns) for row in data]
     history = [entry.get("operation") for entry in table.history()]
-    print(json.dumps({"version": table.version(), "columns": columns, "rows": rows, "history": history}))
+    partitions = list(table.metadata().partition_columns)
+    print(json.dumps({"version": table.version(), "columns": columns, "rows": rows, "history": history,
+                      "partition_columns": partitions}))
 
 
 if __name__ == "__main__":

@@ -274,6 +274,24 @@ fn check_validates_a_configuration_and_reads_samples() {
         text.contains("elsewhere/x.csv: no feed is configured"),
         "{text}"
     );
+
+    let partitioned = crate::support::feed(
+        "orders",
+        r#"partition_by = [{ name = "month", from = "day", by = "month" }]"#,
+    )
+    .replace(r#"keys = ["id"]"#, r#"keys = ["id", "day"]"#);
+    std::fs::write(&config, crate::support::config(&[partitioned])).unwrap();
+    let (code, text) = check(&["incoming/orders/a.csv"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("partitioned by month (month of day)"),
+        "{text}"
+    );
+    // The derived column is part of what a new table would get.
+    assert!(
+        text.contains(&format!("  {:<24} string", "month")),
+        "{text}"
+    );
 }
 
 /// `deltadrop status` on a folder: the table, the last file, what waits, what failed.

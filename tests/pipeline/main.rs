@@ -8,4 +8,5 @@ mod concurrency;
 mod crosscheck;
 mod formats;
 mod malformed;
+mod partitions;
 mod upsert;

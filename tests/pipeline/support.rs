@@ -30,6 +30,12 @@ impl Harness {
         Harness { dir, env, bucket }
     }
 
+    /// The same bucket under another configuration (as after uploading a new one).
+    pub fn with_config(mut self, config: &str) -> Harness {
+        self.env.config = std::sync::Arc::new(Config::from_toml(config, "test config").unwrap());
+        self
+    }
+
     pub fn path(&self, key: &str) -> PathBuf {
         self.bucket.path(key).unwrap()
     }

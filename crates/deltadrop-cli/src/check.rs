@@ -25,6 +25,10 @@ pub fn run(config_path: &Path, samples: &[String]) -> Result<ExitCode> {
             feed.table,
             feed.keys.join(", ")
         );
+        if !feed.partition_by.is_empty() {
+            let partitions: Vec<String> = feed.partition_by.iter().map(|p| p.to_string()).collect();
+            println!("  {:<16} partitioned by {}", "", partitions.join(", "));
+        }
     }
     let mut failed = false;
     for sample in samples {

@@ -213,6 +213,13 @@ pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<E
     println!("version  {}", summary.version);
     println!("rows     {}", summary.rows);
     println!("files    {}", summary.files);
+    if !summary.partition_columns.is_empty() {
+        println!(
+            "partitioned by {} ({} partitions)",
+            summary.partition_columns.join(", "),
+            summary.partitions
+        );
+    }
     println!("schema");
     for (name, data_type) in &summary.columns {
         println!("  {name:<24} {data_type}");

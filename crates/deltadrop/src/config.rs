@@ -10,6 +10,7 @@ use deltalake::arrow::datatypes::{DataType, TimeUnit};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::partition::{DerivedPartition, PartitionColumn};
 
 /// A whole `deltadrop.toml`, parsed and validated by [`Config::from_toml`].
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +89,10 @@ pub struct Feed {
     pub table: String,
     /// The columns the MERGE matches rows on: every file must have them, never null.
     pub keys: Vec<String>,
+    /// The table's partition columns, set when the first file creates it: keys, or columns
+    /// derived from a key's date (`{ name = "order_month", from = "order_date", by = "month" }`).
+    #[serde(default)]
+    pub partition_by: Vec<PartitionColumn>,
     /// When set, a row never replaces a row with a higher value in this column.
     pub sequence_column: Option<String>,
     /// When set, rows marked as deletes remove their key instead of upserting it.
@@ -607,6 +612,14 @@ impl Feed {
                 format!("key column names must not be empty, got {k:?}"),
             ));
         }
+        let reserved: Vec<&str> = [
+            self.sequence_column.as_deref(),
+            self.change_type.as_ref().map(|c| c.column.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        crate::partition::validate(&self.partition_by, &self.keys, &reserved, field)?;
         if let Some(change) = &self.change_type {
             if self.keys.contains(&change.column)
                 || self.sequence_column.as_ref() == Some(&change.column)
@@ -697,6 +710,22 @@ impl Feed {
             })
     }
 
+    /// The names of the table's partition columns, in `partition_by` order.
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.partition_by
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// The derived partition column of this name, if the feed has one.
+    pub fn derived_partition(&self, column: &str) -> Option<&DerivedPartition> {
+        self.partition_by.iter().find_map(|p| match p {
+            PartitionColumn::Derived(derived) if derived.name == column => Some(derived),
+            _ => None,
+        })
+    }
+
     /// Columns of the file that are not data for the table (the change-type column).
     pub fn is_control_column(&self, column: &str) -> bool {
         self.change_type
@@ -768,6 +797,45 @@ keys = ["id"]
         }
         let fine = MINIMAL.replace("name = \"orders\"", "name = \"Orders (EU) #2\"");
         Config::from_toml(&fine, "deltadrop.toml").unwrap();
+    }
+
+    #[test]
+    fn a_partition_is_a_key_or_derived_from_one() {
+        let feed = |partition_by: &str| {
+            MINIMAL.replace(
+                "keys = [\"id\"]",
+                &format!("keys = [\"id\", \"day\"]\nsequence_column = \"seq\"\npartition_by = {partition_by}"),
+            )
+        };
+        let fine = r#"["day", { name = "month", from = "day", by = "month" }]"#;
+        let config = Config::from_toml(&feed(fine), "deltadrop.toml").unwrap();
+        assert_eq!(config.feeds[0].partition_columns(), ["day", "month"]);
+        assert!(config.feeds[0].derived_partition("month").is_some());
+        for (bad, says) in [
+            (r#"["region"]"#, "\"region\" is not one of the keys"),
+            (
+                r#"[{ name = "m", from = "created", by = "month" }]"#,
+                "derived from \"created\", which is not one of the keys",
+            ),
+            (
+                r#"[{ name = "seq", from = "day", by = "year" }]"#,
+                "cannot also be a key, the sequence",
+            ),
+            (r#"["day", "day"]"#, "listed twice"),
+            (
+                r#"[{ name = "m", from = "day", by = "week" }]"#,
+                "by = \"week\": expected \"day\", \"month\" or \"year\"",
+            ),
+            (
+                r#"[{ name = "m", by = "year" }]"#,
+                "a derived partition needs `from`",
+            ),
+        ] {
+            let e = Config::from_toml(&feed(bad), "deltadrop.toml").unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        let e = Config::from_toml(&feed(r#"["region"]"#), "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("feeds[0].partition_by"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct TableSummary {
     pub rows: u64,
     /// Data files in the current version.
     pub files: usize,
+    /// The table's partition columns (empty when it is not partitioned).
+    pub partition_columns: Vec<String>,
+    /// How many partitions hold data files.
+    pub partitions: usize,
     /// (name, type) in table order.
     pub columns: Vec<(String, String)>,
     /// Newest first.
@@ -74,6 +78,22 @@ pub async fn summarize(location: &TableLocation, history: usize) -> Result<Table
     let version = table.version().unwrap_or(0);
     let schema = arrow_schema(&table)?;
     let files = table.get_file_uris().map_err(|e| error(&e))?.count();
+    let snapshot = table.snapshot().map_err(|e| error(&e))?;
+    let partition_columns = snapshot.metadata().partition_columns().to_vec();
+    let partitions = if partition_columns.is_empty() {
+        0
+    } else {
+        let values: std::collections::HashSet<Vec<(String, Option<String>)>> = snapshot
+            .log_data()
+            .iter()
+            .map(|file| {
+                let mut values: Vec<_> = file.partition_values_map().into_iter().collect();
+                values.sort();
+                values
+            })
+            .collect();
+        values.len()
+    };
     let ctx = SessionContext::new();
     let provider = table.table_provider().await.map_err(|e| error(&e))?;
     let rows = ctx
@@ -108,6 +128,8 @@ pub async fn summarize(location: &TableLocation, history: usize) -> Result<Table
         version,
         rows,
         files,
+        partition_columns,
+        partitions,
         columns: schema
             .fields()
             .iter()

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod mail;
 #[cfg(feature = "merge")]
 pub mod maintain;
+pub mod partition;
 #[cfg(feature = "delta")]
 pub mod read;
 pub mod replay;

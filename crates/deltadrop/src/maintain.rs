@@ -142,8 +142,17 @@ async fn compact(
         .ok_or_else(|| Error::config("target_file_mb", "expected a positive size in MB"))?;
     let mut attempt = 1;
     loop {
-        let order = if feed.maintenance.order_by_keys {
-            OptimizeType::ZOrder(feed.keys.clone())
+        // Compaction and Z-order work within each partition; partition columns themselves
+        // cannot be Z-ordered.
+        let partitions = feed.partition_columns();
+        let order_keys: Vec<String> = feed
+            .keys
+            .iter()
+            .filter(|k| !partitions.contains(k))
+            .cloned()
+            .collect();
+        let order = if feed.maintenance.order_by_keys && !order_keys.is_empty() {
+            OptimizeType::ZOrder(order_keys)
         } else {
             OptimizeType::Compact
         };

@@ -47,7 +47,13 @@ pub(crate) fn conform(
         ..Default::default()
     };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(plan.schema.fields().len());
+    let mut derived = Vec::new();
     for field in plan.schema.fields() {
+        if let Some(partition) = spec.feed.derived_partition(field.name()) {
+            derived.push((columns.len(), partition));
+            columns.push(new_null_array(field.data_type(), raw.num_rows()));
+            continue;
+        }
         if field.name() == LINE_COLUMN {
             columns.push(Arc::new(Int64Array::from_iter_values(
                 positions.iter().map(|p| *p as i64),
@@ -95,6 +101,18 @@ pub(crate) fn conform(
                 });
             }
         }
+    }
+    for (index, partition) in derived {
+        let from = plan.schema.index_of(&partition.from).map_err(|e| {
+            Error::malformed(spec.file, None, format!("partition source column: {e}"))
+        })?;
+        columns[index] =
+            crate::partition::derive(partition, &columns[from]).map_err(|message| {
+                Error::SchemaMismatch {
+                    file: spec.file.into(),
+                    message,
+                }
+            })?;
     }
     RecordBatch::try_new(plan.schema.clone(), columns)
         .map_err(|e| Error::malformed(spec.file, None, format!("could not assemble a batch: {e}")))

@@ -113,7 +113,7 @@ fn check_strict_policy(
     let missing: Vec<&str> = target_fields
         .iter()
         .map(|f| f.name().as_str())
-        .filter(|name| !seen.contains(name))
+        .filter(|name| !seen.contains(name) && spec.feed.derived_partition(name).is_none())
         .collect();
     if fixed_columns && !missing.is_empty() {
         return mismatch(format!(
@@ -133,6 +133,15 @@ pub(crate) fn make_plan(
     let feed = spec.feed;
     let seen = check_column_names(spec.file, file_columns)?;
     check_required_columns(spec, file_columns, &seen)?;
+    if let Some(derived) = file_columns.iter().find_map(|c| feed.derived_partition(c)) {
+        return Err(Error::SchemaMismatch {
+            file: spec.file.into(),
+            message: format!(
+                "column '{}' is computed from '{}' (the feed's partition_by): the file must not have it",
+                derived.name, derived.from
+            ),
+        });
+    }
     let target_fields: Vec<Field> = spec
         .target
         .as_ref()
@@ -158,6 +167,15 @@ pub(crate) fn make_plan(
             None => new_column_type(name)?,
         };
         fields.push(Field::new(name, data_type, true));
+    }
+    for derived in feed.partition_by.iter().filter_map(|p| match p {
+        crate::partition::PartitionColumn::Derived(derived) => Some(derived),
+        crate::partition::PartitionColumn::Column(_) => None,
+    }) {
+        if !fields.iter().any(|f| f.name() == &derived.name) {
+            let data_type = crate::partition::derived_type(derived.by);
+            fields.push(Field::new(&derived.name, data_type, true));
+        }
     }
     if let Some(change) = &feed.change_type {
         fields.push(Field::new(&change.column, DataType::Utf8, true));

@@ -45,8 +45,11 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
         None => None,
     };
     let staging = env.staging_table(&run.run_id)?;
-    // A change-type column must not reach the table, so such a feed's first file is written again.
-    let adoptable = feed.change_type.is_none() && feed.target_file_bytes() <= ADOPTABLE_FILE_BYTES;
+    // A change-type column must not reach the table, so such a feed's first file is written
+    // again; so is a partitioned feed's, which the first load writes partition by partition.
+    let adoptable = feed.change_type.is_none()
+        && feed.partition_by.is_empty()
+        && feed.target_file_bytes() <= ADOPTABLE_FILE_BYTES;
     let layout = if target_schema.is_none() && adoptable {
         StagingLayout::NewTable {
             keys: feed.keys.clone(),

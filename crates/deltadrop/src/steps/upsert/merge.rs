@@ -193,6 +193,7 @@ pub(super) async fn merge_into(
     commit: &CommitRecord,
 ) -> Result<Committed, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
+    same_partitions(feed, target, &table)?;
     let data_columns = data_columns(feed, &rows);
     let existing = arrow_schema(&table)?;
     let new_columns: Vec<&String> = data_columns
@@ -344,11 +345,43 @@ struct MergeRules {
     insert_when: Option<Expr>,
 }
 
+/// A table keeps the partition columns its first file gave it: a feed whose `partition_by`
+/// changed since is refused (the table's files would need rewriting).
+fn same_partitions(feed: &Feed, target: &TableLocation, table: &DeltaTable) -> Result<()> {
+    let existing = table
+        .snapshot()
+        .map_err(|e| Error::delta(target.name(), e))?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    if existing == feed.partition_columns() {
+        return Ok(());
+    }
+    Err(Error::config(
+        format!("feeds.{}.partition_by", feed.name),
+        format!(
+            "the table {} is partitioned by {existing:?}, the feed says {:?}: a table keeps its \
+             partitions; to change them, load the feed into a new table (a new `table`) and \
+             replay its files, or restore the old partition_by",
+            target.name(),
+            feed.partition_columns()
+        ),
+    ))
+}
+
 fn merge_rules(feed: &Feed) -> MergeRules {
+    // Partition columns (keys, or derived from keys) are matched too, so that delta-rs reads
+    // and rewrites only the partitions the staged rows fall in.
+    let derived = feed
+        .partition_columns()
+        .into_iter()
+        .filter(|p| !feed.keys.contains(p));
     let on = feed
         .keys
         .iter()
-        .map(|k| qualified("target", k).eq(qualified("source", k)))
+        .cloned()
+        .chain(derived)
+        .map(|k| qualified("target", &k).eq(qualified("source", &k)))
         .reduce(Expr::and)
         .expect("validated: at least one key");
     // A row never replaces a newer one: with a sequence column, only a source row whose
@@ -456,6 +489,7 @@ pub(super) async fn first_load(
         .with_input_plan(rows.logical_plan().clone())
         .with_session_state(Arc::new(ctx.state()))
         .with_save_mode(SaveMode::ErrorIfExists)
+        .with_partition_columns(feed.partition_columns())
         .with_configuration(new_table_properties(feed))
         // No internal retry: a lost race for version 0 must not become a second blind append.
         .with_commit_properties(commit.properties(None).with_max_retries(0))

@@ -1,0 +1,109 @@
+//! Partitioned tables: the first file writes the partitions, a MERGE reads and rewrites only the
+//! partitions its rows fall in, and the Python `deltalake` reader sees the same rows and layout.
+
+use crate::crosscheck::read_with_python;
+use crate::support::{config, feed, Harness};
+
+const MONTHS: u32 = 30;
+
+/// `order_month` derived from the key `order_date`.
+fn partitioned() -> String {
+    config(&[feed(
+        "orders",
+        r#"partition_by = [{ name = "order_month", from = "order_date", by = "month" }]
+column_types = { order_date = "date" }"#,
+    )
+    .replace(r#"keys = ["id"]"#, r#"keys = ["id", "order_date"]"#)])
+}
+
+/// Month `m` (0-based) from January 2022, as `YYYY-MM`.
+fn month(m: u32) -> String {
+    format!("{}-{:02}", 2022 + m / 12, m % 12 + 1)
+}
+
+#[tokio::test]
+async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_rows() {
+    let h = Harness::new(&partitioned());
+    let mut first = String::from("id,order_date,qty\n");
+    for m in 0..MONTHS {
+        for day in [3, 17] {
+            first.push_str(&format!("{},{}-{day:02},1\n", m * 100 + day, month(m)));
+        }
+    }
+    let created = h.load("incoming/orders/all.csv", &first).await;
+    assert!(created.report.upsert.unwrap().changes.created_table);
+    let table = h.table("tables/orders").open().await.unwrap().unwrap();
+    let metadata = table.snapshot().unwrap().metadata().clone();
+    assert_eq!(metadata.partition_columns(), ["order_month"]);
+    let files: Vec<String> = table.get_file_uris().unwrap().collect();
+    assert_eq!(files.len(), MONTHS as usize, "{files:#?}");
+    assert!(
+        files.iter().any(|f| f.contains("order_month=2023-03/")),
+        "{files:#?}"
+    );
+
+    // Two months change: one row updated in each, one row inserted in the second.
+    let update = format!(
+        "id,order_date,qty\n{},{}-03,7\n{},{}-17,8\n9999,{}-28,9\n",
+        14 * 100 + 3,
+        month(14),
+        29 * 100 + 17,
+        month(29),
+        month(29)
+    );
+    let merged = h.load("incoming/orders/update.csv", &update).await;
+    let changes = merged.report.upsert.unwrap().changes;
+    assert_eq!((changes.rows_updated, changes.rows_inserted), (2, 1));
+    assert_eq!(
+        (changes.files_scanned, changes.files_skipped),
+        (2, MONTHS as u64 - 2),
+        "only the two touched partitions are read"
+    );
+
+    let rows = h.rows("tables/orders", &["id"]).await;
+    assert_eq!(rows.len(), 2 * MONTHS as usize + 1);
+    assert!(
+        rows.contains(&"1403|2023-03-03|7|2023-03".to_string()),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.contains(&"9999|2024-06-28|9|2024-06".to_string()),
+        "{rows:#?}"
+    );
+    let python = read_with_python(&h.table_path("tables/orders"), "id");
+    assert_eq!(
+        python["partition_columns"],
+        serde_json::json!(["order_month"])
+    );
+    let python_rows: Vec<String> = serde_json::from_value(python["rows"].clone()).unwrap();
+    assert_eq!(
+        python_rows, rows,
+        "the Python reader sees the same rows and partition values"
+    );
+}
+
+#[tokio::test]
+async fn a_table_keeps_its_partitions_when_the_feed_changes_them() {
+    let h = Harness::new(&config(&[feed("orders", "")]));
+    h.load(
+        "incoming/orders/1.csv",
+        "id,order_date,qty\n1,2024-01-01,1\n",
+    )
+    .await;
+    let h = h.with_config(&partitioned());
+    h.put(
+        "incoming/orders/2.csv",
+        "id,order_date,qty\n1,2024-01-01,2\n",
+    )
+    .await;
+    let failed = h.run("incoming/orders/2.csv").await;
+    let error = failed.error.expect("refused");
+    assert_eq!(error.name(), "ConfigError");
+    assert!(
+        error
+            .to_string()
+            .contains("partitioned by [], the feed says [\"order_month\"]"),
+        "{error}"
+    );
+    assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|2024-01-01|1"]);
+}
