@@ -31,7 +31,9 @@ async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_row
         }
     }
     let created = h.load("incoming/orders/all.csv", &first).await;
-    assert!(created.report.upsert.unwrap().changes.created_table);
+    let creation = created.report.upsert.unwrap().changes;
+    assert!(creation.created_table);
+    assert_eq!(creation.partitions_touched, MONTHS as u64);
     let table = h.table("tables/orders").open().await.unwrap().unwrap();
     let metadata = table.snapshot().unwrap().metadata().clone();
     assert_eq!(metadata.partition_columns(), ["order_month"]);
@@ -59,6 +61,7 @@ async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_row
         (2, MONTHS as u64 - 2),
         "only the two touched partitions are read"
     );
+    assert_eq!(changes.partitions_touched, 2);
 
     let rows = h.rows("tables/orders", &["id"]).await;
     assert_eq!(rows.len(), 2 * MONTHS as usize + 1);
@@ -106,4 +109,35 @@ async fn a_table_keeps_its_partitions_when_the_feed_changes_them() {
         "{error}"
     );
     assert_eq!(h.rows("tables/orders", &["id"]).await, ["1|2024-01-01|1"]);
+}
+
+#[tokio::test]
+async fn maintenance_orders_each_partition_by_the_other_keys() {
+    let feed = crate::support::feed(
+        "orders",
+        "partition_by = [\"region\"]\n[feeds.maintenance]\norder_by_keys = true",
+    )
+    .replace(r#"keys = ["id"]"#, r#"keys = ["region", "id"]"#);
+    let h = Harness::new(&config(&[feed]));
+    for (file, rows) in [("1.csv", "eu,2,1\nus,1,1\n"), ("2.csv", "eu,1,2\nus,2,2\n")] {
+        h.load(
+            &format!("incoming/orders/{file}"),
+            format!("region,id,qty\n{rows}"),
+        )
+        .await;
+    }
+    let feed = h.env.config.feed_named("orders").unwrap().clone();
+    // Z-ordering by a partition column is an error in delta-rs: only `id` orders the files.
+    let maintained = deltadrop::maintain::maintain(&h.env, &feed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((maintained.files_before, maintained.files_after), (4, 2));
+    let table = h.table("tables/orders").open().await.unwrap().unwrap();
+    let files: Vec<String> = table.get_file_uris().unwrap().collect();
+    assert!(files.iter().any(|f| f.contains("region=eu/")), "{files:#?}");
+    assert_eq!(
+        h.rows("tables/orders", &["region", "id"]).await,
+        ["eu|1|2", "eu|2|1", "us|1|1", "us|2|2"]
+    );
 }

@@ -207,6 +207,9 @@ pub(super) async fn merge_into(
             .await
             .map_err(delta_error)?
     };
+    let partitions_touched = partitions_in(feed, &rows)
+        .await
+        .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
     let rules = merge_rules(feed);
     let before = table.clone();
     let mut merge = table
@@ -252,13 +255,28 @@ pub(super) async fn merge_into(
         })
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
+    let changes = Changes {
+        partitions_touched,
+        ..changes(&metrics)
+    };
     if table.version() == before.version() {
-        return record_unchanged(target, &before, commit, changes(&metrics)).await;
+        return record_unchanged(target, &before, commit, changes).await;
     }
     Ok(Committed {
         version: table.version(),
-        changes: changes(&metrics),
+        changes,
     })
+}
+
+/// How many partitions `rows` fall in (0 for a feed without partitions).
+async fn partitions_in(feed: &Feed, rows: &DataFrame) -> deltalake::datafusion::error::Result<u64> {
+    let columns = feed.partition_columns();
+    if columns.is_empty() {
+        return Ok(0);
+    }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let distinct = rows.clone().select_columns(&columns)?.distinct()?;
+    Ok(distinct.count().await? as u64)
 }
 
 /// Records `commit`'s files in a commit without data when their MERGE changed no row: delta-rs
@@ -431,6 +449,7 @@ fn changes(m: &MergeMetrics) -> Changes {
         files_skipped: m.num_target_files_skipped_during_scan as u64,
         files_added: m.num_target_files_added as u64,
         files_removed: m.num_target_files_removed as u64,
+        partitions_touched: 0,
     }
 }
 
@@ -480,8 +499,11 @@ pub(super) async fn first_load(
     source: DataFrame,
     commit: &CommitRecord,
 ) -> Result<Committed, Attempt> {
-    let rows = rows_of_a_new_table(feed, source)
-        .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
+    let failed = |e: deltalake::datafusion::error::DataFusionError| {
+        Attempt::Failed(Error::delta(target.name(), e))
+    };
+    let rows = rows_of_a_new_table(feed, source).map_err(failed)?;
+    let partitions_touched = partitions_in(feed, &rows).await.map_err(failed)?;
     let table = target
         .handle()
         .await?
@@ -500,7 +522,9 @@ pub(super) async fn first_load(
     };
     let rows = last_commit_metric(&table, "num_added_rows").await;
     let files = last_commit_metric(&table, "num_added_files").await;
-    Ok(created(&table, rows, files))
+    let mut committed = created(&table, rows, files);
+    committed.changes.partitions_touched = partitions_touched;
+    Ok(committed)
 }
 
 /// A commit that created the table with `rows` in `files`.

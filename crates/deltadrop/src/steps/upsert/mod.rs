@@ -113,8 +113,13 @@ pub struct Changes {
     pub rows_copied: u64,
     /// The table's data files the MERGE read.
     pub files_scanned: u64,
-    /// The table's data files the MERGE skipped: outside the range of the keys the file brings.
+    /// The table's data files the MERGE skipped: in partitions the file does not touch, or
+    /// outside the range of the keys it brings.
     pub files_skipped: u64,
+    /// The partitions the file's rows fall in, which the MERGE read and rewrote (0 when the
+    /// table is not partitioned).
+    #[serde(default)]
+    pub partitions_touched: u64,
     /// Data files the commit added.
     pub files_added: u64,
     /// Data files the commit removed (rewritten ones).
