@@ -718,12 +718,18 @@ impl Feed {
             .collect()
     }
 
+    /// The partition columns deltadrop computes, in `partition_by` order.
+    pub fn derived_partitions(&self) -> impl Iterator<Item = &DerivedPartition> {
+        self.partition_by.iter().filter_map(|p| match p {
+            PartitionColumn::Derived(derived) => Some(derived),
+            PartitionColumn::Column(_) => None,
+        })
+    }
+
     /// The derived partition column of this name, if the feed has one.
     pub fn derived_partition(&self, column: &str) -> Option<&DerivedPartition> {
-        self.partition_by.iter().find_map(|p| match p {
-            PartitionColumn::Derived(derived) if derived.name == column => Some(derived),
-            _ => None,
-        })
+        self.derived_partitions()
+            .find(|derived| derived.name == column)
     }
 
     /// Columns of the file that are not data for the table (the change-type column).

@@ -168,10 +168,7 @@ pub(crate) fn make_plan(
         };
         fields.push(Field::new(name, data_type, true));
     }
-    for derived in feed.partition_by.iter().filter_map(|p| match p {
-        crate::partition::PartitionColumn::Derived(derived) => Some(derived),
-        crate::partition::PartitionColumn::Column(_) => None,
-    }) {
+    for derived in feed.derived_partitions() {
         if !fields.iter().any(|f| f.name() == &derived.name) {
             let data_type = crate::partition::derived_type(derived.by);
             fields.push(Field::new(&derived.name, data_type, true));
