@@ -325,6 +325,7 @@ fn status_shows_each_feed_at_a_glance() {
         "t → ",
         "table      version 0, 2 rows",
         "last file  incoming/t/a.csv (",
+        "rewrites   no MERGE among the latest commits; table ",
         "waiting    1\n    incoming/t/later.csv",
         "quarantined 1\n    quarantine/incoming/t/",
         "u → ",

@@ -5,6 +5,7 @@ mod support;
 mod batch;
 mod cli;
 mod concurrency;
+mod cost;
 mod crosscheck;
 mod formats;
 mod malformed;

@@ -62,6 +62,13 @@ async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_row
         "only the two touched partitions are read"
     );
     assert_eq!(changes.partitions_touched, 2);
+    let estimate = changes.estimate.expect("the cost check ran");
+    assert_eq!(
+        (estimate.files, estimate.rows),
+        (2, 4),
+        "the two partitions' files"
+    );
+    assert_eq!(changes.bytes_rewritten, estimate.bytes);
 
     let rows = h.rows("tables/orders", &["id"]).await;
     assert_eq!(rows.len(), 2 * MONTHS as usize + 1);

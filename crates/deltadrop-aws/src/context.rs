@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::ProvideCredentials;
@@ -32,6 +32,8 @@ pub struct AwsContext {
     /// What the environment variables said.
     pub settings: Settings,
     config: Mutex<Option<CachedConfig>>,
+    /// The current invocation's deadline (Lambda serves one invocation at a time per container).
+    deadline: std::sync::Mutex<Option<SystemTime>>,
 }
 
 struct CachedConfig {
@@ -110,6 +112,7 @@ impl AwsContext {
             region,
             settings: settings.clone(),
             config: Mutex::new(None),
+            deadline: std::sync::Mutex::new(None),
         })
     }
 
@@ -149,7 +152,14 @@ impl AwsContext {
             config: self.config().await?,
             storage: self.storage.clone(),
             mailer: self.mailer.clone(),
+            deadline: *self.deadline.lock().expect("not poisoned"),
         })
+    }
+
+    /// Sets the deadline of the invocation being served: the environments built from now on
+    /// carry it.
+    pub fn set_deadline(&self, deadline: Option<SystemTime>) {
+        *self.deadline.lock().expect("not poisoned") = deadline;
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Lambda runtime loop shared by the five function binaries.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
@@ -16,6 +18,8 @@ pub async fn serve<H: Handler>() -> Result<(), lambda_runtime::Error> {
     let ctx = AwsContext::new(&sdk, &settings).await?;
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
+        ctx.set_deadline(Some(deadline));
         handle_json::<H>(ctx, event.payload).await
     }))
     .await

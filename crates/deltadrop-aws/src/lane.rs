@@ -385,6 +385,11 @@ fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>, merged_ms: f64
             ("RowsUpdated", changes.rows_updated as f64),
             ("RowsDeleted", changes.rows_deleted as f64),
             ("CommitAttempts", output.attempts.into()),
+            ("BytesRewritten", changes.bytes_rewritten as f64),
+            (
+                "EstimatedRewriteBytes",
+                changes.estimate.map_or(0.0, |e| e.bytes as f64),
+            ),
             ("StepDuration", merged_ms),
         ],
     );

@@ -13,8 +13,8 @@ pub const NAMESPACE: &str = "deltadrop";
 
 /// Every metric a step emits, with its unit and the one set of dimensions it is kept under:
 /// the one the dashboard and the alarms read. Each metric under each set of dimension values is a
-/// custom metric CloudWatch bills by the month, so nothing is kept twice: a feed has the ten
-/// `Feed` metrics and `StepDuration` for each of its four steps (14), and the watch adds two for
+/// custom metric CloudWatch bills by the month, so nothing is kept twice: a feed has the twelve
+/// `Feed` metrics and `StepDuration` for each of its four steps (16), and the watch adds two for
 /// the whole deployment (`Feed=all`, `Step=watch`); docs/aws.md gives the monthly count.
 pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("FilesApplied", "Count", FEED),
@@ -27,6 +27,8 @@ pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("RowsUpdated", "Count", FEED),
     ("RowsDeleted", "Count", FEED),
     ("CommitAttempts", "Count", FEED),
+    ("BytesRewritten", "Bytes", FEED),
+    ("EstimatedRewriteBytes", "Bytes", FEED),
     ("StepDuration", "Milliseconds", FEED_AND_STEP),
     ("StaleFiles", "Count", FEED_AND_STEP),
     ("OldestIncomingMinutes", "None", FEED_AND_STEP),

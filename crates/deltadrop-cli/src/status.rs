@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use deltadrop::config::Config;
-use deltadrop::status::{status, FeedStatus};
+use deltadrop::status::{status, FeedStatus, Rewrites};
 use deltadrop::storage::ObjectStorage;
 use deltadrop::{Error, Result};
 
@@ -30,12 +30,54 @@ fn print(feeds: &[FeedStatus]) {
             ),
             None => println!("  last file  none"),
         }
+        if let Some(r) = &f.rewrites {
+            println!("  rewrites   {}", rewrites(r));
+        }
         for (label, files) in [("waiting", &f.waiting), ("quarantined", &f.quarantined)] {
             println!("  {label:<10} {}", files.len());
             for file in files.iter().take(SHOWN) {
                 println!("    {file}");
             }
         }
+    }
+}
+
+/// What the table's latest MERGEs rewrote, against its size.
+fn rewrites(r: &Rewrites) -> String {
+    if r.merges == 0 {
+        return format!(
+            "no MERGE among the latest commits; table {}",
+            size(r.table_bytes)
+        );
+    }
+    let share = match r.table_bytes {
+        0 => String::new(),
+        total => format!(
+            " ({:.0}% of the table)",
+            100.0 * r.average_bytes as f64 / total as f64
+        ),
+    };
+    format!(
+        "an average MERGE rewrote {} of {}{share}, the largest {}, over the latest {} MERGEs",
+        size(r.average_bytes),
+        size(r.table_bytes),
+        size(r.largest_bytes),
+        r.merges
+    )
+}
+
+/// Bytes in the largest unit that keeps a number of at least 1.
+fn size(bytes: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < units.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", units[unit]),
     }
 }
 

@@ -117,6 +117,10 @@ pub struct Feed {
     /// What one file may hold before it is refused with `LimitExceeded`.
     #[serde(default)]
     pub limits: Limits,
+    /// The most a MERGE may read and rewrite of the table, in GB (10^9 bytes), checked from the
+    /// table's log before it starts (`TooLargeForFunction` above it). Unset: what the upsert
+    /// function can rewrite in the time it has left (README, "The cost check").
+    pub max_rewrite_gb: Option<f64>,
     /// Merge the feed's files in the order they arrived: a file waits (`WaitingForEarlierFile`,
     /// retried by the state machine) while a file of the feed that arrived before it is still
     /// waiting in `incoming` or staged but not merged. Off by default: files of different keys
@@ -654,7 +658,20 @@ impl Feed {
                 "expected a positive number of rows",
             ));
         }
+        if let Some(gb) = self.max_rewrite_gb {
+            if !(gb.is_finite() && gb > 0.0) {
+                return Err(Error::config(
+                    field("max_rewrite_gb"),
+                    format!("expected a size in GB above 0, got {gb}"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// `max_rewrite_gb` in bytes.
+    pub fn max_rewrite_bytes(&self) -> Option<u64> {
+        self.max_rewrite_gb.map(|gb| (gb * 1e9) as u64)
     }
 
     /// The literal start of `incoming`: all of a prefix, a glob up to its first wildcard.
@@ -881,6 +898,15 @@ keys = ["id"]
         let huge = MINIMAL.replace("keys", "target_file_mb = 2000000\nkeys");
         let e = Config::from_toml(&huge, "deltadrop.toml").unwrap_err();
         assert!(e.to_string().contains("feeds[0].target_file_mb"), "{e}");
+
+        for budget in ["0", "-1.5", "nan"] {
+            let none = MINIMAL.replace("keys", &format!("max_rewrite_gb = {budget}\nkeys"));
+            let e = Config::from_toml(&none, "deltadrop.toml").unwrap_err();
+            assert!(e.to_string().contains("feeds[0].max_rewrite_gb"), "{e}");
+        }
+        let half = MINIMAL.replace("keys", "max_rewrite_gb = 0.5\nkeys");
+        let feed = &Config::from_toml(&half, "deltadrop.toml").unwrap().feeds[0];
+        assert_eq!(feed.max_rewrite_bytes(), Some(500_000_000));
 
         let no_files = format!("{MINIMAL}[feeds.batch]\nmax_files = 0\n");
         let e = Config::from_toml(&no_files, "deltadrop.toml").unwrap_err();

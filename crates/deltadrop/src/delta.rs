@@ -143,3 +143,42 @@ pub(crate) fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
             }
     )
 }
+
+/// What one commit did to a table's data files, from its log entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitFiles {
+    /// Distinct partitions among the files it added (0 for a table without partitions).
+    pub added_partitions: u64,
+    /// Files it removed.
+    pub removed_files: u64,
+    /// Their bytes: what a MERGE rewrote.
+    pub removed_bytes: u64,
+}
+
+/// The data files commit `version` of `table` added and removed; all zero for a version whose
+/// entry is gone (cleaned up after a checkpoint).
+pub async fn commit_files(table: &DeltaTable, version: u64) -> Result<CommitFiles> {
+    let entry = table
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(|e| Error::delta(table.table_url().to_string(), e))?;
+    let mut files = CommitFiles::default();
+    let mut partitions = std::collections::HashSet::new();
+    for line in entry.as_deref().unwrap_or_default().split(|b| *b == b'\n') {
+        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(values) = action["add"]["partitionValues"].as_object() {
+            if !values.is_empty() {
+                partitions.insert(serde_json::Value::Object(values.clone()).to_string());
+            }
+        }
+        if let Some(remove) = action.get("remove") {
+            files.removed_files += 1;
+            files.removed_bytes += remove["size"].as_u64().unwrap_or(0);
+        }
+    }
+    files.added_partitions = partitions.len() as u64;
+    Ok(files)
+}

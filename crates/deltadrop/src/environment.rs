@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::config::Config;
 #[cfg(feature = "delta")]
@@ -20,6 +21,9 @@ pub struct Environment {
     pub storage: Arc<dyn ObjectStorage>,
     /// Delivers the notifications.
     pub mailer: Arc<dyn Mailer>,
+    /// When the caller stops the step (a Lambda invocation's deadline); `None`: no time limit
+    /// (the local runner). The upsert's cost check measures what a MERGE may rewrite by it.
+    pub deadline: Option<SystemTime>,
 }
 
 impl Environment {
@@ -30,6 +34,7 @@ impl Environment {
             config: Arc::new(config),
             storage: Arc::new(LocalBucket::new(bucket)?),
             mailer: Arc::new(OutboxMailer::new(outbox)),
+            deadline: None,
         })
     }
 

@@ -167,6 +167,21 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The MERGE would rewrite more of the table than the upsert function can in the time it
+    /// has (or than the feed's `max_rewrite_gb` allows): refused before it starts, the table
+    /// unchanged, instead of a timeout or an out-of-memory kill partway through.
+    #[error("{file}: the MERGE into {table} would read and rewrite {work}, over the budget of {budget}; nothing was changed")]
+    TooLargeForFunction {
+        /// The file (or, for a commit of several, the newest file) whose MERGE this is.
+        file: String,
+        /// The target table's location.
+        table: String,
+        /// What the MERGE would read and rewrite: data files, bytes, rows, partitions.
+        work: String,
+        /// The budget, and where it comes from (the feed's setting, or the time left).
+        budget: String,
+    },
+
     /// Reading or writing the bucket failed (usually transient).
     #[error("storage error on {location}: {message}")]
     StorageError {
@@ -259,6 +274,8 @@ error_kinds!(
     WaitingForEarlierFile,
     /// Concurrent commits to the table kept winning against this one.
     CommitConflict,
+    /// The MERGE would rewrite more than the upsert function can.
+    TooLargeForFunction,
     /// Reading or writing the bucket failed.
     StorageError,
     /// delta-rs reported a failure that is not one of the above.
@@ -289,6 +306,7 @@ impl ErrorKind {
             | UploadReplaced
             | WaitingForEarlierFile
             | CommitConflict
+            | TooLargeForFunction
             | StorageError
             | DeltaError
             | MailError
@@ -305,7 +323,7 @@ impl ErrorKind {
             WaitingForEarlierFile | CommitConflict | StorageError | DeltaError | MailError => true,
             ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
             | MissingKeyColumn | NullKey | SchemaMismatch | ObjectNotFound | UploadReplaced
-            | InvalidInput | InternalError => false,
+            | TooLargeForFunction | InvalidInput | InternalError => false,
         }
     }
 
@@ -323,6 +341,7 @@ impl ErrorKind {
             ObjectNotFound => "Check whether the file was moved or deleted by someone else.",
             UploadReplaced => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
             WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
+            TooLargeForFunction => "The file is fine; the table's layout makes its MERGE too big: partition the table by a key-derived column (partition_by), let maintenance order its files by the keys, or, if the function's time allows it, raise the feed's max_rewrite_gb; then replay the file from quarantine. The target table was not changed.",
             CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",
             StorageError | DeltaError => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
             MailError => "Check the mail sender identity and recipients.",
@@ -354,6 +373,7 @@ impl Error {
             Error::UploadReplaced { .. } => ErrorKind::UploadReplaced,
             Error::WaitingForEarlierFile { .. } => ErrorKind::WaitingForEarlierFile,
             Error::CommitConflict { .. } => ErrorKind::CommitConflict,
+            Error::TooLargeForFunction { .. } => ErrorKind::TooLargeForFunction,
             Error::StorageError { .. } => ErrorKind::StorageError,
             Error::DeltaError { .. } => ErrorKind::DeltaError,
             Error::MailError { .. } => ErrorKind::MailError,

@@ -1,11 +1,12 @@
-//! Per feed, at a glance: the table's version and rows, the last file applied and when, the
-//! files waiting under the incoming prefix and those in quarantine waiting for a replay.
+//! Per feed, at a glance: the table's version and rows, the last file applied and when, what
+//! its latest MERGEs rewrote, the files waiting under the incoming prefix and those in
+//! quarantine waiting for a replay.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::delta::TableLocation;
+use crate::delta::{commit_files, TableLocation};
 use crate::error::Result;
 use crate::inspect::summarize;
 use crate::replay::quarantined;
@@ -13,6 +14,22 @@ use crate::storage::ObjectStorage;
 
 /// How many commits are searched for the last applied file.
 const HISTORY: usize = 50;
+/// How many of the latest commits the rewrite figures look at.
+const REWRITE_HISTORY: usize = 20;
+
+/// What the table's latest MERGEs rewrote (every data file holding a changed key is rewritten):
+/// a table outgrowing its layout shows here before its MERGEs fail the cost check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Rewrites {
+    /// MERGE commits among the latest commits looked at.
+    pub merges: u64,
+    /// The bytes an average one of them rewrote.
+    pub average_bytes: u64,
+    /// The most one of them rewrote.
+    pub largest_bytes: u64,
+    /// The bytes of the table's data files now.
+    pub table_bytes: u64,
+}
 
 /// One feed's state.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +44,8 @@ pub struct FeedStatus {
     pub rows: Option<u64>,
     /// The last file a commit applied, and when (within the last commits).
     pub last_file: Option<(String, Option<DateTime<Utc>>)>,
+    /// What the latest MERGEs rewrote; `None` before the first file.
+    pub rewrites: Option<Rewrites>,
     /// Files under the feed's incoming prefix, not read by any run yet.
     pub waiting: Vec<String>,
     /// Quarantined files of the feed that were not replayed.
@@ -41,9 +60,13 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
             storage.table_url(&feed.table)?,
             storage.table_storage_options(),
         );
-        let summary = match location.open().await? {
-            Some(_) => Some(summarize(&location, HISTORY).await?),
-            None => None,
+        let (summary, rewrites) = match location.open().await? {
+            Some(table) => {
+                let summary = summarize(&location, HISTORY).await?;
+                let rewrites = rewrites(&table, &summary.history).await?;
+                (Some(summary), Some(rewrites))
+            }
+            None => (None, None),
         };
         let waiting = storage
             .list(feed.incoming_prefix())
@@ -57,6 +80,7 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
             table: location.name(),
             version: summary.as_ref().map(|s| s.version),
             rows: summary.as_ref().map(|s| s.rows),
+            rewrites,
             last_file: summary.and_then(|s| {
                 s.history
                     .into_iter()
@@ -68,4 +92,31 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
         });
     }
     Ok(feeds)
+}
+
+/// What the MERGEs among the latest commits of `history` rewrote, from their log entries.
+async fn rewrites(
+    table: &deltalake::DeltaTable,
+    history: &[crate::inspect::HistoryEntry],
+) -> Result<Rewrites> {
+    let mut rewrites = Rewrites::default();
+    let mut total = 0;
+    for commit in history.iter().take(REWRITE_HISTORY) {
+        if commit.operation == "MERGE" {
+            let bytes = commit_files(table, commit.version).await?.removed_bytes;
+            rewrites.merges += 1;
+            total += bytes;
+            rewrites.largest_bytes = rewrites.largest_bytes.max(bytes);
+        }
+    }
+    rewrites.average_bytes = total.checked_div(rewrites.merges).unwrap_or(0);
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| crate::error::Error::delta(table.table_url().to_string(), e))?;
+    rewrites.table_bytes = snapshot
+        .log_data()
+        .iter()
+        .map(|file| file.size().max(0) as u64)
+        .sum();
+    Ok(rewrites)
 }

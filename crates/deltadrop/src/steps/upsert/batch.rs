@@ -9,6 +9,7 @@
 //! one of them; a commit that loses to a concurrent one is decided again from a fresh snapshot.
 
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
@@ -17,6 +18,7 @@ use super::adopt::adopt_staged_files;
 use super::arrival::Arrivals;
 use super::columns::{Columns, Conversion};
 use super::combine::{combine, single};
+use super::cost::Budget;
 use super::merge::{
     backoff, first_load, merge_into, newest_applied, one_row_per_key, recorded, session,
     staged_rows, Attempt, CommitRecord, Committed,
@@ -284,7 +286,9 @@ async fn round(
     let committed = if taken.is_empty() {
         None
     } else {
-        match commit(feed, target, table, ctx, &columns, &taken).await {
+        // Measured now: a later round or batch of the same invocation has less time left.
+        let budget = Budget::of(feed, env.deadline, SystemTime::now());
+        match commit(feed, target, table, ctx, &columns, &taken, budget.as_ref()).await {
             Ok(committed) => Some(committed),
             Err(Attempt::Conflict(reason)) => {
                 let gave_up = Error::CommitConflict {
@@ -448,6 +452,7 @@ async fn commit(
     ctx: &SessionContext,
     columns: &Columns,
     taken: &[(&Prepared<'_>, Vec<Conversion>)],
+    budget: Option<&Budget>,
 ) -> std::result::Result<(Committed, Shares), Attempt> {
     let record = CommitRecord::for_files(
         feed,
@@ -489,7 +494,7 @@ async fn commit(
     };
     let committed = match table {
         None => first_load(feed, target, ctx, rows, &record).await?,
-        Some(table) => merge_into(feed, target, table, ctx, rows, &record).await?,
+        Some(table) => merge_into(feed, target, table, ctx, rows, &record, budget).await?,
     };
     Ok((committed, shares))
 }

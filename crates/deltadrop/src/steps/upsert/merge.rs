@@ -22,9 +22,10 @@ use futures::TryStreamExt;
 use rand::Rng;
 
 use super::combine::THRESHOLD_COLUMN;
+use super::cost::{touched, Budget};
 use super::{newest_upload_ids, Changes};
 use crate::config::{Feed, SchemaPolicy};
-use crate::delta::{arrow_schema, is_conflict, TableLocation};
+use crate::delta::{arrow_schema, commit_files, is_conflict, TableLocation};
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
 use crate::steps::{RunInput, StageOutput};
@@ -74,6 +75,8 @@ pub(super) struct Committed {
 pub(super) struct CommitRecord {
     run: serde_json::Value,
     transactions: Vec<Transaction>,
+    /// The newest file the commit applies, to name in its errors.
+    pub file: String,
 }
 
 impl CommitRecord {
@@ -108,7 +111,11 @@ impl CommitRecord {
             run["files"] = files.iter().map(|(r, _)| r.key.clone()).collect();
             run["run_ids"] = files.iter().map(|(r, _)| r.run_id.clone()).collect();
         }
-        CommitRecord { run, transactions }
+        CommitRecord {
+            run,
+            transactions,
+            file: last.key.clone(),
+        }
     }
 
     /// The commit's properties; `metrics` become its `operationMetrics` (for an operation that
@@ -184,6 +191,8 @@ fn data_columns(feed: &Feed, rows: &DataFrame) -> Vec<String> {
 /// ([`without_rows_that_cannot_apply`]). And new columns are added in the order of a hash map;
 /// a never-matching clause per new column, in order, comes first so that they are added in the
 /// order the files brought them.
+/// The cost check ([`super::cost`]) comes first: a MERGE over `budget` is refused
+/// (`TooLargeForFunction`) before it reads anything of the table.
 pub(super) async fn merge_into(
     feed: &Feed,
     target: &TableLocation,
@@ -191,6 +200,7 @@ pub(super) async fn merge_into(
     ctx: &SessionContext,
     rows: DataFrame,
     commit: &CommitRecord,
+    budget: Option<&Budget>,
 ) -> Result<Committed, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     same_partitions(feed, target, &table)?;
@@ -207,9 +217,12 @@ pub(super) async fn merge_into(
             .await
             .map_err(delta_error)?
     };
-    let partitions_touched = partitions_in(feed, &rows)
+    let touched = touched(feed, &table, ctx, &rows)
         .await
         .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
+    if let Some(budget) = budget {
+        budget.check(target, &commit.file, &touched)?;
+    }
     let rules = merge_rules(feed);
     let before = table.clone();
     let mut merge = table
@@ -255,28 +268,21 @@ pub(super) async fn merge_into(
         })
         .map_err(delta_error)?;
     let (table, metrics) = merge.await.map_err(delta_error)?;
-    let changes = Changes {
-        partitions_touched,
+    let mut changes = Changes {
+        partitions_touched: touched.partitions,
+        estimate: Some(touched.estimate),
         ..changes(&metrics)
     };
     if table.version() == before.version() {
         return record_unchanged(target, &before, commit, changes).await;
     }
+    if let Some(version) = table.version() {
+        changes.bytes_rewritten = commit_files(&table, version).await?.removed_bytes;
+    }
     Ok(Committed {
         version: table.version(),
         changes,
     })
-}
-
-/// How many partitions `rows` fall in (0 for a feed without partitions).
-async fn partitions_in(feed: &Feed, rows: &DataFrame) -> deltalake::datafusion::error::Result<u64> {
-    let columns = feed.partition_columns();
-    if columns.is_empty() {
-        return Ok(0);
-    }
-    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let distinct = rows.clone().select_columns(&columns)?.distinct()?;
-    Ok(distinct.count().await? as u64)
 }
 
 /// Records `commit`'s files in a commit without data when their MERGE changed no row: delta-rs
@@ -449,7 +455,7 @@ fn changes(m: &MergeMetrics) -> Changes {
         files_skipped: m.num_target_files_skipped_during_scan as u64,
         files_added: m.num_target_files_added as u64,
         files_removed: m.num_target_files_removed as u64,
-        partitions_touched: 0,
+        ..Changes::default()
     }
 }
 
@@ -503,7 +509,6 @@ pub(super) async fn first_load(
         Attempt::Failed(Error::delta(target.name(), e))
     };
     let rows = rows_of_a_new_table(feed, source).map_err(failed)?;
-    let partitions_touched = partitions_in(feed, &rows).await.map_err(failed)?;
     let table = target
         .handle()
         .await?
@@ -523,7 +528,10 @@ pub(super) async fn first_load(
     let rows = last_commit_metric(&table, "num_added_rows").await;
     let files = last_commit_metric(&table, "num_added_files").await;
     let mut committed = created(&table, rows, files);
-    committed.changes.partitions_touched = partitions_touched;
+    if let Some(version) = table.version() {
+        committed.changes.partitions_touched =
+            commit_files(&table, version).await?.added_partitions;
+    }
     Ok(committed)
 }
 

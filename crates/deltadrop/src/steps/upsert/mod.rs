@@ -13,6 +13,8 @@ mod columns;
 #[cfg(feature = "merge")]
 mod combine;
 #[cfg(feature = "merge")]
+mod cost;
+#[cfg(feature = "merge")]
 mod merge;
 #[cfg(feature = "merge")]
 mod recheck;
@@ -124,6 +126,26 @@ pub struct Changes {
     pub files_added: u64,
     /// Data files the commit removed (rewritten ones).
     pub files_removed: u64,
+    /// Bytes of the data files the commit removed: what the MERGE rewrote.
+    #[serde(default)]
+    pub bytes_rewritten: u64,
+    /// What the cost check expected the MERGE to read and rewrite, before it started (absent
+    /// for a first load, which rewrites nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<RewriteEstimate>,
+}
+
+/// What a MERGE will read, and at most rewrite, of the table: the data files that the staged
+/// rows' partitions and key ranges may touch, from the table's log alone (docs: README, "The
+/// cost check").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewriteEstimate {
+    /// Data files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Their rows.
+    pub rows: u64,
 }
 
 #[cfg(feature = "merge")]

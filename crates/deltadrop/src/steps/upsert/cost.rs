@@ -1,0 +1,273 @@
+//! The cost check before a MERGE: from the table's log alone (each data file's partition values
+//! and key statistics), the data files the MERGE will read and may rewrite, and whether the
+//! upsert function can do that in the time it has. A MERGE over budget is refused by name
+//! before it starts, instead of timing out after 15 minutes.
+//!
+//! The files are chosen as delta-rs chooses the files its MERGE scans: per partition of the
+//! staged rows, those whose key statistics overlap the staged keys' range in that partition.
+
+use std::time::{Duration, SystemTime};
+
+use deltalake::datafusion::common::{DFSchema, ScalarValue};
+use deltalake::datafusion::functions_aggregate::expr_fn::{max, min};
+use deltalake::datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use deltalake::datafusion::prelude::{lit, DataFrame, Expr, SessionContext};
+use deltalake::errors::DeltaTableError;
+use deltalake::DeltaTable;
+
+use super::RewriteEstimate;
+use crate::config::Feed;
+use crate::delta::TableLocation;
+use crate::error::{Error, Result};
+
+/// How fast the upsert function rewrites a table, with a margin: half the rate measured for
+/// MERGEs that rewrite a whole 6M- and 24M-row table (docs/benchmarks.md, "The cost check").
+pub const REWRITE_BYTES_PER_SECOND: u64 = 30_000_000;
+
+/// Kept back from the time left for what follows the MERGE's scan and write: the commit, the
+/// staging tables' removal and the answer to Step Functions.
+const RESERVE: Duration = Duration::from_secs(60);
+
+/// What the staged rows touch in the table.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Touched {
+    /// The data files the MERGE will read and may rewrite.
+    pub estimate: RewriteEstimate,
+    /// The partitions the staged rows fall in (0 for a table without partitions).
+    pub partitions: u64,
+}
+
+/// What the MERGE of `rows` into `table` will read, from the log: the files that the partitions
+/// and key ranges of `rows` may touch. One aggregate over the staged rows' keys.
+pub(super) async fn touched(
+    feed: &Feed,
+    table: &DeltaTable,
+    ctx: &SessionContext,
+    rows: &DataFrame,
+) -> Result<Touched, DeltaTableError> {
+    let partition_columns = feed.partition_columns();
+    let ranged: Vec<&String> = feed
+        .keys
+        .iter()
+        .filter(|k| !partition_columns.contains(k))
+        .collect();
+    let mut bounds = Vec::new();
+    for (i, key) in ranged.iter().enumerate() {
+        bounds.push(min(column(key)).alias(format!("_min_{i}")));
+        bounds.push(max(column(key)).alias(format!("_max_{i}")));
+    }
+    let groups = rows
+        .clone()
+        .aggregate(
+            partition_columns.iter().map(|p| column(p)).collect(),
+            bounds,
+        )?
+        .collect()
+        .await?;
+    let snapshot = table.snapshot()?.snapshot();
+    let schema = snapshot.arrow_schema();
+    let typed = |name: &str, value: ScalarValue| {
+        let field = schema.field_with_name(name).ok()?;
+        value.cast_to(field.data_type()).ok()
+    };
+    let mut alternatives = Vec::new();
+    for batch in &groups {
+        for row in 0..batch.num_rows() {
+            let value = |name: &str| {
+                let array = batch
+                    .column_by_name(name)
+                    .expect("a column of the aggregate");
+                ScalarValue::try_from_array(array, row)
+            };
+            let mut conditions = Vec::new();
+            for p in &partition_columns {
+                conditions.push(match typed(p, value(p)?) {
+                    Some(v) if !v.is_null() => column(p).eq(lit(v)),
+                    _ => column(p).is_null(),
+                });
+            }
+            for (i, key) in ranged.iter().enumerate() {
+                let low = typed(key, value(&format!("_min_{i}"))?);
+                let high = typed(key, value(&format!("_max_{i}"))?);
+                // A key whose type the statistics cannot compare prunes nothing.
+                if let (Some(low), Some(high)) = (low, high) {
+                    conditions.push(
+                        column(key)
+                            .gt_eq(lit(low))
+                            .and(column(key).lt_eq(lit(high))),
+                    );
+                }
+            }
+            alternatives.extend(conditions.into_iter().reduce(Expr::and));
+        }
+    }
+    let partitions = if partition_columns.is_empty() {
+        0
+    } else {
+        groups.iter().map(|b| b.num_rows() as u64).sum()
+    };
+    let log_data = snapshot.log_data();
+    let keep: Vec<bool> = match alternatives.into_iter().reduce(Expr::or) {
+        None if groups.iter().all(|b| b.num_rows() == 0) => vec![false; log_data.num_files()],
+        None => vec![true; log_data.num_files()],
+        Some(filter) => {
+            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+            let physical = ctx.create_physical_expr(filter, &df_schema)?;
+            PruningPredicateBuilder::new()
+                .with_file_schema(schema.clone())
+                .try_build(physical)?
+                .prune(&log_data)?
+        }
+    };
+    let mut estimate = RewriteEstimate::default();
+    for (file, _) in log_data.iter().zip(keep).filter(|(_, keep)| *keep) {
+        estimate.files += 1;
+        estimate.bytes += file.size().max(0) as u64;
+        estimate.rows += file.num_records().unwrap_or(0) as u64;
+    }
+    Ok(Touched {
+        estimate,
+        partitions,
+    })
+}
+
+/// The most a MERGE may rewrite, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Budget {
+    bytes: u64,
+    source: String,
+}
+
+impl Budget {
+    /// The feed's `max_rewrite_gb`, else what the function can rewrite by `deadline` at
+    /// [`REWRITE_BYTES_PER_SECOND`]; `None` without either (the local runner has no time limit).
+    pub(super) fn of(feed: &Feed, deadline: Option<SystemTime>, now: SystemTime) -> Option<Budget> {
+        if let Some(bytes) = feed.max_rewrite_bytes() {
+            return Some(Budget {
+                bytes,
+                source: format!("the feed's max_rewrite_gb = {}", feed.max_rewrite_gb?),
+            });
+        }
+        let left = deadline?.duration_since(now).unwrap_or_default();
+        let working = left.saturating_sub(RESERVE);
+        Some(Budget {
+            bytes: working.as_secs().saturating_mul(REWRITE_BYTES_PER_SECOND),
+            source: format!(
+                "what the upsert function rewrites in its {} s left, less {} s for the commit, at \
+                 {} MB/s",
+                left.as_secs(),
+                RESERVE.as_secs(),
+                REWRITE_BYTES_PER_SECOND / 1_000_000
+            ),
+        })
+    }
+
+    /// Refuses a MERGE of `file` that would rewrite more than the budget.
+    pub(super) fn check(
+        &self,
+        target: &TableLocation,
+        file: &str,
+        touched: &Touched,
+    ) -> Result<()> {
+        let e = touched.estimate;
+        if e.bytes <= self.bytes {
+            return Ok(());
+        }
+        let partitions = match touched.partitions {
+            0 => String::new(),
+            n => format!(" in {n} partitions"),
+        };
+        Err(Error::TooLargeForFunction {
+            file: file.to_string(),
+            table: target.name(),
+            work: format!(
+                "{} data files{partitions} ({}, {} rows)",
+                e.files,
+                gigabytes(e.bytes),
+                e.rows
+            ),
+            budget: format!("{} ({})", gigabytes(self.bytes), self.source),
+        })
+    }
+}
+
+fn gigabytes(bytes: u64) -> String {
+    format!("{:.3} GB", bytes as f64 / 1e9)
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(deltalake::datafusion::common::Column::new_unqualified(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn feed(extra: &str) -> Feed {
+        let toml = format!(
+            "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{extra}"
+        );
+        Config::from_toml(&toml, "test").unwrap().feeds.remove(0)
+    }
+
+    #[test]
+    fn the_budget_is_the_feeds_setting_or_the_time_left_at_the_measured_rate() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(Budget::of(&feed(""), None, now), None);
+        let set = Budget::of(&feed("max_rewrite_gb = 2.5"), Some(now), now).unwrap();
+        assert_eq!(set.bytes, 2_500_000_000);
+        assert!(
+            set.source.contains("max_rewrite_gb = 2.5"),
+            "{}",
+            set.source
+        );
+        let in_time = Budget::of(&feed(""), Some(now + Duration::from_secs(840)), now).unwrap();
+        assert_eq!(in_time.bytes, 780 * REWRITE_BYTES_PER_SECOND);
+        assert!(in_time.source.contains("840 s left"), "{}", in_time.source);
+        // Past the deadline, or within the reserve: nothing may be rewritten.
+        let late = Budget::of(&feed(""), Some(now + Duration::from_secs(30)), now).unwrap();
+        assert_eq!(late.bytes, 0);
+        let past = Budget::of(&feed(""), Some(now - Duration::from_secs(5)), now).unwrap();
+        assert_eq!(past.bytes, 0);
+    }
+
+    #[test]
+    fn a_merge_over_budget_is_refused_with_what_it_would_rewrite_and_why() {
+        let target = TableLocation::new(
+            url::Url::parse("file:///tables/orders").unwrap(),
+            Default::default(),
+        );
+        let budget = Budget {
+            bytes: 1_000_000_000,
+            source: "the feed's max_rewrite_gb = 1".into(),
+        };
+        let within = Touched {
+            estimate: RewriteEstimate {
+                files: 3,
+                bytes: 1_000_000_000,
+                rows: 10,
+            },
+            partitions: 2,
+        };
+        budget.check(&target, "in/a.csv", &within).unwrap();
+        let over = Touched {
+            estimate: RewriteEstimate {
+                files: 40,
+                bytes: 4_200_000_000,
+                rows: 9_000_000,
+            },
+            partitions: 3,
+        };
+        let e = budget.check(&target, "in/a.csv", &over).unwrap_err();
+        assert_eq!(e.name(), "TooLargeForFunction");
+        let message = e.to_string();
+        for part in [
+            "in/a.csv",
+            "40 data files in 3 partitions (4.200 GB, 9000000 rows)",
+            "1.000 GB (the feed's max_rewrite_gb = 1)",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+    }
+}
