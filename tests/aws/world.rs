@@ -230,6 +230,8 @@ impl World {
             config_ttl: Duration::ZERO,
             state_machine_arn: Some(state_machine_arn.clone()),
             s3_endpoint: Some(moto.proxy_endpoint()),
+            // As Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE gives it to the template's UpsertFunction.
+            merge_memory: Some(deltadrop::MergeMemory::of_lambda_function(3008)),
         };
         let mut contexts = Contexts::new();
         for function in Function::ALL {

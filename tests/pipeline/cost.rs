@@ -117,3 +117,66 @@ async fn a_merge_is_refused_when_the_function_has_no_time_left_for_it() {
         .await
         .contains(&"150|7".to_string()));
 }
+
+/// `rows` rows of `keys` distinct keys (each repeated), with a 60-character text per row and
+/// the row's number as the sequence: the last of each key wins.
+fn repeated_keys(rows: u64, keys: u64) -> String {
+    let mut csv = String::from("id,seq,note\n");
+    for row in 0..rows {
+        csv.push_str(&format!("{},{row},{row:060}\n", row % keys));
+    }
+    csv
+}
+
+/// Far less than the file below needs unbounded, more than a sort needs to spill (DataFusion
+/// reserves 10 MB to merge its spilled runs).
+const POOL_MB: u64 = 32;
+
+fn with_pool(mut h: Harness, megabytes: u64) -> Harness {
+    h.env.merge_memory = Some(deltadrop::MergeMemory {
+        bytes: megabytes * 1024 * 1024,
+        source: "the test's pool".into(),
+    });
+    h
+}
+
+#[tokio::test]
+async fn a_merge_spills_beyond_its_memory_pool_or_fails_by_name() {
+    let sequenced = config(&[feed("orders", "sequence_column = \"seq\"")]);
+    let unbounded = Harness::new(&sequenced);
+    let bounded = with_pool(Harness::new(&sequenced), POOL_MB);
+    // 600,000 rows (~50 MB) for 1,000 keys: resolving the repeated keys sorts every row, more
+    // than the pool holds, so the sort spills; the MERGE then joins 1,000 rows.
+    let file = repeated_keys(600_000, 1_000);
+    for h in [&unbounded, &bounded] {
+        h.load("incoming/orders/0.csv", "id,seq,note\n1,0,first\n")
+            .await;
+        let merged = h.load("incoming/orders/big.csv", &file).await;
+        let changes = merged.report.upsert.unwrap().changes;
+        assert_eq!((changes.rows_updated, changes.rows_inserted), (1, 999));
+    }
+    let rows = bounded.rows("tables/orders", &["id"]).await;
+    assert_eq!(rows, unbounded.rows("tables/orders", &["id"]).await);
+    assert_eq!(rows[7], format!("7|599007|{:060}", 599_007));
+
+    // A pool below what the sort needs to merge its spilled runs: the file fails by name,
+    // before any commit, instead of the process being killed.
+    let h = with_pool(Harness::new(&sequenced), 2);
+    h.load("incoming/orders/0.csv", "id,seq,note\n1,0,first\n")
+        .await;
+    let version = h.version("tables/orders").await;
+    h.put("incoming/orders/big.csv", &file).await;
+    let failed = h.run("incoming/orders/big.csv").await;
+    let error = failed.error.clone().expect("the pool is too small");
+    assert_eq!(error.name(), "TooLargeForFunction", "{error}");
+    let message = error.to_string();
+    for part in [
+        "needed more memory for 600000 staged rows than its operators could spill to disk",
+        "Resources exhausted",
+        "over a memory pool of 2 MB (the test's pool)",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+    assert_eq!(h.version("tables/orders").await, version, "no commit");
+    assert!(h.exists(&h.quarantined(&failed)));
+}

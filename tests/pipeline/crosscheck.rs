@@ -7,10 +7,21 @@ fn python() -> String {
     std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// The table read by the Python `deltalake` package (tests/crosscheck.py): version, columns,
+/// rows, history, partition columns.
 pub fn read_with_python(table: &std::path::Path, order_by: &str) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/crosscheck.py");
+    read_with("crosscheck.py", table, order_by)
+}
+
+/// The table read by DuckDB's delta extension (tests/crosscheck_duckdb.py): columns and rows.
+pub fn read_with_duckdb(table: &std::path::Path, order_by: &str) -> serde_json::Value {
+    read_with("crosscheck_duckdb.py", table, order_by)
+}
+
+fn read_with(script: &str, table: &std::path::Path, order_by: &str) -> serde_json::Value {
+    let script = format!("{}/../../tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(python())
-        .arg(script)
+        .arg(&script)
         .arg(table)
         .arg(order_by)
         .output()
@@ -22,7 +33,7 @@ pub fn read_with_python(table: &std::path::Path, order_by: &str) -> serde_json::
         });
     assert!(
         output.status.success(),
-        "the Python reader failed (run the tests with ./scripts/test, which installs it):\n{}",
+        "{script} failed (run the tests with ./scripts/test, which installs its reader):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()

@@ -1,7 +1,7 @@
 //! Partitioned tables: the first file writes the partitions, a MERGE reads and rewrites only the
 //! partitions its rows fall in, and the Python `deltalake` reader sees the same rows and layout.
 
-use crate::crosscheck::read_with_python;
+use crate::crosscheck::{read_with_duckdb, read_with_python};
 use crate::support::{config, feed, Harness};
 
 const MONTHS: u32 = 30;
@@ -89,6 +89,16 @@ async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_row
     assert_eq!(
         python_rows, rows,
         "the Python reader sees the same rows and partition values"
+    );
+    let duckdb = read_with_duckdb(&h.table_path("tables/orders"), "id");
+    assert_eq!(
+        duckdb["columns"],
+        serde_json::json!(["id", "order_date", "qty", "order_month"])
+    );
+    let duckdb_rows: Vec<String> = serde_json::from_value(duckdb["rows"].clone()).unwrap();
+    assert_eq!(
+        duckdb_rows, rows,
+        "DuckDB sees the same rows and partition values"
     );
 }
 

@@ -55,6 +55,9 @@ pub struct Settings {
     pub state_machine_arn: Option<String>,
     /// `DELTADROP_S3_ENDPOINT`: an S3-compatible endpoint instead of AWS (tests, MinIO...).
     pub s3_endpoint: Option<String>,
+    /// The upsert's memory pool: half of `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, or
+    /// `DELTADROP_MERGE_MEMORY_MB`.
+    pub merge_memory: Option<deltadrop::MergeMemory>,
 }
 
 impl Settings {
@@ -78,6 +81,7 @@ impl Settings {
             config_ttl,
             state_machine_arn: std::env::var("STATE_MACHINE_ARN").ok(),
             s3_endpoint: std::env::var("DELTADROP_S3_ENDPOINT").ok(),
+            merge_memory: deltadrop::MergeMemory::from_env()?,
         })
     }
 }
@@ -153,6 +157,7 @@ impl AwsContext {
             storage: self.storage.clone(),
             mailer: self.mailer.clone(),
             deadline: *self.deadline.lock().expect("not poisoned"),
+            merge_memory: self.settings.merge_memory.clone(),
         })
     }
 

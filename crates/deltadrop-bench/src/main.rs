@@ -159,6 +159,7 @@ async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResu
         config_ttl: deltadrop_aws::context::DEFAULT_CONFIG_TTL,
         state_machine_arn: None,
         s3_endpoint: Some(endpoint.to_string()),
+        merge_memory: None,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings).await?;
     Ok(context.environment().await?)
@@ -297,6 +298,10 @@ async fn main() -> BenchResult<()> {
                    "inserted": merged.changes.rows_inserted, "updated": merged.changes.rows_updated,
                    "files_scanned": merged.changes.files_scanned, "files_skipped": merged.changes.files_skipped,
                    "files_added": merged.changes.files_added,
+                   "files_removed": merged.changes.files_removed,
+                   "bytes_rewritten": merged.changes.bytes_rewritten,
+                   "estimate": merged.changes.estimate,
+                   "rewrite_mb_per_s": mb(merged.changes.bytes_rewritten) / staged_at.elapsed().as_secs_f64(),
                    "version": merged.version})
         }
         Command::Burst {

@@ -25,7 +25,9 @@ pub fn environment(
     let outbox = outbox
         .map(Path::to_path_buf)
         .unwrap_or_else(|| storage.root().join("_deltadrop").join("outbox"));
-    Environment::local(config, storage.root(), &outbox)
+    let mut env = Environment::local(config, storage.root(), &outbox)?;
+    env.merge_memory = deltadrop::MergeMemory::from_env()?;
+    Ok(env)
 }
 
 /// Reads and validates a configuration file; errors name the file (or the field in it).

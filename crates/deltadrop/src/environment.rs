@@ -24,6 +24,59 @@ pub struct Environment {
     /// When the caller stops the step (a Lambda invocation's deadline); `None`: no time limit
     /// (the local runner). The upsert's cost check measures what a MERGE may rewrite by it.
     pub deadline: Option<SystemTime>,
+    /// The memory a MERGE's operators may hold before they spill to disk; `None`: unbounded.
+    pub merge_memory: Option<MergeMemory>,
+}
+
+/// The memory pool of the upsert's DataFusion operators (joins, sorts, aggregates): beyond it
+/// they spill to the temporary directory (`TMPDIR`; on Lambda the function's ephemeral storage)
+/// where they can, and the MERGE fails with `TooLargeForFunction` where they cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeMemory {
+    /// The pool's size.
+    pub bytes: u64,
+    /// Where the size comes from, for messages.
+    pub source: String,
+}
+
+/// The share of a Lambda function's memory that the pool gets: the rest is for what no pool
+/// sees (the Parquet reader's row groups, the writer's buffers and upload parts, the runtime).
+pub const LAMBDA_POOL_SHARE_PERCENT: u64 = 50;
+
+impl MergeMemory {
+    /// From the process's environment: `DELTADROP_MERGE_MEMORY_MB` (the pool itself, a setting
+    /// for the local runner and for tests), else half of `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (the
+    /// function's memory in MB, set by Lambda); `None` without either.
+    pub fn from_env() -> Result<Option<MergeMemory>> {
+        let megabytes = |name: &str| -> Result<Option<u64>> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(text) => match text.trim().parse::<u64>() {
+                    Ok(mb) if mb > 0 => Ok(Some(mb)),
+                    _ => Err(crate::error::Error::config(
+                        name,
+                        format!("expected a whole number of MB above 0, found {text:?}"),
+                    )),
+                },
+            }
+        };
+        if let Some(mb) = megabytes("DELTADROP_MERGE_MEMORY_MB")? {
+            return Ok(Some(MergeMemory {
+                bytes: mb * 1024 * 1024,
+                source: format!("DELTADROP_MERGE_MEMORY_MB = {mb}"),
+            }));
+        }
+        Ok(megabytes("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?.map(MergeMemory::of_lambda_function))
+    }
+
+    /// The pool of a Lambda function with `mb` of memory.
+    pub fn of_lambda_function(mb: u64) -> MergeMemory {
+        let pool = mb * LAMBDA_POOL_SHARE_PERCENT / 100;
+        MergeMemory {
+            bytes: pool * 1024 * 1024,
+            source: format!("{pool} MB, {LAMBDA_POOL_SHARE_PERCENT}% of the function's {mb} MB"),
+        }
+    }
 }
 
 impl Environment {
@@ -35,6 +88,7 @@ impl Environment {
             storage: Arc::new(LocalBucket::new(bucket)?),
             mailer: Arc::new(OutboxMailer::new(outbox)),
             deadline: None,
+            merge_memory: None,
         })
     }
 

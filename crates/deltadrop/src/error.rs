@@ -168,17 +168,20 @@ pub enum Error {
     },
 
     /// The MERGE would rewrite more of the table than the upsert function can in the time it
-    /// has (or than the feed's `max_rewrite_gb` allows): refused before it starts, the table
-    /// unchanged, instead of a timeout or an out-of-memory kill partway through.
-    #[error("{file}: the MERGE into {table} would read and rewrite {work}, over the budget of {budget}; nothing was changed")]
+    /// has (or than the feed's `max_rewrite_gb` allows), refused before it starts; or it needed
+    /// more memory than its pool and could not spill: the table unchanged either way, instead
+    /// of a timeout or an out-of-memory kill partway through.
+    #[error("{file}: the MERGE into {table} is too large for the upsert function: it {work}, over {budget}; nothing was changed")]
     TooLargeForFunction {
         /// The file (or, for a commit of several, the newest file) whose MERGE this is.
         file: String,
         /// The target table's location.
         table: String,
-        /// What the MERGE would read and rewrite: data files, bytes, rows, partitions.
+        /// What the MERGE would read and rewrite (data files, bytes, rows, partitions), or the
+        /// memory it needed.
         work: String,
-        /// The budget, and where it comes from (the feed's setting, or the time left).
+        /// The budget, and where it comes from (the feed's setting, the time left, the memory
+        /// pool).
         budget: String,
     },
 
@@ -274,7 +277,8 @@ error_kinds!(
     WaitingForEarlierFile,
     /// Concurrent commits to the table kept winning against this one.
     CommitConflict,
-    /// The MERGE would rewrite more than the upsert function can.
+    /// The MERGE would rewrite more than the upsert function can in its time, or needs more
+    /// memory than its pool.
     TooLargeForFunction,
     /// Reading or writing the bucket failed.
     StorageError,

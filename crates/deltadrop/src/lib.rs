@@ -36,5 +36,5 @@ pub mod storage;
 pub mod upload;
 pub mod watch;
 
-pub use environment::Environment;
+pub use environment::{Environment, MergeMemory};
 pub use error::{Error, ErrorKind, Result};

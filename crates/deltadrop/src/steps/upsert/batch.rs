@@ -20,8 +20,8 @@ use super::columns::{Columns, Conversion};
 use super::combine::{combine, single};
 use super::cost::Budget;
 use super::merge::{
-    backoff, first_load, merge_into, newest_applied, one_row_per_key, recorded, session,
-    staged_rows, Attempt, CommitRecord, Committed,
+    backoff, first_load, is_out_of_memory, merge_into, newest_applied, one_row_per_key, recorded,
+    session, staged_rows, Attempt, CommitRecord, Committed,
 };
 use super::{
     file_identity, Changes, Pending, SharedCommit, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS,
@@ -61,9 +61,41 @@ pub async fn upsert_files(env: &Environment, files: &[Pending]) -> Vec<Result<Up
     let mut results = Vec::with_capacity(files.len());
     for batch in batches(files, &bounds) {
         let pending: Vec<&Pending> = batch.iter().map(|&i| &files[i]).collect();
-        results.extend(upsert_batch(env, &pending).await);
+        let outcomes = upsert_batch(env, &pending).await;
+        results.extend(
+            pending
+                .iter()
+                .zip(outcomes)
+                .map(|(file, outcome)| outcome.map_err(|e| named_if_out_of_memory(env, file, e))),
+        );
     }
     results
+}
+
+/// A MERGE whose operators ran out of their memory pool is too large for the function, as one
+/// over its time is: named, so that the state machine quarantines the file instead of retrying.
+fn named_if_out_of_memory(env: &Environment, file: &Pending, e: Error) -> Error {
+    if !is_out_of_memory(&e) {
+        return e;
+    }
+    Error::TooLargeForFunction {
+        file: file.run.key.clone(),
+        table: file.stage.target_table.clone(),
+        work: format!(
+            "needed more memory for {} staged rows than its operators could spill to disk ({e})",
+            file.stage.rows
+        ),
+        budget: env.merge_memory.as_ref().map_or_else(
+            || "the process's memory".to_string(),
+            |m| {
+                format!(
+                    "a memory pool of {} MB ({})",
+                    m.bytes / (1024 * 1024),
+                    m.source
+                )
+            },
+        ),
+    }
 }
 
 /// Splits `files` into consecutive batches of one feed's files within that feed's bounds; a file
@@ -150,7 +182,7 @@ async fn upsert_batch(env: &Environment, files: &[&Pending]) -> Vec<Result<Upser
         Ok(target) => target,
         Err(e) => return every(e),
     };
-    let ctx = match session() {
+    let ctx = match session(env.merge_memory.as_ref()) {
         Ok(ctx) => ctx,
         Err(e) => return every(Error::delta(target.name(), e)),
     };

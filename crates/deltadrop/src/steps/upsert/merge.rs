@@ -1,7 +1,6 @@
 //! The commits of the upsert: a MERGE into the target, or the first load that creates it; the
 //! MERGE's rules; and the resolution of a file's repeated keys.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
-use deltalake::delta_datafusion::DeltaSessionContext;
+use deltalake::delta_datafusion::{DeltaRuntimeEnvBuilder, DeltaSessionContext};
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Transaction;
@@ -26,6 +25,7 @@ use super::cost::{touched, Budget};
 use super::{newest_upload_ids, Changes};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::{arrow_schema, commit_files, is_conflict, TableLocation};
+use crate::environment::MergeMemory;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
 use crate::steps::{RunInput, StageOutput};
@@ -435,13 +435,29 @@ fn merge_rules(feed: &Feed) -> MergeRules {
 /// One partition: rows are written in the order they come, so a sorted input gives files with
 /// narrow key ranges that later MERGEs can skip, and a MERGE needs less memory. It costs no time
 /// here: the Parquet writer and the scan still overlap on two cores (docs/benchmarks.md), and a
-/// Lambda function below 1769 MB has one vCPU anyway.
-pub(super) fn session() -> Result<SessionContext, DeltaTableError> {
-    let overrides = HashMap::from([(
-        "datafusion.execution.target_partitions".to_string(),
-        "1".to_string(),
-    )]);
-    Ok(DeltaSessionContext::new_with_session_overrides(&overrides)?.into())
+/// Lambda function below 1769 MB has one vCPU anyway. With `memory`, the operators share a pool
+/// of that size and spill to the temporary directory beyond it.
+pub(super) fn session(memory: Option<&MergeMemory>) -> Result<SessionContext, DeltaTableError> {
+    let runtime = match memory {
+        Some(memory) => DeltaRuntimeEnvBuilder::new()
+            .with_max_spill_size(memory.bytes as usize)
+            .build(),
+        None => DeltaRuntimeEnvBuilder::new().build(),
+    };
+    let ctx: SessionContext = DeltaSessionContext::with_runtime_env(runtime).into();
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .target_partitions = 1;
+    Ok(ctx)
+}
+
+/// Whether a failure is DataFusion's refusal to grow its memory pool (an operator that cannot
+/// spill, or a spill that did not free enough). Every error is text by then (`Error::delta`).
+pub(super) fn is_out_of_memory(e: &Error) -> bool {
+    matches!(e, Error::DeltaError { message, .. } if message.contains("Resources exhausted"))
 }
 
 fn changes(m: &MergeMetrics) -> Changes {
