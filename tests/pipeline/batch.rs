@@ -15,6 +15,8 @@ use crate::support::Harness;
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     composite_key: bool,
+    /// Partitioned by the key column `region` (with the composite key).
+    partitioned: bool,
     sequence: bool,
     deletes: bool,
 }
@@ -22,6 +24,9 @@ struct Variant {
 impl Variant {
     fn options(&self) -> String {
         let mut options = String::new();
+        if self.partitioned {
+            options.push_str("partition_by = [\"region\"]\n");
+        }
         if self.sequence {
             options.push_str("sequence_column = \"seq\"\n");
         }
@@ -266,6 +271,15 @@ async fn equivalent(seed: u64, variant: Variant, batches: usize) -> usize {
     let single = read_with_python(&h.table_path("tables/single"), &order_by);
     assert_eq!(batched["columns"], single["columns"], "{context}");
     assert_eq!(batched["rows"], single["rows"], "{context}");
+    if variant.partitioned {
+        for python in [&batched, &single] {
+            assert_eq!(
+                python["partition_columns"],
+                serde_json::json!(["region"]),
+                "{context}"
+            );
+        }
+    }
     assert!(h.staging_is_empty(), "{context}");
     shared
 }
@@ -291,6 +305,7 @@ async fn random_batches(variant: Variant) {
 async fn random_batches_equal_one_by_one_for_a_plain_feed() {
     random_batches(Variant {
         composite_key: false,
+        partitioned: false,
         sequence: false,
         deletes: false,
     })
@@ -298,9 +313,10 @@ async fn random_batches_equal_one_by_one_for_a_plain_feed() {
 }
 
 #[tokio::test]
-async fn random_batches_equal_one_by_one_with_deletes_and_a_composite_key() {
+async fn random_batches_equal_one_by_one_partitioned_with_deletes_and_a_composite_key() {
     random_batches(Variant {
         composite_key: true,
+        partitioned: true,
         sequence: false,
         deletes: true,
     })
@@ -311,6 +327,7 @@ async fn random_batches_equal_one_by_one_with_deletes_and_a_composite_key() {
 async fn random_batches_equal_one_by_one_with_a_sequence_column() {
     random_batches(Variant {
         composite_key: false,
+        partitioned: false,
         sequence: true,
         deletes: false,
     })
@@ -321,6 +338,7 @@ async fn random_batches_equal_one_by_one_with_a_sequence_column() {
 async fn random_batches_equal_one_by_one_with_a_sequence_column_and_deletes() {
     random_batches(Variant {
         composite_key: false,
+        partitioned: false,
         sequence: true,
         deletes: true,
     })

@@ -757,6 +757,15 @@ impl Feed {
     }
 }
 
+/// A feed `f` keyed on `id`, with `extra` TOML lines: for the unit tests of other modules.
+#[cfg(test)]
+pub(crate) fn test_feed(extra: &str) -> Feed {
+    let toml = format!(
+        "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{extra}"
+    );
+    Config::from_toml(&toml, "test").unwrap().feeds.remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

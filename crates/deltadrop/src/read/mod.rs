@@ -161,14 +161,7 @@ mod tests {
     use deltalake::arrow::datatypes::DataType;
 
     use super::*;
-    use crate::config::Config;
-
-    fn feed(extra: &str) -> Feed {
-        let toml = format!(
-            "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{extra}"
-        );
-        Config::from_toml(&toml, "test").unwrap().feeds.remove(0)
-    }
+    use crate::config::test_feed as feed;
 
     /// Reads `bytes` as `file` of `feed`; the batches and the summary.
     fn read(bytes: &[u8], file: &str, feed: &Feed) -> Result<(Vec<RecordBatch>, ReadSummary)> {

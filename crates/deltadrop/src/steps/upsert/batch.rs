@@ -58,8 +58,13 @@ pub async fn upsert_files(env: &Environment, files: &[Pending]) -> Vec<Result<Up
             .map(|f| f.batch.clone())
             .unwrap_or_default()
     };
+    let partitioned = |feed: &str| {
+        env.config
+            .feed_named(feed)
+            .is_ok_and(|f| !f.partition_by.is_empty())
+    };
     let mut results = Vec::with_capacity(files.len());
-    for batch in batches(files, &bounds) {
+    for batch in batches(files, &bounds, &partitioned) {
         let pending: Vec<&Pending> = batch.iter().map(|&i| &files[i]).collect();
         let outcomes = upsert_batch(env, &pending).await;
         results.extend(
@@ -99,8 +104,15 @@ fn named_if_out_of_memory(env: &Environment, file: &Pending, e: Error) -> Error 
 }
 
 /// Splits `files` into consecutive batches of one feed's files within that feed's bounds; a file
-/// beyond a bound on its own is a batch of one.
-pub fn batches(files: &[Pending], bounds_of: &dyn Fn(&str) -> BatchBounds) -> Vec<Vec<usize>> {
+/// beyond a bound on its own is a batch of one. For a `partitioned` feed, a file that brings a
+/// column no earlier file of the batch has begins a batch: delta-rs 1.1's schema evolution puts a
+/// partitioned table's partition columns after its other columns and the new ones after them, so
+/// two files' new columns added in one commit would be ordered unlike in two commits.
+pub fn batches(
+    files: &[Pending],
+    bounds_of: &dyn Fn(&str) -> BatchBounds,
+    partitioned: &dyn Fn(&str) -> bool,
+) -> Vec<Vec<usize>> {
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let (mut rows, mut bytes) = (0u64, 0u64);
     for (i, file) in files.iter().enumerate() {
@@ -108,6 +120,7 @@ pub fn batches(files: &[Pending], bounds_of: &dyn Fn(&str) -> BatchBounds) -> Ve
         let bounds = bounds_of(feed);
         let fits = batches.last().is_some_and(|batch| {
             files[batch[0]].run.feed == *feed
+                && !(partitioned(feed) && brings_columns(files, batch, stage))
                 && batch.len() < bounds.max_files
                 && rows + stage.rows <= bounds.max_rows
                 && bytes + stage.bytes <= bounds.max_bytes
@@ -217,6 +230,20 @@ async fn upsert_batch(env: &Environment, files: &[&Pending]) -> Vec<Result<Upser
             }
         }
     }
+}
+
+/// Whether `stage` has a column that no file of `batch` has (or may have: a stage lists at
+/// most [`crate::bounded::MAX_LISTED_NAMES`] columns).
+fn brings_columns(files: &[Pending], batch: &[usize], stage: &StageOutput) -> bool {
+    let complete = |s: &StageOutput| s.columns.len() as u64 == s.column_count;
+    if !complete(stage) || batch.iter().any(|&i| !complete(&files[i].stage)) {
+        return true;
+    }
+    let known: HashSet<&String> = batch
+        .iter()
+        .flat_map(|&i| &files[i].stage.columns)
+        .collect();
+    stage.columns.iter().any(|c| !known.contains(c))
 }
 
 /// What a file's upsert needs that no commit changes: its identity, its staged rows, and
@@ -626,15 +653,49 @@ mod tests {
             pending(1, 20), // 990 + 20 bytes > 1000
         ];
         assert_eq!(
-            batches(&files, &|_| bounds.clone()),
+            batches(&files, &|_| bounds.clone(), &|_| false),
             [vec![0, 1, 2], vec![3], vec![4], vec![5], vec![6], vec![7]]
         );
         // Files of another feed (another table, perhaps) keep their place in the order.
         let mut mixed = vec![pending(1, 1), pending(1, 1), pending(1, 1), pending(1, 1)];
         mixed[2].run.feed = "g".into();
         assert_eq!(
-            batches(&mixed, &|_| bounds.clone()),
+            batches(&mixed, &|_| bounds.clone(), &|_| false),
             [vec![0, 1], vec![2], vec![3]]
+        );
+    }
+
+    #[test]
+    fn of_a_partitioned_table_a_file_bringing_columns_begins_a_commit() {
+        let with = |columns: &[&str]| {
+            let mut file = pending(1, 1);
+            file.stage.columns = columns.iter().map(|c| c.to_string()).collect();
+            file.stage.column_count = columns.len() as u64;
+            file
+        };
+        let files = [
+            with(&["a", "b"]),
+            with(&["b", "a"]),
+            with(&["a", "b", "c"]),
+            with(&["a"]),
+            with(&["a", "c", "d"]),
+        ];
+        let bounds = BatchBounds::default();
+        assert_eq!(
+            batches(&files, &|_| bounds.clone(), &|_| true),
+            [vec![0, 1], vec![2, 3], vec![4]]
+        );
+        assert_eq!(
+            batches(&files, &|_| bounds.clone(), &|_| false),
+            [vec![0, 1, 2, 3, 4]]
+        );
+        // A file listing only some of its columns may bring any.
+        let mut truncated = with(&["a", "b"]);
+        truncated.stage.column_count = 300;
+        let files = [with(&["a", "b"]), truncated];
+        assert_eq!(
+            batches(&files, &|_| bounds.clone(), &|_| true),
+            [vec![0], vec![1]]
         );
     }
 }

@@ -15,6 +15,7 @@ use deltalake::datafusion::prelude::{lit, DataFrame, Expr, SessionContext};
 use deltalake::errors::DeltaTableError;
 use deltalake::DeltaTable;
 
+use super::merge::column;
 use super::RewriteEstimate;
 use crate::config::Feed;
 use crate::delta::TableLocation;
@@ -197,21 +198,10 @@ fn gigabytes(bytes: u64) -> String {
     format!("{:.3} GB", bytes as f64 / 1e9)
 }
 
-fn column(name: &str) -> Expr {
-    Expr::Column(deltalake::datafusion::common::Column::new_unqualified(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn feed(extra: &str) -> Feed {
-        let toml = format!(
-            "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{extra}"
-        );
-        Config::from_toml(&toml, "test").unwrap().feeds.remove(0)
-    }
+    use crate::config::test_feed as feed;
 
     #[test]
     fn the_budget_is_the_feeds_setting_or_the_time_left_at_the_measured_rate() {

@@ -164,7 +164,7 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(millis)
 }
 
-fn column(name: &str) -> Expr {
+pub(super) fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
