@@ -21,10 +21,9 @@ use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::{Error, Result};
 
-/// How fast the upsert function rewrites a table, with a margin: about half the rate of the
-/// whole-table MERGEs of docs/benchmarks.md (150k rows into 6M in 3.0 s on 2 cores, into 24M in
-/// 17.5 s on one), taking their tables at ~45 bytes of Parquet per row; `deltadrop-bench upsert`
-/// reports the measured `rewrite_mb_per_s`.
+/// How fast the upsert function rewrites a table, with a margin: about half the one-core rate of
+/// the whole-table MERGEs of docs/benchmarks.md (a 24M-row table of 42 bytes of Parquet per row
+/// rewritten in 17.5 s: 58 MB/s; "The cost check" there).
 pub const REWRITE_BYTES_PER_SECOND: u64 = 30_000_000;
 
 /// Kept back from the time left for what follows the MERGE's scan and write: the commit, the
