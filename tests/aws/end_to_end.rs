@@ -28,6 +28,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
     an_execution_stopped_by_an_operator_leaves_its_file_archived(&world).await;
     a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
+    a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(&world).await;
     answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world).await;
     tagged_uploads_keep_their_tags_in_archive_and_quarantine(&world).await;
     keys_near_s3s_limit_are_archived_and_quarantined(&world).await;
@@ -594,6 +595,46 @@ async fn an_execution_stopped_by_an_operator_leaves_its_file_archived(world: &Wo
 /// queue holds for the table, so the files share commits (each execution still ends with its
 /// own outcome), two merges of the table never overlap, and the feed's `notify = "digest"` sends
 /// one email per commit listing its files instead of one per file.
+/// A feed partitioned by a key column, on S3 through the state machine: the first file writes
+/// one partition folder per region, the next one reads and rewrites only its own, and the cost
+/// check's estimate names exactly what the MERGE rewrote.
+async fn a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(world: &World) {
+    let mut upserts = Vec::new();
+    for (name, body) in [
+        ("all.csv", "region,id,qty\neu,1,1\nus,2,1\nap,3,1\n"),
+        ("eu.csv", "region,id,qty\neu,1,5\neu,4,1\n"),
+    ] {
+        world
+            .upload(&format!("incoming/regions/{name}"), body)
+            .await;
+        let batch = world.receive_notifications().await;
+        let execution = world.started_execution(name, &batch).await;
+        let (status, _, output) = world.finished(&execution).await;
+        assert_eq!(status, "SUCCEEDED", "{output:#}");
+        upserts.push(output["upsert"].clone());
+    }
+    assert_eq!(upserts[0]["created_table"], json!(true), "{:#}", upserts[0]);
+    assert_eq!(upserts[0]["partitions_touched"], json!(3));
+    let merge = &upserts[1];
+    assert_eq!(
+        [
+            &merge["partitions_touched"],
+            &merge["files_scanned"],
+            &merge["files_skipped"]
+        ],
+        [&json!(1), &json!(1), &json!(2)],
+        "{merge:#}"
+    );
+    assert_eq!(merge["estimate"]["files"], json!(1), "{merge:#}");
+    assert_eq!(
+        merge["bytes_rewritten"], merge["estimate"]["bytes"],
+        "{merge:#}"
+    );
+    let summary = world.table_summary("tables/regions").await;
+    assert_eq!(summary.partition_columns, ["region"]);
+    assert_eq!((summary.partitions, summary.rows), (3, 4));
+}
+
 async fn a_burst_for_one_table_shares_commits_and_one_email_per_commit(world: &World) {
     const FILES: usize = 12;
     const ROWS: usize = 3;

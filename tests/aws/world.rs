@@ -59,6 +59,13 @@ table = "tables/ordered"
 keys = ["order_id"]
 apply_in_arrival_order = true
 
+[[feeds]]
+name = "regions"
+incoming = "incoming/regions/"
+table = "tables/regions"
+keys = ["region", "id"]
+partition_by = ["region"]
+
 "#;
 
 /// The deployment's configuration: the feeds above and, for the fault run (tests/aws/faults.rs),
