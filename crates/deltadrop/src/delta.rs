@@ -144,14 +144,22 @@ pub(crate) fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     )
 }
 
+/// The number of data files in the table's current version and their bytes.
+pub fn data_files(table: &DeltaTable) -> Result<(u64, u64)> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| Error::delta(table.table_url().to_string(), e))?;
+    let files = snapshot.log_data();
+    let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
+    Ok((files.num_files() as u64, bytes))
+}
+
 /// What one commit did to a table's data files, from its log entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitFiles {
     /// Distinct partitions among the files it added (0 for a table without partitions).
     pub added_partitions: u64,
-    /// Files it removed.
-    pub removed_files: u64,
-    /// Their bytes: what a MERGE rewrote.
+    /// The bytes of the files it removed: what a MERGE rewrote.
     pub removed_bytes: u64,
 }
 
@@ -175,7 +183,6 @@ pub async fn commit_files(table: &DeltaTable, version: u64) -> Result<CommitFile
             }
         }
         if let Some(remove) = action.get("remove") {
-            files.removed_files += 1;
             files.removed_bytes += remove["size"].as_u64().unwrap_or(0);
         }
     }

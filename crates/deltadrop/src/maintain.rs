@@ -16,7 +16,7 @@ use deltalake::DeltaTable;
 use serde::Serialize;
 
 use crate::config::{Feed, Maintenance};
-use crate::delta::{is_conflict, TableLocation};
+use crate::delta::{data_files, is_conflict, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 
@@ -89,16 +89,6 @@ pub async fn maintain(env: &Environment, feed: &Feed) -> Result<Option<MaintainO
         version: table.version().unwrap_or(0) as u64,
         logs_removed: logs_removed as u64,
     }))
-}
-
-/// The number of data files in the table's current version and their bytes.
-fn data_files(table: &DeltaTable) -> Result<(u64, u64)> {
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| Error::delta(table.table_url().to_string(), e))?;
-    let files = snapshot.log_data();
-    let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
-    Ok((files.num_files() as u64, bytes))
 }
 
 /// Sets the retention properties the feed asks for, when they differ from the table's.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::delta::{commit_files, TableLocation};
+use crate::delta::{commit_files, data_files, TableLocation};
 use crate::error::Result;
 use crate::inspect::summarize;
 use crate::replay::quarantined;
@@ -110,13 +110,6 @@ async fn rewrites(
         }
     }
     rewrites.average_bytes = total.checked_div(rewrites.merges).unwrap_or(0);
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| crate::error::Error::delta(table.table_url().to_string(), e))?;
-    rewrites.table_bytes = snapshot
-        .log_data()
-        .iter()
-        .map(|file| file.size().max(0) as u64)
-        .sum();
+    (_, rewrites.table_bytes) = data_files(table)?;
     Ok(rewrites)
 }
