@@ -1,8 +1,9 @@
 """The peer: the same work done with the Python `deltalake` package and pyarrow, as a Python
 Lambda would do it. One piece of work per process; prints one JSON line.
 
-    peer.py write <csv> <table>   CSV -> new Delta table (streamed record batches)
-    peer.py merge <csv> <table>   MERGE the CSV into the table on o_orderkey
+    peer.py write <csv> <table> [<partition column>]   CSV -> new Delta table (streamed batches)
+    peer.py merge <csv> <table> [<partition column>]   MERGE the CSV into the table on o_orderkey
+                                                       (and the partition column, as deltadrop)
 """
 import json
 import os
@@ -25,15 +26,19 @@ def reader(path):
                         read_options=csv.ReadOptions(block_size=1 << 20))
 
 
-def main(command, path, table):
+def main(command, path, table, partition=None):
     started = time.perf_counter()
     if command == "write":
-        write_deltalake(table, reader(path), mode="append")
+        write_deltalake(table, reader(path), mode="append",
+                        partition_by=[partition] if partition else None)
         result = {}
     else:
         source = reader(path).read_all()
+        predicate = "t.o_orderkey = s.o_orderkey"
+        if partition:
+            predicate += f" AND t.{partition} = s.{partition}"
         metrics = (DeltaTable(table)
-                   .merge(source=source, predicate="t.o_orderkey = s.o_orderkey",
+                   .merge(source=source, predicate=predicate,
                           source_alias="s", target_alias="t")
                    .when_matched_update_all().when_not_matched_insert_all().execute())
         result = {"inserted": metrics.get("num_target_rows_inserted"),
@@ -46,4 +51,4 @@ def main(command, path, table):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

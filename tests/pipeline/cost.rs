@@ -180,3 +180,41 @@ async fn a_merge_spills_beyond_its_memory_pool_or_fails_by_name() {
     assert_eq!(h.version("tables/orders").await, version, "no commit");
     assert!(h.exists(&h.quarantined(&failed)));
 }
+
+/// The Parquet row groups in the table's current data files, rows per group.
+async fn row_groups(h: &Harness) -> Vec<Vec<i64>> {
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    let table = h.table("tables/orders").open().await.unwrap().unwrap();
+    let files: Vec<String> = table.get_file_uris().unwrap().collect();
+    files
+        .iter()
+        .map(|uri| {
+            let path = uri.strip_prefix("file://").unwrap_or(uri);
+            let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+            let groups = reader.metadata().row_groups();
+            groups.iter().map(|g| g.num_rows()).collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_merge_writes_its_files_in_bounded_row_groups() {
+    let h = Harness::new(&config(&[feed("orders", "")]));
+    let mut csv = String::from("id,qty\n");
+    for id in 0..300_000 {
+        csv.push_str(&format!("{id},1\n"));
+    }
+    h.load("incoming/orders/0.csv", csv).await;
+    assert_eq!(
+        row_groups(&h).await,
+        [vec![300_000]],
+        "the first load's one file"
+    );
+    // One updated key: the MERGE rewrites the file, encoding at most 131,072 rows at a time.
+    h.load("incoming/orders/1.csv", "id,qty\n5,2\n").await;
+    assert_eq!(row_groups(&h).await, [vec![131_072, 131_072, 37_856]]);
+    assert!(h
+        .rows("tables/orders", &["id"])
+        .await
+        .contains(&"5|2".to_string()));
+}

@@ -56,11 +56,22 @@ const STATUSES: [&str; 3] = ["F", "O", "P"];
 
 /// Writes one order row for `key`; `variant` changes every value but the key (for updates).
 pub fn write_row(out: &mut impl Write, key: u64, variant: u64) -> io::Result<()> {
+    write_order(out, key, variant, None)
+}
+
+/// [`write_row`] with the order's date `on_day` days after 1992-01-01 instead of a random one.
+fn write_order(
+    out: &mut impl Write,
+    key: u64,
+    variant: u64,
+    on_day: Option<u64>,
+) -> io::Result<()> {
     let mut rng = Rng::new(key.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ variant);
     let custkey = 1 + rng.below(150_000);
     let status = STATUSES[rng.below(3) as usize];
     let cents = 90_000 + rng.below(50_000_000);
-    let day = rng.below(2405); // 1992-01-01 + up to 2405 days (mid 1998)
+    let random_day = rng.below(2405); // 1992-01-01 + up to 2405 days (mid 1998)
+    let day = on_day.unwrap_or(random_day);
     let (year, month, mday) = civil_from_days(8035 + day as i64);
     let priority = PRIORITIES[rng.below(5) as usize];
     let clerk = 1 + rng.below(1000);
@@ -128,6 +139,59 @@ pub fn updates(out: &mut impl Write, base_rows: u64, rows: u64, narrow: bool) ->
     Ok(())
 }
 
+/// A table that grows by days: keys 1..=rows in order, `rows_per_day` orders a day from
+/// 1992-01-01 on, so a larger table has more days, not larger ones (a table partitioned by
+/// `o_orderdate` gets partitions of the same size whatever its size).
+pub fn daily_orders(out: &mut impl Write, rows: u64, rows_per_day: u64) -> io::Result<()> {
+    out.write_all(HEADER.as_bytes())?;
+    for key in 1..=rows {
+        write_order(out, key, 0, Some((key - 1) / rows_per_day))?;
+    }
+    Ok(())
+}
+
+/// The days a [`daily_updates`] file corrects: `days` days spread over the table's history.
+pub fn corrected_days(base_rows: u64, rows_per_day: u64, days: u64) -> Vec<u64> {
+    let history = base_rows / rows_per_day;
+    (1..=days).map(|i| i * history / (days + 1)).collect()
+}
+
+/// An update of a [`daily_orders`] table that touches `days` of its days (late corrections):
+/// per day, 90% of the rows change orders of that day, 10% are new orders dated that day.
+pub fn daily_updates(
+    out: &mut impl Write,
+    base_rows: u64,
+    rows: u64,
+    rows_per_day: u64,
+    days: u64,
+) -> io::Result<()> {
+    out.write_all(HEADER.as_bytes())?;
+    let per_day = rows / days;
+    let existing = (per_day * 9 / 10).min(rows_per_day);
+    let mut new_key = base_rows;
+    for day in corrected_days(base_rows, rows_per_day, days) {
+        let first = 1 + day * rows_per_day;
+        for i in 0..existing {
+            write_order(out, first + i * rows_per_day / existing, 1, Some(day))?;
+        }
+        for _ in existing..per_day {
+            new_key += 1;
+            write_order(out, new_key, 1, Some(day))?;
+        }
+    }
+    Ok(())
+}
+
+/// `rows` rows of one key (`o_orderkey` 1) with different values: the last line wins. The
+/// largest in-file resolution of repeated keys a file can ask for.
+pub fn one_key(out: &mut impl Write, rows: u64) -> io::Result<()> {
+    out.write_all(HEADER.as_bytes())?;
+    for variant in 0..rows {
+        write_row(out, 1, variant)?;
+    }
+    Ok(())
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -168,6 +232,43 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), 1_000);
         assert_eq!(keys.iter().filter(|&&k| k <= 10_000).count(), 900);
+    }
+
+    fn dates_by_key(text: &[u8]) -> Vec<(u64, String)> {
+        String::from_utf8(text.to_vec())
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let fields: Vec<&str> = l.split(',').collect();
+                (fields[0].parse().unwrap(), fields[4].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn daily_updates_change_orders_of_their_days_and_add_orders_dated_then() {
+        let mut base = Vec::new();
+        daily_orders(&mut base, 10_000, 100).unwrap();
+        let base: std::collections::BTreeMap<u64, String> =
+            dates_by_key(&base).into_iter().collect();
+        assert_eq!(base[&1], "1992-01-01");
+        assert_eq!(base[&101], "1992-01-02");
+        let mut update = Vec::new();
+        daily_updates(&mut update, 10_000, 150, 100, 3).unwrap();
+        let rows = dates_by_key(&update);
+        assert_eq!(rows.len(), 150);
+        let days: std::collections::BTreeSet<&String> = rows.iter().map(|(_, d)| d).collect();
+        assert_eq!(days.len(), 3, "{days:?}");
+        let keys: std::collections::BTreeSet<u64> = rows.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys.len(), 150, "distinct keys");
+        let existing: Vec<&(u64, String)> =
+            rows.iter().filter(|(k, _)| base.contains_key(k)).collect();
+        assert_eq!(existing.len(), 135);
+        assert!(
+            existing.iter().all(|(k, day)| &base[k] == day),
+            "an order keeps its day"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod burst;
 mod copy;
+mod spill;
 
 use deltadrop_bench::generate;
 
@@ -40,6 +41,26 @@ enum Command {
         #[arg(long)]
         narrow: bool,
     },
+    /// Writes an orders CSV of `rows_per_day` orders a day (keys in order): a table that grows
+    /// by days.
+    DailyOrders {
+        rows: u64,
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        rows_per_day: u64,
+    },
+    /// Writes an update of a `daily-orders` table of `base_rows` touching `days` of its days.
+    DailyUpdates {
+        base_rows: u64,
+        rows: u64,
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        rows_per_day: u64,
+        #[arg(long, default_value_t = 3)]
+        days: u64,
+    },
+    /// Writes `rows` rows of one repeated key.
+    OneKey { rows: u64, out: PathBuf },
     /// The baseline: parse the CSV with arrow-csv (known schema), nothing else.
     Parse { file: PathBuf },
     /// deltadrop's stage step: the CSV into a staging Delta table, for a target table that
@@ -54,6 +75,9 @@ enum Command {
         /// MERGE of a narrow key range skip more of them.
         #[arg(long)]
         target_file_mb: Option<u64>,
+        /// The table is partitioned by `o_orderdate` (keys `o_orderkey`, `o_orderdate`).
+        #[arg(long)]
+        partition_by_date: bool,
     },
     /// Many small files for one table (or `--tables` tables) at once, each through the whole
     /// pipeline, with at most `concurrency` runs at a time (`--lane`: staged that many at a time,
@@ -112,12 +136,29 @@ table = "tables/orders"
 keys = ["o_orderkey"]
 "#;
 
-fn environment(work: &Path, target_file_mb: Option<u64>) -> BenchResult<Environment> {
+/// The feed's layout in the bench's configuration.
+#[derive(Default, Clone, Copy)]
+struct Layout {
+    target_file_mb: Option<u64>,
+    partition_by_date: bool,
+}
+
+/// The bench's folder bucket; the MERGE's memory pool from the process's environment
+/// (`DELTADROP_MERGE_MEMORY_MB`), as `deltadrop run` takes it.
+fn environment(work: &Path, layout: Layout) -> BenchResult<Environment> {
     let mut config = CONFIG.to_string();
-    if let Some(mb) = target_file_mb {
+    if let Some(mb) = layout.target_file_mb {
         config.push_str(&format!("target_file_mb = {mb}\n"));
     }
-    folder_environment(work, &config)
+    if layout.partition_by_date {
+        config = config.replace(
+            "keys = [\"o_orderkey\"]",
+            "keys = [\"o_orderkey\", \"o_orderdate\"]\npartition_by = [\"o_orderdate\"]",
+        );
+    }
+    let mut env = folder_environment(work, &config)?;
+    env.merge_memory = deltadrop::MergeMemory::from_env()?;
+    Ok(env)
 }
 
 fn folder_environment(work: &Path, config: &str) -> BenchResult<Environment> {
@@ -166,12 +207,8 @@ async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResu
 }
 
 /// The bench bucket in `work` with `file` in it, and a run for the file.
-async fn prepare(
-    file: &Path,
-    work: &Path,
-    target_file_mb: Option<u64>,
-) -> BenchResult<(Environment, RunInput)> {
-    let env = environment(work, target_file_mb)?;
+async fn prepare(file: &Path, work: &Path, layout: Layout) -> BenchResult<(Environment, RunInput)> {
+    let env = environment(work, layout)?;
     let key = place(file, work)?;
     let run = RunInput::for_current_upload(&env, &key).await?;
     Ok((env, run))
@@ -267,9 +304,37 @@ async fn main() -> BenchResult<()> {
             writer.flush()?;
             json!({"file": out, "rows": rows})
         }
+        Command::DailyOrders {
+            rows,
+            out,
+            rows_per_day,
+        } => {
+            let mut writer = BufWriter::new(File::create(&out)?);
+            generate::daily_orders(&mut writer, rows, rows_per_day)?;
+            writer.flush()?;
+            json!({"file": out, "rows": rows})
+        }
+        Command::DailyUpdates {
+            base_rows,
+            rows,
+            out,
+            rows_per_day,
+            days,
+        } => {
+            let mut writer = BufWriter::new(File::create(&out)?);
+            generate::daily_updates(&mut writer, base_rows, rows, rows_per_day, days)?;
+            writer.flush()?;
+            json!({"file": out, "rows": rows})
+        }
+        Command::OneKey { rows, out } => {
+            let mut writer = BufWriter::new(File::create(&out)?);
+            generate::one_key(&mut writer, rows)?;
+            writer.flush()?;
+            json!({"file": out, "rows": rows})
+        }
         Command::Parse { file } => parse(&file)?,
         Command::Stage { file, work } => {
-            let (env, run) = prepare(&file, &work, None).await?;
+            let (env, run) = prepare(&file, &work, Layout::default()).await?;
             create_table_from_first_rows(&env, &file).await?;
             let started = Instant::now();
             let staged = stage(&env, &run)
@@ -283,8 +348,14 @@ async fn main() -> BenchResult<()> {
             file,
             work,
             target_file_mb,
+            partition_by_date,
         } => {
-            let (env, run) = prepare(&file, &work, target_file_mb).await?;
+            let layout = Layout {
+                target_file_mb,
+                partition_by_date,
+            };
+            let (env, run) = prepare(&file, &work, layout).await?;
+            let spill = spill::Watch::start();
             let started = Instant::now();
             let staged = stage(&env, &run)
                 .await
@@ -302,6 +373,9 @@ async fn main() -> BenchResult<()> {
                    "bytes_rewritten": merged.changes.bytes_rewritten,
                    "estimate": merged.changes.estimate,
                    "rewrite_mb_per_s": mb(merged.changes.bytes_rewritten) / staged_at.elapsed().as_secs_f64(),
+                   "partitions_touched": merged.changes.partitions_touched,
+                   "merge_memory_mb": env.merge_memory.as_ref().map(|m| m.bytes >> 20),
+                   "peak_spill_mb": mb(spill.peak_bytes()),
                    "version": merged.version})
         }
         Command::Burst {

@@ -15,6 +15,8 @@ use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Transaction;
 use deltalake::operations::merge::MergeMetrics;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
@@ -231,6 +233,7 @@ pub(super) async fn merge_into(
         .with_target_alias("target")
         .with_merge_schema(feed.schema_policy == SchemaPolicy::Additive)
         .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(writer_properties())
         .with_commit_properties(commit.properties(None));
     for name in &new_columns {
         merge = merge
@@ -431,12 +434,30 @@ fn merge_rules(feed: &Feed) -> MergeRules {
     }
 }
 
+/// Rows of a Parquet row group the MERGE writes: ~5 MB encoded for rows like TPC-H orders.
+const WRITE_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// The same bound for wide rows: a row group is flushed at whichever comes first.
+const WRITE_ROW_GROUP_BYTES: usize = 16 << 20;
+
+/// How a MERGE (and a first load that rewrites the staged rows) encodes its files: delta-rs's
+/// default (Snappy), with row groups bounded, since each Parquet writer holds the row group it
+/// encodes in memory until it flushes it (Parquet's default: 1,048,576 rows).
+pub(super) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(WRITE_ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(WRITE_ROW_GROUP_BYTES))
+        .build()
+}
+
 /// delta-rs plans its writes with its own planner: a plain SessionContext cannot run them.
 /// One partition: rows are written in the order they come, so a sorted input gives files with
 /// narrow key ranges that later MERGEs can skip, and a MERGE needs less memory. It costs no time
 /// here: the Parquet writer and the scan still overlap on two cores (docs/benchmarks.md), and a
 /// Lambda function below 1769 MB has one vCPU anyway. With `memory`, the operators share a pool
-/// of that size and spill to the temporary directory beyond it.
+/// of that size and spill to the temporary directory beyond it. Outside the pool's accounting,
+/// what the MERGE holds is bounded by the rows its operators take at a time (DataFusion's 8,192)
+/// and by the row group each of its Parquet writers encodes ([`writer_properties`]).
 pub(super) fn session(memory: Option<&MergeMemory>) -> Result<SessionContext, DeltaTableError> {
     let runtime = match memory {
         Some(memory) => DeltaRuntimeEnvBuilder::new()
@@ -531,6 +552,7 @@ pub(super) async fn first_load(
         .write(Vec::new())
         .with_input_plan(rows.logical_plan().clone())
         .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(writer_properties())
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_partition_columns(feed.partition_columns())
         .with_configuration(new_table_properties(feed))
