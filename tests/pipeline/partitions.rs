@@ -158,3 +158,34 @@ async fn maintenance_orders_each_partition_by_the_other_keys() {
         ["eu|1|2", "eu|2|1", "us|1|1", "us|2|2"]
     );
 }
+
+#[tokio::test]
+async fn a_first_file_of_many_interleaved_partitions_writes_each_partition_whole() {
+    let h = Harness::new(&partitioned());
+    // 15,000 rows, the months in turn: more partitions than the first load keeps open at once
+    // (16), and more rows than one batch, so a partition continues across batches.
+    let mut first = String::from("id,order_date,qty\n");
+    for id in 0..15_000u32 {
+        first.push_str(&format!("{id},{}-09,{}\n", month(id % MONTHS), id % 7));
+    }
+    let created = h.load("incoming/orders/all.csv", &first).await;
+    let creation = created.report.upsert.unwrap().changes;
+    assert_eq!(
+        (creation.rows_inserted, creation.partitions_touched),
+        (15_000, MONTHS as u64)
+    );
+    let table = h.table("tables/orders").open().await.unwrap().unwrap();
+    let files: Vec<String> = table.get_file_uris().unwrap().collect();
+    assert_eq!(
+        files.len(),
+        MONTHS as usize,
+        "one file per month: {files:#?}"
+    );
+    assert_eq!(creation.files_added, MONTHS as u64);
+    let rows = h.rows("tables/orders", &["id"]).await;
+    assert_eq!(rows.len(), 15_000);
+    assert_eq!(rows[31], format!("31|{}-09|3|{}", month(1), month(1)));
+    let python = read_with_python(&h.table_path("tables/orders"), "id");
+    let python_rows: Vec<String> = serde_json::from_value(python["rows"].clone()).unwrap();
+    assert_eq!(python_rows, rows, "the Python reader sees the same rows");
+}

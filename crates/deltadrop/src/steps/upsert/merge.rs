@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::common::config::SpillCompression;
 use deltalake::datafusion::common::{Column, JoinType};
 use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
@@ -22,6 +23,7 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use rand::Rng;
 
+use super::by_partition::first_load_by_partition;
 use super::combine::THRESHOLD_COLUMN;
 use super::cost::{touched, Budget};
 use super::{newest_upload_ids, Changes};
@@ -466,12 +468,14 @@ pub(super) fn session(memory: Option<&MergeMemory>) -> Result<SessionContext, De
         None => DeltaRuntimeEnvBuilder::new().build(),
     };
     let ctx: SessionContext = DeltaSessionContext::with_runtime_env(runtime).into();
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .execution
-        .target_partitions = 1;
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let execution = &mut state.config_mut().options_mut().execution;
+    execution.target_partitions = 1;
+    // Spilled rows compress (docs/benchmarks.md, "Tables that grow"): a file of tens of
+    // millions of rows of one key would otherwise spill more than the function's 10 GB of /tmp.
+    execution.spill_compression = SpillCompression::Lz4Frame;
+    drop(state);
     Ok(ctx)
 }
 
@@ -533,7 +537,8 @@ fn rows_of_a_new_table(
 }
 
 /// The first file of a table writes it (one commit: schema, properties, rows and the file's
-/// application transaction) instead of merging into an empty table. Two first files racing:
+/// application transaction) instead of merging into an empty table; a partitioned table's
+/// partition by partition (`by_partition`). Two first files racing:
 /// one commit wins version 0, the other conflicts and merges into the winner's table.
 pub(super) async fn first_load(
     feed: &Feed,
@@ -546,6 +551,9 @@ pub(super) async fn first_load(
         Attempt::Failed(Error::delta(target.name(), e))
     };
     let rows = rows_of_a_new_table(feed, source).map_err(failed)?;
+    if !feed.partition_by.is_empty() {
+        return first_load_by_partition(feed, target, rows, commit).await;
+    }
     let table = target
         .handle()
         .await?
@@ -554,7 +562,6 @@ pub(super) async fn first_load(
         .with_session_state(Arc::new(ctx.state()))
         .with_writer_properties(writer_properties())
         .with_save_mode(SaveMode::ErrorIfExists)
-        .with_partition_columns(feed.partition_columns())
         .with_configuration(new_table_properties(feed))
         // No internal retry: a lost race for version 0 must not become a second blind append.
         .with_commit_properties(commit.properties(None).with_max_retries(0))
@@ -565,12 +572,7 @@ pub(super) async fn first_load(
     };
     let rows = last_commit_metric(&table, "num_added_rows").await;
     let files = last_commit_metric(&table, "num_added_files").await;
-    let mut committed = created(&table, rows, files);
-    if let Some(version) = table.version() {
-        committed.changes.partitions_touched =
-            commit_files(&table, version).await?.added_partitions;
-    }
-    Ok(committed)
+    Ok(created(&table, rows, files))
 }
 
 /// A commit that created the table with `rows` in `files`.

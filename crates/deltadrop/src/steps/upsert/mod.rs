@@ -9,6 +9,8 @@ pub mod arrival;
 #[cfg(feature = "merge")]
 mod batch;
 #[cfg(feature = "merge")]
+mod by_partition;
+#[cfg(feature = "merge")]
 mod columns;
 #[cfg(feature = "merge")]
 mod combine;
