@@ -159,6 +159,19 @@ async fn a_merge_spills_beyond_its_memory_pool_or_fails_by_name() {
     assert_eq!(rows, unbounded.rows("tables/orders", &["id"]).await);
     assert_eq!(rows[7], format!("7|599007|{:060}", 599_007));
 
+    // All 600,000 rows of one key: the resolution streams over the sorted rows instead of
+    // holding the key's rows (a window over one key held them all and exhausted the pool).
+    let one_key = with_pool(Harness::new(&sequenced), POOL_MB);
+    let merged = one_key
+        .load("incoming/orders/one-key.csv", repeated_keys(600_000, 1))
+        .await;
+    let changes = merged.report.upsert.unwrap().changes;
+    assert_eq!((changes.rows_inserted, changes.created_table), (1, true));
+    assert_eq!(
+        one_key.rows("tables/orders", &["id"]).await,
+        [format!("0|599999|{:060}", 599_999)]
+    );
+
     // A pool below what the sort needs to merge its spilled runs: the file fails by name,
     // before any commit, instead of the process being killed.
     let h = with_pool(Harness::new(&sequenced), 2);

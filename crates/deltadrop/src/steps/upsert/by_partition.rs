@@ -1,19 +1,22 @@
-//! A partitioned table's first load, written one partition after another.
+//! A partitioned table's first load, written a few partitions at a time.
 //!
 //! delta-rs's write keeps a Parquet writer open for every partition it has seen until the end of
 //! the write, so its memory grows with the number of partitions in the file (~3 MB each for
 //! orders-like rows: 1.5 GB for a file of 480 days; docs/benchmarks.md, "Tables that grow").
-//! Here the rows are sorted by their partition values (a sort that spills beyond the memory
-//! pool), and the open files are closed whenever [`MAX_OPEN_PARTITIONS`] partitions were begun,
-//! at a partition boundary: the files of a partition are still whole, and the memory is that of
-//! a few partitions whatever the file holds. The files are committed as the table's version 0,
-//! with the file's application transactions, in one atomic commit, as any first load.
+//! Here the open files are closed whenever a partition begins while [`MAX_OPEN_PARTITIONS`] are
+//! open, so the Parquet writers held are those of a few partitions whatever the file holds. A file whose rows
+//! come partition after partition (a backfill in date order) is written as it is read; one whose
+//! partitions come back after their files were closed is written again from its rows sorted by
+//! partition (a sort that spills beyond the memory pool), so a partition's files are always
+//! whole. The files are committed as the table's version 0, with the file's application
+//! transactions, in one atomic commit, as any first load.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::partition;
-use deltalake::arrow::datatypes::Schema;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::row::{OwnedRow, RowConverter, SortField};
 use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
 use deltalake::datafusion::prelude::DataFrame;
@@ -33,11 +36,11 @@ use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
 
-/// Partitions begun before the open files are closed: bounds the writers held in memory.
+/// Partitions whose files are open at once: bounds the writers held in memory.
 const MAX_OPEN_PARTITIONS: usize = 16;
 
-/// Writes `rows` (a new table's rows) into `target` partition by partition and creates the table
-/// with them; see the module documentation.
+/// Writes `rows` (a new table's rows) into `target` and creates the table with them; see the
+/// module documentation.
 pub(super) async fn first_load_by_partition(
     feed: &Feed,
     target: &TableLocation,
@@ -45,49 +48,38 @@ pub(super) async fn first_load_by_partition(
     commit: &CommitRecord,
 ) -> Result<Committed, Attempt> {
     let failed = |e: DataFusionError| Attempt::Failed(Error::delta(target.name(), e));
-    let delta_error = |e: deltalake::DeltaTableError| Attempt::from_delta(target, e);
     let partition_columns = feed.partition_columns();
-    let sorted = rows
-        .sort(
-            partition_columns
-                .iter()
-                .map(|p| column(p).sort(true, true))
-                .collect(),
-        )
-        .map_err(failed)?;
-    let schema = Arc::new(sorted.schema().as_arrow().clone());
+    let schema: SchemaRef = Arc::new(rows.schema().as_arrow().clone());
     let columns: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
         Attempt::Failed(Error::delta(
             target.name(),
             format!("the table's schema: {e}"),
         ))
     })?;
-    let mut writer = RecordBatchWriter::try_new(
-        target.url.as_str(),
-        schema.clone(),
-        Some(partition_columns.clone()),
-        Some(target.options.clone()),
-    )
-    .map_err(delta_error)?
-    .with_target_file_size(feed.target_file_bytes())
-    .with_writer_properties(writer_properties());
-
     let handle = target.handle().await?;
     let store = handle.log_store().object_store(None);
-    let mut adds = Vec::new();
-    let written = write_sorted(
-        &mut writer,
-        &sorted,
-        &partition_columns,
-        &mut adds,
-        &target.name(),
-    )
-    .await;
-    if let Err(e) = written {
-        writer.reset();
-        remove_files(&store, &adds).await;
-        return Err(e);
-    }
+
+    let mut files = Files::new(feed, target, &schema, &store)?;
+    let adds = match files.write(&rows).await? {
+        Some(adds) => adds,
+        None => {
+            files.abandon().await;
+            let sorted = rows
+                .sort(
+                    partition_columns
+                        .iter()
+                        .map(|p| column(p).sort(true, true))
+                        .collect(),
+                )
+                .map_err(failed)?;
+            let mut files = Files::new(feed, target, &schema, &store)?;
+            files.write(&sorted).await?.ok_or_else(|| {
+                Attempt::Failed(Error::internal(
+                    "rows sorted by partition came back to a closed partition",
+                ))
+            })?
+        }
+    };
     let rows: u64 = adds
         .iter()
         .map(|add| {
@@ -98,9 +90,9 @@ pub(super) async fn first_load_by_partition(
         })
         .sum();
     let partitions = partitions_of(&adds);
-    let files = adds.len() as u64;
+    let file_count = adds.len() as u64;
     // The names a WRITE records, so that a created table's history reads the same either way.
-    let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": files});
+    let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": file_count});
     let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
     let creation = handle
         .create()
@@ -113,7 +105,7 @@ pub(super) async fn first_load_by_partition(
         .await;
     match creation {
         Ok(table) => {
-            let mut committed = created(&table, rows, files);
+            let mut committed = created(&table, rows, file_count);
             committed.changes.partitions_touched = partitions;
             Ok(committed)
         }
@@ -124,49 +116,98 @@ pub(super) async fn first_load_by_partition(
     }
 }
 
-/// Streams the sorted rows into `writer`, closing its files (into `adds`) at the first partition
-/// boundary after [`MAX_OPEN_PARTITIONS`] partitions were begun, and at the end.
-async fn write_sorted(
-    writer: &mut RecordBatchWriter,
-    sorted: &DataFrame,
-    partition_columns: &[String],
-    adds: &mut Vec<Add>,
-    target: &str,
-) -> Result<(), Attempt> {
-    let failed = |e: DataFusionError| Attempt::Failed(Error::delta(target, e));
-    let delta_failed = |e: deltalake::DeltaTableError| Attempt::Failed(Error::delta(target, e));
-    let mut stream = sorted.clone().execute_stream().await.map_err(failed)?;
-    let mut boundaries =
-        Boundaries::new(sorted.schema().as_arrow(), partition_columns).map_err(failed)?;
-    let mut open = 0;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(failed)?;
-        for (range, begins) in boundaries.runs(&batch).map_err(failed)? {
-            if begins {
-                if open == MAX_OPEN_PARTITIONS {
-                    adds.extend(writer.flush().await.map_err(delta_failed)?);
-                    open = 0;
-                }
-                open += 1;
-            }
-            let run = batch.slice(range.start, range.end - range.start);
-            writer.write(run).await.map_err(delta_failed)?;
-        }
-    }
-    adds.extend(writer.flush().await.map_err(delta_failed)?);
-    Ok(())
+/// The first load's data files, written with at most [`MAX_OPEN_PARTITIONS`] open.
+struct Files<'a> {
+    writer: RecordBatchWriter,
+    partition_columns: Vec<String>,
+    target: String,
+    store: &'a ObjectStoreRef,
+    /// Files closed so far.
+    adds: Vec<Add>,
 }
 
-/// Where the runs of equal partition values begin in a stream of batches sorted by them.
-struct Boundaries {
+impl<'a> Files<'a> {
+    fn new(
+        feed: &Feed,
+        target: &TableLocation,
+        schema: &SchemaRef,
+        store: &'a ObjectStoreRef,
+    ) -> Result<Files<'a>, Attempt> {
+        let partition_columns = feed.partition_columns();
+        let writer = RecordBatchWriter::try_new(
+            target.url.as_str(),
+            schema.clone(),
+            Some(partition_columns.clone()),
+            Some(target.options.clone()),
+        )
+        .map_err(|e| Attempt::from_delta(target, e))?
+        .with_target_file_size(feed.target_file_bytes())
+        .with_writer_properties(writer_properties());
+        Ok(Files {
+            writer,
+            partition_columns,
+            target: target.name(),
+            store,
+            adds: Vec::new(),
+        })
+    }
+
+    /// Writes every row and closes the files: their `add` actions, or `None` as soon as a
+    /// partition comes back after its files were closed (the rows are not clustered).
+    async fn write(&mut self, rows: &DataFrame) -> Result<Option<Vec<Add>>, Attempt> {
+        let target = self.target.clone();
+        let failed = |e: DataFusionError| Attempt::Failed(Error::delta(&target, e));
+        let mut stream = rows.clone().execute_stream().await.map_err(failed)?;
+        let mut runs =
+            Runs::new(rows.schema().as_arrow(), &self.partition_columns).map_err(failed)?;
+        let (mut open, mut closed) = (HashSet::new(), HashSet::new());
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(failed)?;
+            for (range, values) in runs.of(&batch).map_err(failed)? {
+                if closed.contains(&values) {
+                    return Ok(None);
+                }
+                if !open.contains(&values) {
+                    if open.len() == MAX_OPEN_PARTITIONS {
+                        self.close().await?;
+                        closed.extend(open.drain());
+                    }
+                    open.insert(values);
+                }
+                let run = batch.slice(range.start, range.end - range.start);
+                self.writer.write(run).await.map_err(|e| self.failed(e))?;
+            }
+        }
+        self.close().await?;
+        Ok(Some(std::mem::take(&mut self.adds)))
+    }
+
+    async fn close(&mut self) -> Result<(), Attempt> {
+        let closed = self.writer.flush().await.map_err(|e| self.failed(e))?;
+        self.adds.extend(closed);
+        Ok(())
+    }
+
+    fn failed(&self, e: deltalake::DeltaTableError) -> Attempt {
+        Attempt::Failed(Error::delta(&self.target, e))
+    }
+
+    /// Discards what was written (files closed by a size roll and not yet listed stay for
+    /// VACUUM).
+    async fn abandon(mut self) {
+        self.writer.reset();
+        remove_files(self.store, &self.adds).await;
+    }
+}
+
+/// The runs of equal partition values in a batch, with their values.
+struct Runs {
     positions: Vec<usize>,
     converter: RowConverter,
-    /// The partition values of the last row seen.
-    last: Option<OwnedRow>,
 }
 
-impl Boundaries {
-    fn new(schema: &Schema, partition_columns: &[String]) -> DfResult<Boundaries> {
+impl Runs {
+    fn new(schema: &Schema, partition_columns: &[String]) -> DfResult<Runs> {
         let mut positions = Vec::new();
         let mut fields = Vec::new();
         for name in partition_columns {
@@ -174,16 +215,13 @@ impl Boundaries {
             positions.push(position);
             fields.push(SortField::new(schema.field(position).data_type().clone()));
         }
-        Ok(Boundaries {
+        Ok(Runs {
             positions,
             converter: RowConverter::new(fields)?,
-            last: None,
         })
     }
 
-    /// The batch's runs of equal partition values, and whether each begins a partition (the
-    /// first run continues the previous batch's last one when their values are equal).
-    fn runs(&mut self, batch: &RecordBatch) -> DfResult<Vec<(std::ops::Range<usize>, bool)>> {
+    fn of(&mut self, batch: &RecordBatch) -> DfResult<Vec<(std::ops::Range<usize>, OwnedRow)>> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -193,16 +231,13 @@ impl Boundaries {
             .map(|&i| batch.column(i).clone())
             .collect();
         let rows = self.converter.convert_columns(&values)?;
-        let continues = self
-            .last
-            .as_ref()
-            .is_some_and(|last| last.row() == rows.row(0));
-        self.last = Some(rows.row(batch.num_rows() - 1).owned());
         Ok(partition(&values)?
             .ranges()
             .into_iter()
-            .enumerate()
-            .map(|(i, range)| (range, i > 0 || !continues))
+            .map(|range| {
+                let values = rows.row(range.start).owned();
+                (range, values)
+            })
             .collect())
     }
 }
@@ -241,24 +276,21 @@ mod tests {
     use deltalake::arrow::array::{Int64Array, StringArray};
     use deltalake::arrow::datatypes::{DataType, Field};
 
-    fn batch(schema: &Arc<Schema>, regions: &[&str]) -> RecordBatch {
-        let ids = Int64Array::from_iter_values(0..regions.len() as i64);
-        let regions = StringArray::from(regions.to_vec());
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(regions)]).unwrap()
-    }
-
     #[test]
-    fn a_run_that_continues_the_previous_batch_begins_no_partition() {
+    fn runs_are_the_ranges_of_equal_partition_values_with_their_values() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("region", DataType::Utf8, true),
         ]));
-        let mut boundaries = Boundaries::new(&schema, &["region".to_string()]).unwrap();
-        let runs = boundaries.runs(&batch(&schema, &["a", "a", "b"])).unwrap();
-        assert_eq!(runs, [(0..2, true), (2..3, true)]);
-        let runs = boundaries.runs(&batch(&schema, &["b", "c"])).unwrap();
-        assert_eq!(runs, [(0..1, false), (1..2, true)]);
-        let runs = boundaries.runs(&batch(&schema, &["d"])).unwrap();
-        assert_eq!(runs, [(0..1, true)]);
+        let regions = StringArray::from(vec![Some("a"), Some("a"), None, Some("a")]);
+        let ids = Int64Array::from_iter_values(0..4);
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(regions)]).unwrap();
+        let mut runs = Runs::new(&schema, &["region".to_string()]).unwrap();
+        let found = runs.of(&batch).unwrap();
+        let ranges: Vec<_> = found.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(ranges, [0..2, 2..3, 3..4]);
+        assert_eq!(found[0].1, found[2].1, "the same partition, in two runs");
+        assert_ne!(found[0].1, found[1].1, "null is a partition of its own");
     }
 }
