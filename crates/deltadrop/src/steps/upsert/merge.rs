@@ -7,9 +7,7 @@ use std::time::Duration;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::config::SpillCompression;
 use deltalake::datafusion::common::{Column, JoinType};
-use deltalake::datafusion::functions_aggregate::expr_fn::count;
-use deltalake::datafusion::functions_window::expr_fn::row_number;
-use deltalake::datafusion::logical_expr::ExprFunctionExt;
+use deltalake::datafusion::functions_aggregate::expr_fn::{count, first_value};
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
 use deltalake::delta_datafusion::{DeltaRuntimeEnvBuilder, DeltaSessionContext};
 use deltalake::errors::DeltaTableError;
@@ -37,7 +35,6 @@ use crate::upload::UploadOrder;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-const RANK_COLUMN: &str = "_deltadrop_rank";
 const COUNT_COLUMN: &str = "_deltadrop_count";
 
 /// The version the table records for an application transaction id.
@@ -636,24 +633,40 @@ pub(super) async fn staged_rows(
 }
 
 /// One row per key: the highest sequence value wins, then the last line. delta-rs fails (or
-/// inserts twice) when several source rows carry the same key. Only for rows whose keys repeat:
-/// ranking sorts every row in memory.
+/// inserts twice) when several source rows carry the same key. Only for rows whose keys repeat.
+/// The rows are sorted by key, then winner first (a sort that spills beyond the memory pool),
+/// and an aggregate takes each key's first row as the sorted rows stream by: it holds one row per
+/// key being read, where a window over a key held all the key's rows (67M rows of one key
+/// exhausted the upsert function's pool that way).
 pub(super) fn one_row_per_key(
     feed: &Feed,
     rows: DataFrame,
 ) -> Result<DataFrame, deltalake::datafusion::error::DataFusionError> {
-    let mut order = Vec::new();
+    let mut winner_first = Vec::new();
     if let Some(sequence) = &feed.sequence_column {
-        order.push(column(sequence).sort(false, false));
+        winner_first.push(column(sequence).sort(false, false));
     }
-    order.push(column(LINE_COLUMN).sort(false, false));
-    let rank = row_number()
-        .partition_by(feed.keys.iter().map(|k| column(k)).collect())
-        .order_by(order)
-        .build()?;
-    rows.with_column(RANK_COLUMN, rank)?
-        .filter(column(RANK_COLUMN).eq(lit(1u64)))?
-        .drop_columns(&[RANK_COLUMN])
+    winner_first.push(column(LINE_COLUMN).sort(false, false));
+    let keys: Vec<Expr> = feed.keys.iter().map(|k| column(k)).collect();
+    let names: Vec<String> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let order = keys
+        .iter()
+        .map(|k| k.clone().sort(true, true))
+        .chain(winner_first.iter().cloned())
+        .collect();
+    let firsts = names
+        .iter()
+        .filter(|name| !feed.keys.contains(name))
+        .map(|name| first_value(column(name), winner_first.clone()).alias(name))
+        .collect();
+    rows.sort(order)?
+        .aggregate(keys, firsts)?
+        .select(names.iter().map(|name| column(name)).collect::<Vec<Expr>>())
 }
 
 /// Whether any key occurs on more than one staged row: an aggregate that reads the key columns
