@@ -2,54 +2,61 @@
 //! repeats, and the upsert skips its duplicate-key check: a hash aggregate over every staged key,
 //! whose memory grows with the file (about 1.2 GB for 24M rows, docs/benchmarks.md).
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray};
-use deltalake::arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type};
+use deltalake::arrow::array::{Array, ArrayRef};
+use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::row::{OwnedRow, RowConverter, SortField};
 
-/// The last key seen, owned, to compare with the next batch's first.
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
-enum Key {
-    Int(i64),
-    Text(String),
-}
-
-/// Follows the key column batch by batch; only a single key column of an integer, date or
-/// string type is followed (any other key is "not known to increase").
-#[derive(Debug)]
+/// Follows the key columns batch by batch, comparing each row's keys with the row's before, as a
+/// tuple (the first key, then the next): keys in Arrow's row format, whose bytes order like the
+/// values. Keys of a floating-point type are not followed (equal values such as 0.0 and -0.0
+/// differ in bytes), nor is a batch with a null key: either is "not known to increase".
 pub(super) struct KeyOrder {
-    column: Option<String>,
-    last: Option<Key>,
+    columns: Vec<String>,
+    converter: Option<RowConverter>,
+    last: Option<OwnedRow>,
     increasing: bool,
 }
 
 impl KeyOrder {
     /// Follows `keys` (the feed's key columns).
     pub(super) fn new(keys: &[String]) -> Self {
-        let column = match keys {
-            [only] => Some(only.clone()),
-            _ => None,
-        };
         KeyOrder {
-            increasing: column.is_some(),
-            column,
+            columns: keys.to_vec(),
+            converter: None,
             last: None,
+            increasing: !keys.is_empty(),
         }
     }
 
     /// Takes the next batch in file order.
     pub(super) fn follow(&mut self, batch: &RecordBatch) {
-        if !self.increasing {
-            return;
+        if self.increasing && batch.num_rows() > 0 {
+            self.increasing = self.increasing_through(batch).is_some();
         }
-        let column = self.column.as_deref().and_then(|c| batch.column_by_name(c));
-        let last = match column {
-            Some(column) if column.null_count() == 0 => increasing_from(column, self.last.take()),
-            _ => None,
-        };
-        match last {
-            Some(last) => self.last = last,
-            None => self.increasing = false,
+    }
+
+    /// `Some` when the batch's keys strictly increase from the last key seen, which it updates.
+    fn increasing_through(&mut self, batch: &RecordBatch) -> Option<()> {
+        let keys = self
+            .columns
+            .iter()
+            .map(|name| batch.column_by_name(name).filter(|c| followed(c)).cloned())
+            .collect::<Option<Vec<ArrayRef>>>()?;
+        if self.converter.is_none() {
+            let fields = keys.iter().map(|k| SortField::new(k.data_type().clone()));
+            self.converter = Some(RowConverter::new(fields.collect()).ok()?);
         }
+        let rows = self.converter.as_ref()?.convert_columns(&keys).ok()?;
+        let mut previous = self.last.as_ref().map(|row| row.row());
+        for row in rows.iter() {
+            if previous.is_some_and(|before| before >= row) {
+                return None;
+            }
+            previous = Some(row);
+        }
+        self.last = previous.map(|row| row.owned());
+        Some(())
     }
 
     /// True when every key was greater than the one before it.
@@ -58,53 +65,13 @@ impl KeyOrder {
     }
 }
 
-/// The column's last key when its keys strictly increase, starting above `previous`; `None` when
-/// they do not (or the type is not followed). An empty column keeps `previous`.
-fn increasing_from(column: &ArrayRef, previous: Option<Key>) -> Option<Option<Key>> {
-    match column.data_type() {
-        DataType::Int64 => {
-            let values = column.as_primitive::<Int64Type>().values().iter().copied();
-            ints(values, previous)
-        }
-        DataType::Int32 => {
-            let values = column.as_primitive::<Int32Type>().values().iter();
-            ints(values.map(|v| i64::from(*v)), previous)
-        }
-        DataType::Date32 => {
-            let values = column.as_primitive::<Date32Type>().values().iter();
-            ints(values.map(|v| i64::from(*v)), previous)
-        }
-        DataType::Utf8 => {
-            let mut last: Option<&str> = match &previous {
-                Some(Key::Text(text)) => Some(text),
-                None => None,
-                Some(Key::Int(_)) => return None,
-            };
-            for value in column.as_string::<i32>().iter().flatten() {
-                if last.is_some_and(|before| before >= value) {
-                    return None;
-                }
-                last = Some(value);
-            }
-            Some(last.map(|text| Key::Text(text.to_string())))
-        }
-        _ => None,
-    }
-}
-
-fn ints(values: impl Iterator<Item = i64>, previous: Option<Key>) -> Option<Option<Key>> {
-    let mut last = match previous {
-        Some(Key::Int(value)) => Some(value),
-        None => None,
-        Some(Key::Text(_)) => return None,
-    };
-    for value in values {
-        if last.is_some_and(|before| before >= value) {
-            return None;
-        }
-        last = Some(value);
-    }
-    Some(last.map(Key::Int))
+/// A key column whose values are all present and equal exactly when their bytes are.
+fn followed(column: &ArrayRef) -> bool {
+    let exact = !matches!(
+        column.data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    exact && column.null_count() == 0
 }
 
 #[cfg(test)]
@@ -147,11 +114,52 @@ mod tests {
         assert!(!order_of(&[texts(&["a", "b"]), texts(&["b"])]));
     }
 
-    #[test]
-    fn several_key_columns_or_nulls_are_not_followed() {
+    fn pairs(ids: &[i64], days: &[&str]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Utf8, false),
+        ]);
+        let ids = Arc::new(Int64Array::from(ids.to_vec()));
+        let days = Arc::new(StringArray::from(days.to_vec()));
+        RecordBatch::try_new(Arc::new(schema), vec![ids, days]).unwrap()
+    }
+
+    fn pair_order_of(batches: &[RecordBatch]) -> bool {
         let mut order = KeyOrder::new(&["id".to_string(), "day".to_string()]);
+        batches.iter().for_each(|b| order.follow(b));
+        order.strictly_increasing()
+    }
+
+    #[test]
+    fn several_key_columns_increase_as_a_tuple() {
+        assert!(pair_order_of(&[
+            pairs(&[1, 1, 2], &["b", "c", "a"]),
+            pairs(&[2], &["b"])
+        ]));
+        assert!(
+            !pair_order_of(&[pairs(&[1, 2], &["a", "a"]), pairs(&[2], &["a"])]),
+            "the same pair again, across batches"
+        );
+        assert!(!pair_order_of(&[pairs(&[1, 1], &["b", "a"])]));
+        let mut order = KeyOrder::new(&["id".to_string(), "missing".to_string()]);
         order.follow(&ints(&[1, 2]));
-        assert!(!order.strictly_increasing());
+        assert!(!order.strictly_increasing(), "a key the batch lacks");
+    }
+
+    #[test]
+    fn nulls_and_floating_point_keys_are_not_followed() {
+        let floats = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "id",
+                DataType::Float64,
+                false,
+            )])),
+            vec![Arc::new(deltalake::arrow::array::Float64Array::from(vec![
+                -0.0, 0.0,
+            ]))],
+        )
+        .unwrap();
+        assert!(!order_of(&[floats]));
         let with_null = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
             vec![Arc::new(Int64Array::from(vec![Some(1), None]))],

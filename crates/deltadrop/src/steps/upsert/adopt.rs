@@ -8,14 +8,13 @@
 //! reads such a table with the Python `deltalake` package); a later rewrite of a file drops it.
 
 use deltalake::errors::DeltaTableError;
-use deltalake::kernel::{Action, StructField};
+use deltalake::kernel::StructField;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTable, Path};
 use futures::TryStreamExt;
 
-use super::merge::{
-    created, lost_the_first_commit, new_table_properties, Attempt, CommitRecord, Committed,
-};
+use super::merge::{Attempt, CommitRecord, Committed};
+use super::version_zero::{create_from_files, remove_uncommitted, WrittenFiles};
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
@@ -58,7 +57,7 @@ pub(super) async fn adopt_staged_files(
             .copy(&staging_root.clone().join(name.as_str()), &to)
             .await;
         if let Err(e) = copy {
-            remove_copies(&store, &copied).await;
+            remove_uncommitted(&store, &copied).await;
             return Err(Attempt::Failed(Error::storage(target.name(), e)));
         }
         copied.push(to);
@@ -67,37 +66,13 @@ pub(super) async fn adopt_staged_files(
         add.modification_time = now;
         add.data_change = true;
         rows += file.num_records().unwrap_or(0) as u64;
-        adds.push(Action::Add(add));
+        adds.push(add);
     }
 
-    // The names a WRITE records, so that a created table's history reads the same either way.
-    let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": files.len()});
-    let creation = target
-        .handle()
-        .await?
-        .create()
-        .with_columns(columns)
-        .with_configuration(new_table_properties(feed))
-        .with_actions(adds)
-        // No internal retry: a lost race for version 0 must not become a second blind append.
-        .with_commit_properties(commit.properties(Some(metrics)).with_max_retries(0))
-        .await;
-    let table = match creation {
-        Ok(table) => table,
-        Err(e) => {
-            remove_copies(&store, &copied).await;
-            return Err(lost_the_first_commit(target, e).await);
-        }
+    let files = WrittenFiles {
+        adds,
+        store: &store,
+        paths: copied,
     };
-    Ok(created(&table, rows, files.len() as u64))
-}
-
-/// Best effort: files copied for a commit that did not happen are no table's (VACUUM would
-/// remove them after its retention, too).
-async fn remove_copies(store: &deltalake::logstore::ObjectStoreRef, copied: &[Path]) {
-    for path in copied {
-        if let Err(e) = store.delete(path).await {
-            tracing::warn!(error = %e, %path, "could not remove a copied file of a first load that did not commit");
-        }
-    }
+    create_from_files(feed, target, commit, columns, Vec::new(), files, rows).await
 }

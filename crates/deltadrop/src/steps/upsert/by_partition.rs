@@ -21,17 +21,14 @@ use deltalake::arrow::row::{OwnedRow, RowConverter, SortField};
 use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
 use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::{Action, Add, StructType};
-use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::kernel::{Add, StructType};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::Path;
 use futures::StreamExt;
 
-use super::merge::{
-    column, created, lost_the_first_commit, new_table_properties, writer_properties, Attempt,
-    CommitRecord, Committed,
-};
+use super::merge::{column, writer_properties, Attempt, CommitRecord, Committed};
+use super::version_zero::{create_from_files, remove_uncommitted, WrittenFiles};
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
@@ -90,30 +87,23 @@ pub(super) async fn first_load_by_partition(
         })
         .sum();
     let partitions = partitions_of(&adds);
-    let file_count = adds.len() as u64;
-    // The names a WRITE records, so that a created table's history reads the same either way.
-    let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": file_count});
-    let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
-    let creation = handle
-        .create()
-        .with_columns(columns.fields().cloned())
-        .with_partition_columns(partition_columns)
-        .with_configuration(new_table_properties(feed))
-        .with_actions(actions)
-        // No internal retry: a lost race for version 0 must not become a second blind append.
-        .with_commit_properties(commit.properties(Some(metrics)).with_max_retries(0))
-        .await;
-    match creation {
-        Ok(table) => {
-            let mut committed = created(&table, rows, file_count);
-            committed.changes.partitions_touched = partitions;
-            Ok(committed)
-        }
-        Err(e) => {
-            remove_files(&store, &adds).await;
-            Err(lost_the_first_commit(target, e).await)
-        }
-    }
+    let files = WrittenFiles {
+        paths: adds.iter().map(path_of).collect(),
+        adds,
+        store: &store,
+    };
+    let mut committed = create_from_files(
+        feed,
+        target,
+        commit,
+        columns.fields().cloned(),
+        partition_columns,
+        files,
+        rows,
+    )
+    .await?;
+    committed.changes.partitions_touched = partitions;
+    Ok(committed)
 }
 
 /// The first load's data files, written with at most [`MAX_OPEN_PARTITIONS`] open.
@@ -196,7 +186,8 @@ impl<'a> Files<'a> {
     /// VACUUM).
     async fn abandon(mut self) {
         self.writer.reset();
-        remove_files(self.store, &self.adds).await;
+        let paths: Vec<Path> = self.adds.iter().map(path_of).collect();
+        remove_uncommitted(self.store, &paths).await;
     }
 }
 
@@ -259,15 +250,9 @@ fn partitions_of(adds: &[Add]) -> u64 {
     distinct.len() as u64
 }
 
-/// Best effort: files of a first load that did not commit are no table's (VACUUM would remove
-/// them after its retention, too).
-async fn remove_files(store: &ObjectStoreRef, adds: &[Add]) {
-    for add in adds {
-        let path = Path::parse(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()));
-        if let Err(e) = store.delete(&path).await {
-            tracing::warn!(error = %e, %path, "could not remove a file of a first load that did not commit");
-        }
-    }
+/// The file of an `add` action, as the table's store names it.
+fn path_of(add: &Add) -> Path {
+    Path::parse(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::config::SpillCompression;
 use deltalake::datafusion::common::{Column, JoinType};
+use deltalake::datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryPool};
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::functions_aggregate::expr_fn::{count, first_value};
 use deltalake::datafusion::prelude::{cast, lit, DataFrame, Expr, SessionContext};
 use deltalake::delta_datafusion::{DeltaRuntimeEnvBuilder, DeltaSessionContext};
@@ -459,9 +461,10 @@ pub(super) fn writer_properties() -> WriterProperties {
 /// and by the row group each of its Parquet writers encodes ([`writer_properties`]).
 pub(super) fn session(memory: Option<&MergeMemory>) -> Result<SessionContext, DeltaTableError> {
     let runtime = match memory {
-        Some(memory) => DeltaRuntimeEnvBuilder::new()
-            .with_max_spill_size(memory.bytes as usize)
-            .build(),
+        Some(memory) => RuntimeEnvBuilder::new()
+            .with_memory_pool(memory_pool(memory.bytes as usize))
+            .build_arc()
+            .map_err(|e| DeltaTableError::Generic(format!("the MERGE's memory pool: {e}")))?,
         None => DeltaRuntimeEnvBuilder::new().build(),
     };
     let ctx: SessionContext = DeltaSessionContext::with_runtime_env(runtime).into();
@@ -474,6 +477,19 @@ pub(super) fn session(memory: Option<&MergeMemory>) -> Result<SessionContext, De
     execution.spill_compression = SpillCompression::Lz4Frame;
     drop(state);
     Ok(ctx)
+}
+
+/// The MERGE's memory pool: DataFusion's fair pool, where each operator that can spill gets an
+/// equal share of what those that cannot spill do not hold, with one share kept back for the
+/// latter. A sort that spills first merges the batches it holds, and that merge needs memory
+/// for every batch's sort keys, which it cannot spill: with the whole pool to a lone sort, the
+/// merge found none left (a file of 67M rows of one key failed so in the upsert function's
+/// pool; docs/benchmarks.md, "Tables that grow").
+fn memory_pool(bytes: usize) -> Arc<dyn MemoryPool> {
+    let pool = FairSpillPool::new(bytes);
+    let kept_back = MemoryConsumer::new("deltadrop: kept for operators that cannot spill");
+    pool.register(&kept_back.with_can_spill(true));
+    Arc::new(pool)
 }
 
 /// Whether a failure is DataFusion's refusal to grow its memory pool (an operator that cannot
@@ -694,6 +710,68 @@ mod tests {
             "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\", \"day\"]\n{extra}"
         );
         merge_rules(&Config::from_toml(&toml, "test").unwrap().feeds[0])
+    }
+
+    /// A sort that must spill while a query reads only its sort keys: the merge of the batches
+    /// it holds needs about as much memory again for their sort keys. Without the share kept
+    /// back in the pool for what cannot spill, that merge found the pool full.
+    #[tokio::test]
+    async fn a_file_of_one_key_resolves_in_a_pool_it_overflows_many_times() {
+        use deltalake::arrow::array::{Int64Array, RecordBatch};
+        use deltalake::arrow::datatypes::{Field, Schema};
+        use deltalake::datafusion::datasource::MemTable;
+        use deltalake::datafusion::functions_aggregate::expr_fn::max;
+
+        let toml = "[[feeds]]\nname = \"f\"\nincoming = \"in/\"\ntable = \"t\"\n\
+                    keys = [\"id\"]\nsequence_column = \"seq\"\n";
+        let feed = Config::from_toml(toml, "test").unwrap().feeds.remove(0);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("seq", DataType::Int64, false),
+            Field::new(LINE_COLUMN, DataType::Int64, false),
+        ]));
+        let (rows, batch_rows) = (3_000_000i64, 8_192i64);
+        let batch_count = (rows + batch_rows - 1) / batch_rows;
+        let batches: Vec<RecordBatch> = (0..batch_count)
+            .map(|b| {
+                let lines: Vec<i64> = (b * batch_rows..((b + 1) * batch_rows).min(rows)).collect();
+                let columns: Vec<deltalake::arrow::array::ArrayRef> = vec![
+                    Arc::new(Int64Array::from(vec![1; lines.len()])),
+                    Arc::new(Int64Array::from(
+                        lines.iter().map(|l| l % 1000).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(lines)),
+                ];
+                RecordBatch::try_new(schema.clone(), columns).unwrap()
+            })
+            .collect();
+        // 72 MB of rows in a 60 MB pool (without the share kept back, the first spill failed:
+        // "Failed to allocate additional 192.0 KB for ExternalSorterMerge[0]").
+        let memory = MergeMemory {
+            bytes: 60 << 20,
+            source: "the test".into(),
+        };
+        let ctx = session(Some(&memory)).unwrap();
+        let table = MemTable::try_new(schema, vec![batches]).unwrap();
+        let staged = ctx.read_table(Arc::new(table)).unwrap();
+        let resolved = one_row_per_key(&feed, staged).unwrap();
+        // What the cost check asks of the resolved rows: their key range.
+        let range = resolved
+            .clone()
+            .aggregate(vec![], vec![max(column("id")).alias("high")])
+            .unwrap()
+            .collect()
+            .await
+            .expect("resolved within the pool");
+        assert_eq!(range[0].num_rows(), 1);
+        let winner = resolved.collect().await.unwrap();
+        let line = winner[0].column_by_name(LINE_COLUMN).unwrap();
+        let line = line.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            line.value(0),
+            2_999_999,
+            "the last line of the highest sequence value"
+        );
     }
 
     fn text(expr: &Option<Expr>) -> Option<String> {

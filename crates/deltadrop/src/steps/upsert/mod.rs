@@ -20,6 +20,8 @@ mod cost;
 mod merge;
 #[cfg(feature = "merge")]
 mod recheck;
+#[cfg(feature = "merge")]
+mod version_zero;
 
 use serde::{Deserialize, Serialize};
 
