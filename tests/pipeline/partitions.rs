@@ -31,6 +31,11 @@ async fn a_merge_into_a_partitioned_table_touches_only_the_partitions_of_its_row
         }
     }
     let created = h.load("incoming/orders/all.csv", &first).await;
+    let staged = created.report.stage.clone().unwrap();
+    assert!(
+        staged.written_for_a_new_table,
+        "the stage wrote the partitions, a few at a time; the first load adopts its files"
+    );
     let creation = created.report.upsert.unwrap().changes;
     assert!(creation.created_table);
     assert_eq!(creation.partitions_touched, MONTHS as u64);
@@ -169,6 +174,11 @@ async fn a_first_file_of_many_interleaved_partitions_writes_each_partition_whole
         first.push_str(&format!("{id},{}-09,{}\n", month(id % MONTHS), id % 7));
     }
     let created = h.load("incoming/orders/all.csv", &first).await;
+    let staged = created.report.stage.clone().unwrap();
+    assert!(
+        !staged.written_for_a_new_table,
+        "a partition came back: staged again for the first load to sort"
+    );
     let creation = created.report.upsert.unwrap().changes;
     assert_eq!(
         (creation.rows_inserted, creation.partitions_touched),

@@ -12,6 +12,13 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+/// Rows of a Parquet row group that a table's writers (a MERGE, a first load) flush at: ~5 MB
+/// encoded for rows like TPC-H orders. Each open Parquet writer holds its row group in memory
+/// (Parquet's default: 1,048,576 rows).
+pub const WRITE_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// The same bound for wide rows: a row group is flushed at whichever comes first.
+pub const WRITE_ROW_GROUP_BYTES: usize = 16 << 20;
+
 /// Where a Delta table lives and how to reach it.
 #[derive(Debug, Clone)]
 pub struct TableLocation {
@@ -73,6 +80,7 @@ impl TableLocation {
     pub async fn create(
         &self,
         schema: &Schema,
+        partition_columns: &[String],
         commit_info: HashMap<String, serde_json::Value>,
     ) -> Result<DeltaTable> {
         let table = self.handle().await?;
@@ -84,6 +92,7 @@ impl TableLocation {
         table
             .create()
             .with_columns(columns)
+            .with_partition_columns(partition_columns.to_vec())
             .with_commit_properties(
                 deltalake::kernel::transaction::CommitProperties::default()
                     .with_metadata(commit_info),

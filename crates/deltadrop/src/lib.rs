@@ -25,6 +25,8 @@ pub mod mail;
 pub mod maintain;
 pub mod partition;
 #[cfg(feature = "delta")]
+pub mod partitioned_files;
+#[cfg(feature = "delta")]
 pub mod read;
 pub mod replay;
 #[cfg(feature = "merge")]

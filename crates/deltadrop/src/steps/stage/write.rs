@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::Action;
 use deltalake::parquet::basic::Compression as ParquetCompression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use tokio::sync::mpsc;
@@ -14,10 +17,11 @@ use tokio_util::io::SyncIoBridge;
 use super::key_order::KeyOrder;
 use super::StageOutput;
 use crate::bounded::listed;
-use crate::config::Compression;
-use crate::delta::{arrow_schema, TableLocation};
+use crate::config::{Compression, Feed};
+use crate::delta::{arrow_schema, TableLocation, WRITE_ROW_GROUP_BYTES, WRITE_ROW_GROUP_ROWS};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::partitioned_files::{PartitionedFiles, Written};
 use crate::read::{read_file, ReadSpec};
 use crate::steps::upsert::arrival::ARRIVED_FIELD;
 use crate::steps::RunInput;
@@ -38,26 +42,44 @@ const ADOPTABLE_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     run.validate()?;
     let feed = env.config.feed_named(&run.feed)?.clone();
-    let format = feed.format_for(&run.key)?;
-    let target = env.table(&feed.table)?;
-    let target_schema = match target.open().await? {
+    let target_schema = match env.table(&feed.table)?.open().await? {
         Some(table) => Some(arrow_schema(&table)?),
         None => None,
     };
-    let staging = env.staging_table(&run.run_id)?;
     // A change-type column must not reach the table, so such a feed's first file is written
-    // again; so is a partitioned feed's, which the first load writes partition by partition.
-    let adoptable = feed.change_type.is_none()
-        && feed.partition_by.is_empty()
-        && feed.target_file_bytes() <= ADOPTABLE_FILE_BYTES;
+    // again.
+    let adoptable = feed.change_type.is_none() && feed.target_file_bytes() <= ADOPTABLE_FILE_BYTES;
     let layout = if target_schema.is_none() && adoptable {
         StagingLayout::NewTable {
             keys: feed.keys.clone(),
             file_bytes: feed.target_file_bytes(),
+            partition_columns: feed.partition_columns(),
         }
     } else {
         StagingLayout::MergeSource
     };
+    if let Some(staged) = stage_as(env, run, &feed, target_schema.clone(), layout).await? {
+        return Ok(staged);
+    }
+    // A new partitioned table's first file whose partitions come back after others: read
+    // again into a staging table the first load writes from, sorted by partition.
+    stage_as(env, run, &feed, target_schema, StagingLayout::MergeSource)
+        .await?
+        .ok_or_else(|| Error::internal("a staging table of the MERGE layout saw partitions"))
+}
+
+/// [`stage`] in one layout; `None` (and nothing staged) when the layout writes the table's
+/// partitions and one came back after its files were closed.
+async fn stage_as(
+    env: &Environment,
+    run: &RunInput,
+    feed: &Feed,
+    target_schema: Option<deltalake::arrow::datatypes::SchemaRef>,
+    layout: StagingLayout,
+) -> Result<Option<StageOutput>> {
+    let format = feed.format_for(&run.key)?;
+    let target = env.table(&feed.table)?;
+    let staging = env.staging_table(&run.run_id)?;
     let for_a_new_table = matches!(layout, StagingLayout::NewTable { .. });
     let keys = feed.keys.clone();
     let reader = SyncIoBridge::new(env.storage.reader(&run.key, &run.upload).await?);
@@ -66,10 +88,11 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     let (sender, receiver) = mpsc::channel::<RecordBatch>(2);
     let key = run.key.clone();
     let upload_has_no_id = run.upload.id().is_empty();
+    let read_feed = feed.clone();
     let reading = tokio::task::spawn_blocking(move || {
         let spec = ReadSpec {
             file: &key,
-            feed: &feed,
+            feed: &read_feed,
             format,
             compression: Compression::from_key(&key),
             target: target_schema,
@@ -86,16 +109,20 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     let read = read.map_err(|e| Error::internal(format!("the file reader stopped: {e}")));
 
     let outcome = match (read, written) {
-        // A writer failure closes the channel, which the reader sees as its own error.
+        // A writer that stops closes the channel, which the reader sees as its own error.
         (_, Err(write_error)) => Err(write_error),
+        (_, Ok(Received::PartitionCameBack)) => {
+            remove(&staging).await;
+            return Ok(None);
+        }
         (Err(e) | Ok(Err(e)), Ok(_)) => Err(e),
-        (Ok(Ok(summary)), Ok(writer)) => match writer {
-            Some(writer) => writer.commit().await.map(|keys| (summary, true, keys)),
-            None => Ok((summary, false, false)),
-        },
+        (Ok(Ok(summary)), Ok(Received::Rows(writer))) => {
+            writer.commit().await.map(|keys| (summary, true, keys))
+        }
+        (Ok(Ok(summary)), Ok(Received::Nothing)) => Ok((summary, false, false)),
     };
     match outcome {
-        Ok((summary, has_table, keys_increasing)) => Ok(StageOutput {
+        Ok((summary, has_table, keys_increasing)) => Ok(Some(StageOutput {
             rows: summary.rows,
             bytes: summary.bytes,
             sha256: summary.sha256,
@@ -108,14 +135,18 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             keys_strictly_increasing: keys_increasing,
             lane: crate::storage::lane_id(&target.name()),
             target_table: target.name(),
-        }),
+        })),
         Err(e) => {
             // Leave nothing half-written behind; the error that matters is the first one.
-            if let Err(cleanup) = staging.remove().await {
-                tracing::warn!(error = %cleanup, "could not remove the staging table after a failure");
-            }
+            remove(&staging).await;
             Err(e)
         }
+    }
+}
+
+async fn remove(staging: &TableLocation) {
+    if let Err(cleanup) = staging.remove().await {
+        tracing::warn!(error = %cleanup, "could not remove the staging table after a failure");
     }
 }
 
@@ -125,8 +156,13 @@ enum StagingLayout {
     /// about 15% of the stage's CPU time for nothing (docs/benchmarks.md).
     MergeSource,
     /// Written as the first data files of a target that does not exist yet: dictionaries, the
-    /// keys' min/max (later MERGEs skip files by them) and the table's file size.
-    NewTable { keys: Vec<String>, file_bytes: u64 },
+    /// keys' min/max (later MERGEs skip files by them), the table's file size and partitions
+    /// (a few open at a time: [`PartitionedFiles`]).
+    NewTable {
+        keys: Vec<String>,
+        file_bytes: u64,
+        partition_columns: Vec<String>,
+    },
 }
 
 impl StagingLayout {
@@ -143,38 +179,76 @@ impl StagingLayout {
             .set_statistics_enabled(EnabledStatistics::None);
         match self {
             StagingLayout::MergeSource => plain.set_dictionary_enabled(false).build(),
-            StagingLayout::NewTable { keys, .. } => keys
+            StagingLayout::NewTable {
+                keys,
+                partition_columns,
+                ..
+            } => keys
                 .iter()
-                .fold(plain.set_dictionary_enabled(true), |properties, key| {
-                    properties.set_column_statistics_enabled(
-                        ColumnPath::from(key.as_str()),
-                        EnabledStatistics::Chunk,
-                    )
-                })
+                .fold(
+                    table_files(plain, !partition_columns.is_empty()),
+                    |properties, key| {
+                        properties.set_column_statistics_enabled(
+                            ColumnPath::from(key.as_str()),
+                            EnabledStatistics::Chunk,
+                        )
+                    },
+                )
                 .build(),
         }
     }
 }
 
+/// What the staging writer received.
+enum Received {
+    /// No rows.
+    Nothing,
+    /// Rows, written and ready to commit.
+    Rows(Box<StagingWriter>),
+    /// A partition came back after its files were closed: nothing is committed.
+    PartitionCameBack,
+}
+
+/// A table's data files: dictionaries, and for a partitioned table row groups bounded as the
+/// upsert's writers bound them, since its stage holds a row group per open partition.
+fn table_files(
+    properties: deltalake::parquet::file::properties::WriterPropertiesBuilder,
+    partitioned: bool,
+) -> deltalake::parquet::file::properties::WriterPropertiesBuilder {
+    let properties = properties.set_dictionary_enabled(true);
+    if !partitioned {
+        return properties;
+    }
+    properties
+        .set_max_row_group_row_count(Some(WRITE_ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(WRITE_ROW_GROUP_BYTES))
+}
+
 /// Streams batches into a new staging table; commits only once the whole file was read.
 struct StagingWriter {
     table: DeltaTable,
-    writer: RecordBatchWriter,
+    files: StagingFiles,
     location: TableLocation,
     key_order: KeyOrder,
 }
 
+/// The staging table's files: one writer, or a partitioned table's few partitions at a time.
+enum StagingFiles {
+    Plain(Box<RecordBatchWriter>),
+    ByPartition(Box<PartitionedFiles>),
+}
+
 impl StagingWriter {
-    /// Creates the table from the first batch's schema; `None` when no batch arrives.
+    /// Creates the table from the first batch's schema and writes every batch received.
     async fn receive_all(
         location: &TableLocation,
         mut receiver: mpsc::Receiver<RecordBatch>,
         run: &RunInput,
         layout: StagingLayout,
         keys: &[String],
-    ) -> Result<Option<StagingWriter>> {
+    ) -> Result<Received> {
         let Some(first) = receiver.recv().await else {
-            return Ok(None);
+            return Ok(Received::Nothing);
         };
         let info = HashMap::from([(
             "deltadrop".to_string(),
@@ -186,33 +260,79 @@ impl StagingWriter {
                 ARRIVED_FIELD: run.upload.uploaded_at.map(|t| t.timestamp_millis()),
             }),
         )]);
-        let table = location.create(&first.schema(), info).await?;
+        let partition_columns = match &layout {
+            StagingLayout::NewTable {
+                partition_columns, ..
+            } => partition_columns.clone(),
+            StagingLayout::MergeSource => Vec::new(),
+        };
+        let schema = first.schema();
+        let table = location.create(&schema, &partition_columns, info).await?;
         let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
-        let mut writer = RecordBatchWriter::for_table(&table)
+        let writer = RecordBatchWriter::for_table(&table)
             .map_err(error)?
             .with_target_file_size(layout.file_bytes())
             .with_writer_properties(layout.writer_properties());
-        let mut key_order = KeyOrder::new(keys);
-        key_order.follow(&first);
-        writer.write(first).await.map_err(error)?;
-        while let Some(batch) = receiver.recv().await {
-            key_order.follow(&batch);
-            writer.write(batch).await.map_err(error)?;
-        }
-        Ok(Some(StagingWriter {
+        let files = if partition_columns.is_empty() {
+            StagingFiles::Plain(Box::new(writer))
+        } else {
+            let files =
+                PartitionedFiles::new(writer, &schema, &partition_columns, &location.name())?;
+            StagingFiles::ByPartition(Box::new(files))
+        };
+        let mut staging = StagingWriter {
             table,
-            writer,
+            files,
             location: location.clone(),
-            key_order,
-        }))
+            key_order: KeyOrder::new(keys),
+        };
+        let mut next = Some(first);
+        while let Some(batch) = next {
+            staging.key_order.follow(&batch);
+            if staging.write(batch).await? == Written::PartitionCameBack {
+                return Ok(Received::PartitionCameBack);
+            }
+            next = receiver.recv().await;
+        }
+        Ok(Received::Rows(Box::new(staging)))
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<Written> {
+        match &mut self.files {
+            StagingFiles::Plain(writer) => {
+                writer
+                    .write(batch)
+                    .await
+                    .map_err(|e| Error::delta(self.location.name(), e))?;
+                Ok(Written::Whole)
+            }
+            StagingFiles::ByPartition(files) => files.write(&batch).await,
+        }
     }
 
     /// Commits the staging table; true when the file's keys strictly increased.
-    async fn commit(mut self) -> Result<bool> {
-        self.writer
-            .flush_and_commit(&mut self.table)
-            .await
-            .map_err(|e| Error::delta(self.location.name(), e))?;
+    async fn commit(self: Box<Self>) -> Result<bool> {
+        let error = |e: deltalake::DeltaTableError| Error::delta(self.location.name(), e);
+        match self.files {
+            StagingFiles::Plain(mut writer) => {
+                let mut table = self.table;
+                writer.flush_and_commit(&mut table).await.map_err(error)?;
+            }
+            StagingFiles::ByPartition(files) => {
+                let adds = files.finish().await?;
+                let snapshot = self.table.snapshot().map_err(error)?;
+                let operation = DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
+                    predicate: None,
+                };
+                CommitBuilder::default()
+                    .with_actions(adds.into_iter().map(Action::Add).collect())
+                    .build(Some(snapshot), self.table.log_store(), operation)
+                    .await
+                    .map_err(error)?;
+            }
+        }
         Ok(self.key_order.strictly_increasing())
     }
 }

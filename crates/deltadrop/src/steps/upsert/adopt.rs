@@ -14,10 +14,11 @@ use deltalake::{DeltaTable, Path};
 use futures::TryStreamExt;
 
 use super::merge::{Attempt, CommitRecord, Committed};
-use super::version_zero::{create_from_files, remove_uncommitted, WrittenFiles};
+use super::version_zero::{create_from_files, WrittenFiles};
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::Error;
+use crate::partitioned_files::remove_uncommitted;
 use crate::read::LINE_COLUMN;
 
 /// Creates the target from the staging table's files; see the module documentation.
@@ -36,6 +37,7 @@ pub(super) async fn adopt_staged_files(
         .filter(|field| field.name() != LINE_COLUMN)
         .cloned()
         .collect();
+    let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let files: Vec<_> = staged
         .get_active_add_actions_by_predicate(None)
         .try_collect()
@@ -51,11 +53,11 @@ pub(super) async fn adopt_staged_files(
     let now = chrono::Utc::now().timestamp_millis();
     let (mut adds, mut copied, mut rows) = (Vec::new(), Vec::new(), 0u64);
     for file in &files {
-        let name = file.path().to_string();
-        let to = target_root.clone().join(name.as_str());
-        let copy = store
-            .copy(&staging_root.clone().join(name.as_str()), &to)
-            .await;
+        // Relative to the table, a partition's folder included.
+        let relative = file.object_store_path();
+        let under = |root: &Path| Path::from_iter(root.parts().chain(relative.parts()));
+        let to = under(&target_root);
+        let copy = store.copy(&under(&staging_root), &to).await;
         if let Err(e) = copy {
             remove_uncommitted(&store, &copied).await;
             return Err(Attempt::Failed(Error::storage(target.name(), e)));
@@ -74,5 +76,14 @@ pub(super) async fn adopt_staged_files(
         store: &store,
         paths: copied,
     };
-    create_from_files(feed, target, commit, columns, Vec::new(), files, rows).await
+    create_from_files(
+        feed,
+        target,
+        commit,
+        columns,
+        partition_columns,
+        files,
+        rows,
+    )
+    .await
 }

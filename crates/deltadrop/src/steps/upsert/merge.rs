@@ -28,7 +28,10 @@ use super::combine::THRESHOLD_COLUMN;
 use super::cost::{touched, Budget};
 use super::{newest_upload_ids, Changes};
 use crate::config::{Feed, SchemaPolicy};
-use crate::delta::{arrow_schema, commit_files, is_conflict, TableLocation};
+use crate::delta::{
+    arrow_schema, commit_files, is_conflict, TableLocation, WRITE_ROW_GROUP_BYTES,
+    WRITE_ROW_GROUP_ROWS,
+};
 use crate::environment::MergeMemory;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
@@ -435,11 +438,6 @@ fn merge_rules(feed: &Feed) -> MergeRules {
     }
 }
 
-/// Rows of a Parquet row group the MERGE writes: ~5 MB encoded for rows like TPC-H orders.
-const WRITE_ROW_GROUP_ROWS: usize = 128 * 1024;
-/// The same bound for wide rows: a row group is flushed at whichever comes first.
-const WRITE_ROW_GROUP_BYTES: usize = 16 << 20;
-
 /// How a MERGE (and a first load that rewrites the staged rows) encodes its files: delta-rs's
 /// default (Snappy), with row groups bounded, since each Parquet writer holds the row group it
 /// encodes in memory until it flushes it (Parquet's default: 1,048,576 rows).
@@ -642,7 +640,16 @@ pub(super) async fn staged_rows(
     staged: &DeltaTable,
     stage: &StageOutput,
 ) -> Result<(DataFrame, bool), DeltaTableError> {
-    let rows = ctx.read_table(staged.table_provider().await?)?;
+    // In the staging table's column order: a scan puts partition columns last.
+    let names: Vec<String> = staged
+        .snapshot()?
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    let rows = ctx
+        .read_table(staged.table_provider().await?)?
+        .select_columns(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
     // Keys that only increase (a sorted file) cannot repeat: no aggregate over them needed.
     let repeated = !stage.keys_strictly_increasing && has_duplicate_keys(&rows, feed).await?;
     Ok((rows, repeated))

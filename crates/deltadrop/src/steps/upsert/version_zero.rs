@@ -3,7 +3,6 @@
 //! actions and the application transactions, or, when it fails, the files removed.
 
 use deltalake::kernel::{Action, Add, StructField};
-use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::Path;
 
@@ -11,6 +10,7 @@ use super::merge::Committed;
 use super::merge::{created, lost_the_first_commit, new_table_properties, Attempt, CommitRecord};
 use crate::config::Feed;
 use crate::delta::TableLocation;
+use crate::partitioned_files::{partitions_of, remove_uncommitted};
 
 /// Data files written for a table that does not exist yet, and where to remove them from if
 /// its creation fails.
@@ -24,7 +24,7 @@ pub(super) struct WrittenFiles<'a> {
 }
 
 /// Creates `target` (the feed's properties, `columns`, `partition_columns`) with `files` as its
-/// data, `rows` in all.
+/// data, `rows` in all; the step output counts the files' partitions.
 pub(super) async fn create_from_files(
     feed: &Feed,
     target: &TableLocation,
@@ -35,6 +35,8 @@ pub(super) async fn create_from_files(
     rows: u64,
 ) -> Result<Committed, Attempt> {
     let file_count = files.adds.len() as u64;
+    let partitions = partitions_of(&files.adds);
+    let partitioned = !partition_columns.is_empty();
     // The names a WRITE records, so that a created table's history reads the same either way.
     let metrics = serde_json::json!({"num_added_rows": rows, "num_added_files": file_count});
     let handle = match target.handle().await {
@@ -54,20 +56,16 @@ pub(super) async fn create_from_files(
         .with_commit_properties(commit.properties(Some(metrics)).with_max_retries(0))
         .await;
     match creation {
-        Ok(table) => Ok(created(&table, rows, file_count)),
+        Ok(table) => {
+            let mut committed = created(&table, rows, file_count);
+            if partitioned {
+                committed.changes.partitions_touched = partitions;
+            }
+            Ok(committed)
+        }
         Err(e) => {
             remove_uncommitted(files.store, &files.paths).await;
             Err(lost_the_first_commit(target, e).await)
-        }
-    }
-}
-
-/// Best effort: files written for a commit that did not happen are no table's (VACUUM would
-/// remove them after its retention, too).
-pub(super) async fn remove_uncommitted(store: &ObjectStoreRef, paths: &[Path]) {
-    for path in paths {
-        if let Err(e) = store.delete(path).await {
-            tracing::warn!(error = %e, %path, "could not remove a file of a first load that did not commit");
         }
     }
 }
