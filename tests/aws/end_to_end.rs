@@ -29,6 +29,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     an_execution_stopped_by_an_operator_leaves_its_file_archived(&world).await;
     a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
     a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(&world).await;
+    bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(&world).await;
     answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world).await;
     tagged_uploads_keep_their_tags_in_archive_and_quarantine(&world).await;
     keys_near_s3s_limit_are_archived_and_quarantined(&world).await;
@@ -633,6 +634,111 @@ async fn a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(worl
     let summary = world.table_summary("tables/regions").await;
     assert_eq!(summary.partition_columns, ["region"]);
     assert_eq!((summary.partitions, summary.rows), (3, 4));
+}
+
+/// A feed with `on_bad_rows = "reject"` on S3: the stage writes the bad rows beside the run's
+/// quarantine folder (its one grant there, checked with every other call by the IAM check),
+/// the good rows load, and the execution's output and email say so.
+async fn bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(world: &World) {
+    let key = "incoming/rejecting/mixed.csv";
+    let done = world
+        .drop_file(key, "id,qty\n1,1\n2,many\n,3\n4,4,4\n5,5\n")
+        .await;
+    if done.status != "SUCCEEDED" {
+        let report = in_run_folder("quarantine/", key, &done.name) + ".error.json";
+        panic!(
+            "{} ({:?}): {}",
+            done.status,
+            done.error,
+            world.read(&report).await
+        );
+    }
+    let rejects = &done.output["stage"]["rejects"];
+    assert_eq!(rejects["rows"], json!(3), "{rejects:#}");
+    assert_eq!(
+        rejects["by_reason"],
+        json!({"InvalidValue": 1, "MalformedFile": 1, "NullKey": 1})
+    );
+    assert_eq!(done.output["upsert"]["rows_rejected"], json!(3));
+    assert_eq!(
+        done.output["stage"]["expectations"],
+        json!([{"name": "qty_small", "rule": "max = 4", "action": "warn", "rows": 1, "first": ["line 6: \"5\""]}])
+    );
+    let rejects_key = format!(
+        "{}.rejects.jsonl",
+        in_run_folder("quarantine/", key, &done.name)
+    );
+    assert_eq!(rejects["file"], json!(rejects_key));
+    let lines: Vec<Value> = world
+        .read(&rejects_key)
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<(&Value, &Value, &Value)> = lines
+        .iter()
+        .map(|l| (&l["line"], &l["error"], &l["raw"]))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (&json!(3), &json!("InvalidValue"), &json!("2,many")),
+            (&json!(4), &json!("NullKey"), &json!(",3")),
+            (&json!(5), &json!("MalformedFile"), &json!("4,4,4")),
+        ]
+    );
+    assert!(
+        world
+            .exists(&in_run_folder("archive/", key, &done.name))
+            .await
+    );
+    let table = world.table_summary("tables/rejecting").await;
+    assert_eq!(table.rows, 2, "the good rows, 1 and 5");
+    let emails: Vec<String> = world.emails().await.iter().map(|e| e.to_string()).collect();
+    let email = emails
+        .iter()
+        .find(|e| e.contains("mixed.csv loaded with rejected rows"))
+        .expect("a success email that says rows were rejected");
+    assert!(
+        email.contains("3 (InvalidValue 1, MalformedFile 1, NullKey 1)"),
+        "{email}"
+    );
+
+    // Fixed by the owner and replayed: a new upload of the feed, which its own notification
+    // runs through the state machine; the rejects file is kept, renamed.
+    let fixed: String = lines
+        .iter()
+        .zip(["2,2", "3,3", "4,4"])
+        .map(|(line, raw)| {
+            let mut line = line.clone();
+            line["raw"] = json!(raw);
+            format!("{line}\n")
+        })
+        .collect();
+    // The owner's own PUT (not under incoming/: no notification).
+    world
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key(&rejects_key)
+        .body(fixed.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let storage = world.operator_bucket();
+    let config = deltadrop::config::Config::from_toml(&crate::world::config(), "test").unwrap();
+    let replayed = deltadrop::replay_rejects::replay_rejects(&storage, &config, &rejects_key)
+        .await
+        .unwrap();
+    assert!(world.exists(&replayed.kept_at).await);
+    assert!(!world.exists(&rejects_key).await);
+    world.uploaded(&replayed.upload_key).await;
+    let records = world.file_records(1).await;
+    let run = world.deliver(&records).await.remove(0);
+    assert_eq!(run.status, "SUCCEEDED", "{:#}", run.output);
+    assert_eq!(run.output["stage"]["rows"], json!(3), "{:#}", run.output);
+    let table = world.table_summary("tables/rejecting").await;
+    assert_eq!(table.rows, 5, "every row, once fixed");
 }
 
 async fn a_burst_for_one_table_shares_commits_and_one_email_per_commit(world: &World) {

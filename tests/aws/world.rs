@@ -66,6 +66,23 @@ table = "tables/regions"
 keys = ["region", "id"]
 partition_by = ["region"]
 
+[[feeds]]
+name = "rejecting"
+incoming = "incoming/rejecting/"
+table = "tables/rejecting"
+keys = ["id"]
+on_bad_rows = "reject"
+max_rejected_percent = 75
+
+[feeds.column_types]
+qty = "long"
+
+[[feeds.expect]]
+name = "qty_small"
+column = "qty"
+max = 4
+action = "warn"
+
 "#;
 
 /// The deployment's configuration: the feeds above and, for the fault run (tests/aws/faults.rs),
@@ -631,6 +648,12 @@ impl World {
             "no execution {name} for {key}"
         );
         name
+    }
+
+    /// The bucket as an operator's `deltadrop` command reaches it (a replay): objects and
+    /// tables straight from moto, not as any function.
+    pub fn operator_bucket(&self) -> deltadrop_aws::s3::S3Bucket {
+        deltadrop_aws::s3::S3Bucket::new(self.s3.clone(), BUCKET, self.reader_options()).unwrap()
     }
 
     /// Options to read tables as the test, straight from moto: not a call of any function.

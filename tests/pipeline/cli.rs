@@ -107,6 +107,18 @@ fn run_quarantines_a_bad_file_and_exits_1_and_bad_arguments_exit_2() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `incoming`"));
 }
 
+/// `deltadrop <args> --bucket <bucket>`: its exit code and standard output.
+fn on_bucket(bucket: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = deltadrop()
+        .args(args)
+        .arg("--bucket")
+        .arg(bucket)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    (output.status.code(), stdout)
+}
+
 /// A file quarantined because the configuration did not fit it, replayed once the
 /// configuration is fixed: it loads, its old report is kept under another name, and nothing is
 /// left to replay.
@@ -126,16 +138,7 @@ fn replay_puts_a_quarantined_file_back_and_runs_it() {
     config("long");
     std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
     std::fs::write(bucket.join("incoming/t/a.csv"), "id,amount\n1,1.5\n").unwrap();
-    let run = |args: &[&str]| {
-        let output = deltadrop()
-            .args(args)
-            .arg("--bucket")
-            .arg(bucket)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        (output.status.code(), stdout)
-    };
+    let run = |args: &[&str]| on_bucket(bucket, args);
     let (code, stdout) = run(&["run", "incoming/t/a.csv"]);
     assert_eq!(code, Some(1), "{stdout}");
 
@@ -153,6 +156,65 @@ fn replay_puts_a_quarantined_file_back_and_runs_it() {
     assert_eq!((code, stdout.trim()), (Some(0), "0 file(s) to replay"));
     let (code, _) = run(&["replay", "--all", "quarantine/x.csv"]);
     assert_eq!(code, Some(2), "files and --all together are refused");
+}
+
+/// `deltadrop run` on a feed that rejects bad rows prints what it set aside; `deltadrop replay
+/// --rejects` turns the fixed rejects file into a new upload and runs it.
+#[test]
+fn replay_of_a_fixed_rejects_file_loads_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    let feed = crate::support::feed(
+        "t",
+        "on_bad_rows = \"reject\"\nmax_rejected_percent = 50\n[feeds.column_types]\namount = \"long\"",
+    );
+    std::fs::write(
+        bucket.join("deltadrop.toml"),
+        crate::support::config(&[feed]),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
+    std::fs::write(
+        bucket.join("incoming/t/a.csv"),
+        "id,amount\n1,1\n2,two\n3,3\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| on_bucket(bucket, args);
+    let (code, stdout) = run(&["run", "incoming/t/a.csv"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("1 bad row(s) set aside (InvalidValue 1)"),
+        "{stdout}"
+    );
+    let rejects = walk(&bucket.join("quarantine"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    let text = std::fs::read_to_string(&rejects[0]).unwrap();
+    assert!(text.contains(r#""raw":"2,two""#), "{text}");
+    std::fs::write(
+        &rejects[0],
+        text.replace(r#""raw":"2,two""#, r#""raw":"2,2""#),
+    )
+    .unwrap();
+    let key = rejects[0]
+        .strip_prefix(&format!("{}/", bucket.display()))
+        .unwrap()
+        .to_string();
+    let (_, stdout) = run(&["status"]);
+    assert!(
+        stdout.contains(&format!("rejects    1\n    {key}")),
+        "{stdout}"
+    );
+    let (code, stdout) = run(&["replay", "--rejects", &key]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let (_, status) = run(&["status"]);
+    assert!(status.contains("rejects    0"), "{status}");
+    assert!(
+        stdout.contains("(1 rows of feed t) → incoming/t/a-rejects-"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 inserted"), "{stdout}");
+    let (code, _) = run(&["replay", "--rejects", &key]);
+    assert_eq!(code, Some(2), "a rejects file is replayed once");
 }
 
 /// The same on an S3 bucket (moto, when the test command runs it): the file is back under its
@@ -274,6 +336,35 @@ fn check_validates_a_configuration_and_reads_samples() {
         text.contains("elsewhere/x.csv: no feed is configured"),
         "{text}"
     );
+
+    // A feed that rejects bad rows: the sample shows what would be set aside and why, and a
+    // share over the threshold fails it as the stage would.
+    std::fs::write(
+        &config,
+        crate::support::config(&[crate::support::feed(
+            "orders",
+            "on_bad_rows = \"reject\"\n[feeds.column_types]\namount = \"double\"",
+        )]),
+    )
+    .unwrap();
+    let mut mixed = String::from("id,amount\n1,1.5\n2,lots\n3\n");
+    mixed.extend((4..40).map(|id| format!("{id},{id}\n")));
+    std::fs::write(dir.path().join("incoming/orders/mixed.csv"), mixed).unwrap();
+    let (code, text) = check(&["incoming/orders/mixed.csv"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("incoming/orders/mixed.csv: 2 row(s) would be rejected (InvalidValue 1, MalformedFile 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 3: InvalidValue: incoming/orders/mixed.csv, line 3, column 'amount': value \"lots\""),
+        "{text}"
+    );
+    assert!(text.contains("37 rows"), "{text}");
+    let (code, text) = check(&["incoming/orders/bad.csv"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("1 row(s) would be rejected"), "{text}");
+    assert!(text.contains("(TooManyBadRows)"), "{text}");
 
     let partitioned = crate::support::feed(
         "orders",

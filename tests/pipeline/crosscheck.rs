@@ -3,7 +3,7 @@
 
 use crate::support::Harness;
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

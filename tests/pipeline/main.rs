@@ -10,4 +10,5 @@ mod crosscheck;
 mod formats;
 mod malformed;
 mod partitions;
+mod rejects;
 mod upsert;

@@ -991,7 +991,7 @@ def emitted_dimensions() -> dict[str, str]:
     """Each emitted metric and the dimension set it is kept under, as SEARCH writes it."""
     source = (ROOT / "crates/deltadrop-aws/src/metrics.rs").read_text()
     table = source.split("pub const METRICS", 1)[1].split("];", 1)[0]
-    sets = {"FEED": "Feed", "FEED_AND_STEP": "Feed,Step"}
+    sets = {"FEED": "Feed", "FEED_AND_STEP": "Feed,Step", "FEED_AND_EXPECTATION": "Feed,Expectation"}
     return {name: sets[dims] for name, dims in re.findall(r'\("(\w+)", "\w+", (\w+)\)', table)}
 
 

@@ -286,14 +286,22 @@ impl Handler for StageHandler {
     type Output = StageOutput;
 
     async fn handle(ctx: &AwsContext, request: StageRequest) -> Result<StageOutput, Error> {
-        steps::stage(&ctx.environment().await?, &request.run).await
+        let output = steps::stage(&ctx.environment().await?, &request.run).await?;
+        crate::metrics::emit_expectations(&request.run.feed, &output.expectations);
+        Ok(output)
     }
 
     fn metrics(output: &StageOutput) -> Vec<(&'static str, f64)> {
-        vec![
+        let mut values = vec![
             ("RowsStaged", output.rows as f64),
             ("BytesStaged", output.bytes as f64),
-        ]
+        ];
+        // Only a file that set rows aside reports them: a feed that never does is not billed
+        // for the metric.
+        if let Some(rejects) = &output.rejects {
+            values.push(("RowsRejected", rejects.rows as f64));
+        }
+        values
     }
 
     fn run(request: &StageRequest) -> Option<&RunInput> {

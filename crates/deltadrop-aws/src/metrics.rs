@@ -14,7 +14,8 @@ pub const NAMESPACE: &str = "deltadrop";
 /// Every metric a step emits, with its unit and the one set of dimensions it is kept under:
 /// the one the dashboard and the alarms read. Each metric under each set of dimension values is a
 /// custom metric CloudWatch bills by the month, so nothing is kept twice: a feed has the twelve
-/// `Feed` metrics and `StepDuration` for each of its four steps (16), and the watch adds two for
+/// `Feed` metrics and `StepDuration` for each of its four steps (16; 17 once a file of the feed
+/// set rows aside: `RowsRejected`), and the watch adds two for
 /// the whole deployment (`Feed=all`, `Step=watch`); docs/aws.md gives the monthly count.
 pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("FilesApplied", "Count", FEED),
@@ -23,6 +24,8 @@ pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("FilesQuarantined", "Count", FEED),
     ("RowsStaged", "Count", FEED),
     ("BytesStaged", "Bytes", FEED),
+    ("RowsRejected", "Count", FEED),
+    ("RowsBrokeExpectation", "Count", FEED_AND_EXPECTATION),
     ("RowsInserted", "Count", FEED),
     ("RowsUpdated", "Count", FEED),
     ("RowsDeleted", "Count", FEED),
@@ -40,6 +43,8 @@ pub type Dimensions = &'static [&'static str];
 pub const FEED: Dimensions = &["Feed"];
 /// Per feed and step: a duration means nothing summed over different steps.
 pub const FEED_AND_STEP: Dimensions = &["Feed", "Step"];
+/// Per feed and expectation (`[[feeds.expect]]`): what each data-quality rule found.
+pub const FEED_AND_EXPECTATION: Dimensions = &["Feed", "Expectation"];
 
 /// One EMF document for a step of `feed`, with `values` (names from [`METRICS`]): one directive
 /// per set of dimensions the values are kept under.
@@ -93,7 +98,31 @@ pub fn observe(observer: impl Fn(&Value) + Send + Sync + 'static) {
 
 /// Writes one EMF document as its own line on standard output.
 pub fn emit(feed: &str, step: &str, values: &[(&'static str, f64)]) {
-    let line = document(feed, step, values, chrono::Utc::now().timestamp_millis());
+    print(document(
+        feed,
+        step,
+        values,
+        chrono::Utc::now().timestamp_millis(),
+    ));
+}
+
+/// One document per expectation that rows of a staged file broke: `RowsBrokeExpectation` under
+/// the feed and the expectation's name (an expectation nothing broke costs no metric).
+pub fn emit_expectations(feed: &str, outcomes: &[deltadrop::rejects::ExpectationOutcome]) {
+    for outcome in outcomes.iter().filter(|o| o.rows > 0) {
+        let values = [("RowsBrokeExpectation", outcome.rows as f64)];
+        let mut line = document(
+            feed,
+            "stage",
+            &values,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        line["Expectation"] = json!(outcome.name);
+        print(line);
+    }
+}
+
+fn print(line: Value) {
     println!("{line}");
     if let Some(observer) = OBSERVER.get() {
         observer(&line);

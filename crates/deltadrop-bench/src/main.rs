@@ -66,7 +66,14 @@ enum Command {
     /// deltadrop's stage step: the CSV into a staging Delta table, for a target table that
     /// exists (created from the file's first row, untimed): the stage of every file but a
     /// table's first (which `upsert` into an empty work folder measures).
-    Stage { file: PathBuf, work: PathBuf },
+    Stage {
+        file: PathBuf,
+        work: PathBuf,
+        /// The feed sets bad rows aside (`on_bad_rows = "reject"`) and checks three
+        /// expectations on every row ([`CHECKS`]).
+        #[arg(long)]
+        checked: bool,
+    },
     /// stage + upsert of the file into `<work>/tables/orders` (creating it or merging into it).
     Upsert {
         file: PathBuf,
@@ -136,11 +143,35 @@ table = "tables/orders"
 keys = ["o_orderkey"]
 "#;
 
+/// What `stage --checked` adds to the feed: bad rows set aside, and three expectations that
+/// every row of the generated files keeps.
+const CHECKS: &str = r#"on_bad_rows = "reject"
+
+[[feeds.expect]]
+name = "price_positive"
+column = "o_totalprice"
+min = 0
+action = "reject"
+
+[[feeds.expect]]
+name = "known_status"
+column = "o_orderstatus"
+one_of = ["F", "O", "P"]
+action = "warn"
+
+[[feeds.expect]]
+name = "short_comment"
+column = "o_comment"
+max_length = 79
+action = "warn"
+"#;
+
 /// The feed's layout in the bench's configuration.
 #[derive(Default, Clone, Copy)]
 struct Layout {
     target_file_mb: Option<u64>,
     partition_by_date: bool,
+    checked: bool,
 }
 
 /// The bench's folder bucket; the MERGE's memory pool from the process's environment
@@ -149,6 +180,9 @@ fn environment(work: &Path, layout: Layout) -> BenchResult<Environment> {
     let mut config = CONFIG.to_string();
     if let Some(mb) = layout.target_file_mb {
         config.push_str(&format!("target_file_mb = {mb}\n"));
+    }
+    if layout.checked {
+        config.push_str(CHECKS);
     }
     if layout.partition_by_date {
         config = config.replace(
@@ -333,8 +367,16 @@ async fn main() -> BenchResult<()> {
             json!({"file": out, "rows": rows})
         }
         Command::Parse { file } => parse(&file)?,
-        Command::Stage { file, work } => {
-            let (env, run) = prepare(&file, &work, Layout::default()).await?;
+        Command::Stage {
+            file,
+            work,
+            checked,
+        } => {
+            let layout = Layout {
+                checked,
+                ..Layout::default()
+            };
+            let (env, run) = prepare(&file, &work, layout).await?;
             create_table_from_first_rows(&env, &file).await?;
             let started = Instant::now();
             let staged = stage(&env, &run)
@@ -342,7 +384,8 @@ async fn main() -> BenchResult<()> {
                 .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
             let seconds = started.elapsed().as_secs_f64();
             json!({"rows": staged.rows, "seconds": seconds, "mb_per_s": mb(staged.bytes) / seconds,
-                   "rows_per_s": staged.rows as f64 / seconds})
+                   "rows_per_s": staged.rows as f64 / seconds, "rejected": staged.rejected_rows(),
+                   "warned": staged.warned_rows()})
         }
         Command::Upsert {
             file,
@@ -353,6 +396,7 @@ async fn main() -> BenchResult<()> {
             let layout = Layout {
                 target_file_mb,
                 partition_by_date,
+                checked: false,
             };
             let (env, run) = prepare(&file, &work, layout).await?;
             let spill = spill::Watch::start();

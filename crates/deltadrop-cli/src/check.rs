@@ -60,12 +60,29 @@ fn check_sample(config: &Config, key: &str) -> Result<()> {
         compression: Compression::from_key(key),
         target: None,
         hash_content: false,
+        rejects: Default::default(),
     };
     let mut schema = None;
-    let summary = read_file(std::io::BufReader::new(file), &spec, &mut |batch| {
+    let read = read_file(std::io::BufReader::new(file), &spec, &mut |batch| {
         schema.get_or_insert_with(|| batch.schema());
         Ok(())
-    })?;
+    })
+    .and_then(|summary| {
+        spec.rejects.verdict(&spec, summary.rows)?;
+        Ok(summary)
+    });
+    // What the feed would set aside, whether the file loads or not.
+    if let Some((_, rejects)) = spec.rejects.into_file("")? {
+        println!(
+            "{key}: {} row(s) would be rejected ({}); the first:",
+            rejects.rows,
+            rejects.reasons()
+        );
+        for line in rejects.first_lines() {
+            println!("  {line}");
+        }
+    }
+    let summary = read?;
     println!(
         "{key}: feed {} ({format:?}), {} rows; a new table {} would get:",
         feed.name, summary.rows, feed.table

@@ -70,12 +70,18 @@ enum Command {
     /// Put quarantined files back under their original keys as new uploads, so that they run
     /// again (after the sender fixed them, or a transient failure passed).
     ///
+    /// With --rejects: the rows a feed with on_bad_rows = "reject" set aside (fixed, or as they
+    /// are) become a new upload of the feed, in the original file's format.
+    ///
     /// Locally the replayed files are run at once; on S3 their notifications start executions.
     /// Exit status: 0 every replayed file loaded (or was put back, on S3); 1 one failed again;
     /// 2 nothing was replayed.
     Replay {
         /// Quarantined files: keys like quarantine/incoming/orders/<run id>/a.csv.
         files: Vec<String>,
+        /// Rejects files: keys like quarantine/incoming/orders/<run id>/a.csv.rejects.jsonl.
+        #[arg(long = "rejects")]
+        rejects: Vec<String>,
         /// Every quarantined file that waits for a replay (of --feed when given).
         #[arg(long)]
         all: bool,
@@ -94,6 +100,9 @@ enum Command {
         /// The quarantine prefix of an S3 bucket.
         #[arg(long, default_value = "quarantine/")]
         quarantine: String,
+        /// The configuration's key (an S3 bucket, with --rejects).
+        #[arg(long, default_value = "deltadrop.toml")]
+        config_key: String,
     },
     /// Maintain the feeds' tables: compact small files, VACUUM unreferenced ones past the
     /// retention, write a checkpoint and drop expired log files and upload records.
@@ -181,17 +190,21 @@ async fn main() -> ExitCode {
         } => local::maintain(&bucket, feed.as_deref(), config.as_deref()).await,
         Command::Replay {
             files,
+            rejects,
             all,
             feed,
             bucket,
             config,
             outbox,
             quarantine,
+            config_key,
         } => {
             let which = replay::Which {
                 files,
+                rejects,
                 all,
                 feed: feed.as_deref(),
+                config_key: &config_key,
             };
             match bucket.strip_prefix("s3://") {
                 Some(name) => replay::on_s3(name.trim_end_matches('/'), &quarantine, which).await,

@@ -28,3 +28,11 @@ pub async fn bucket(name: &str) -> deltadrop::Result<S3Bucket> {
         table_options,
     )
 }
+
+/// The configuration the deployment reads, at `key` of `storage`.
+pub async fn config(storage: &S3Bucket, key: &str) -> deltadrop::Result<deltadrop::config::Config> {
+    use deltadrop::storage::ObjectStorage;
+    let text = String::from_utf8(storage.read_all(key).await?)
+        .map_err(|e| deltadrop::Error::storage(storage.display(key), e))?;
+    deltadrop::config::Config::from_toml(&text, &storage.display(key))
+}

@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use deltadrop::config::Config;
 use deltadrop::status::{status, FeedStatus, Rewrites};
-use deltadrop::storage::ObjectStorage;
 use deltadrop::{Error, Result};
 
 use crate::local::environment;
@@ -33,7 +31,11 @@ fn print(feeds: &[FeedStatus]) {
         if let Some(r) = &f.rewrites {
             println!("  rewrites   {}", rewrites(r));
         }
-        for (label, files) in [("waiting", &f.waiting), ("quarantined", &f.quarantined)] {
+        for (label, files) in [
+            ("waiting", &f.waiting),
+            ("quarantined", &f.quarantined),
+            ("rejects", &f.rejects),
+        ] {
             println!("  {label:<10} {}", files.len());
             for file in files.iter().take(SHOWN) {
                 println!("    {file}");
@@ -95,9 +97,7 @@ pub async fn on_s3(
     state_machine_arn: Option<&str>,
 ) -> Result<ExitCode> {
     let storage = crate::s3::bucket(bucket).await?;
-    let text = String::from_utf8(storage.read_all(config_key).await?)
-        .map_err(|e| Error::storage(storage.display(config_key), e))?;
-    let config = Config::from_toml(&text, &storage.display(config_key))?;
+    let config = crate::s3::config(&storage, config_key).await?;
     print(&status(&config, &storage).await?);
     if let Some(arn) = state_machine_arn {
         print_executions(arn).await?;

@@ -137,6 +137,43 @@ pub struct Feed {
     /// Which emails a load sends: `each` (default), `failures`, or `digest`.
     #[serde(default)]
     pub notify: NotifyMode,
+    /// What a bad row does: fail the whole file (default) or go to the rejects file while the
+    /// good rows load.
+    #[serde(default)]
+    pub on_bad_rows: OnBadRows,
+    /// With `on_bad_rows = "reject"`: the most rows a file may set aside; one more fails it
+    /// (`TooManyBadRows`) and nothing loads.
+    #[serde(default = "default_max_rejected_rows")]
+    pub max_rejected_rows: u64,
+    /// With `on_bad_rows = "reject"`: the largest share of a file's rows (in percent) that may
+    /// be set aside; more fails it (`TooManyBadRows`) and nothing loads.
+    #[serde(default = "default_max_rejected_percent")]
+    pub max_rejected_percent: f64,
+    /// Data-quality rules the stage checks on every row (`[[feeds.expect]]`).
+    #[serde(default)]
+    pub expect: Vec<crate::expect::Expectation>,
+}
+
+/// What a row that cannot be loaded does to its file (a feed's `on_bad_rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadRows {
+    /// The file fails, naming the row; nothing loads.
+    #[default]
+    Fail,
+    /// The row goes to the rejects file with its reason; the other rows load.
+    Reject,
+}
+
+/// The most `max_rejected_rows` may be: rejected rows are held in memory until the file is read.
+pub const MAX_REJECTED_ROWS_LIMIT: u64 = 100_000;
+
+fn default_max_rejected_rows() -> u64 {
+    1000
+}
+
+fn default_max_rejected_percent() -> f64 {
+    10.0
 }
 
 /// Bounds on one commit of a table's lane (`[feeds.batch]`): the lane merges every ready staged
@@ -447,6 +484,19 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// Its name in the configuration: `long`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Long => "long",
+            ColumnType::Integer => "integer",
+            ColumnType::Double => "double",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+
     /// The Arrow type a column of this type is read into.
     #[cfg(feature = "delta")]
     pub fn arrow_type(self) -> DataType {
@@ -656,6 +706,24 @@ impl Feed {
             return Err(Error::config(
                 field("infer_rows"),
                 "expected a positive number of rows",
+            ));
+        }
+        if self.max_rejected_rows > MAX_REJECTED_ROWS_LIMIT {
+            return Err(Error::config(
+                field("max_rejected_rows"),
+                format!(
+                    "expected at most {MAX_REJECTED_ROWS_LIMIT} rows (the rejected rows of a file \
+                     are held in memory until it is read), got {}",
+                    self.max_rejected_rows
+                ),
+            ));
+        }
+        crate::expect::validate(&self.expect, &self.column_types, self.on_bad_rows, field)?;
+        let percent = self.max_rejected_percent;
+        if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
+            return Err(Error::config(
+                field("max_rejected_percent"),
+                format!("expected a percentage from 0 to 100, got {percent}"),
             ));
         }
         if let Some(gb) = self.max_rewrite_gb {
@@ -916,6 +984,34 @@ keys = ["id"]
         let half = MINIMAL.replace("keys", "max_rewrite_gb = 0.5\nkeys");
         let feed = &Config::from_toml(&half, "deltadrop.toml").unwrap().feeds[0];
         assert_eq!(feed.max_rewrite_bytes(), Some(500_000_000));
+
+        for (setting, value) in [
+            ("max_rejected_rows", "100001"),
+            ("max_rejected_percent", "101"),
+            ("max_rejected_percent", "-1"),
+            ("max_rejected_percent", "nan"),
+        ] {
+            let text = MINIMAL.replace("keys", &format!("{setting} = {value}\nkeys"));
+            let e = Config::from_toml(&text, "deltadrop.toml").unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("feeds[0].{setting}")),
+                "{e}"
+            );
+        }
+        let mode = MINIMAL.replace("keys", "on_bad_rows = \"skip\"\nkeys");
+        let e = Config::from_toml(&mode, "deltadrop.toml").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `skip`"), "{e}");
+        let reject = MINIMAL.replace("keys", "on_bad_rows = \"reject\"\nkeys");
+        let feed = &Config::from_toml(&reject, "deltadrop.toml").unwrap().feeds[0];
+        assert_eq!(
+            (
+                feed.on_bad_rows,
+                feed.max_rejected_rows,
+                feed.max_rejected_percent
+            ),
+            (OnBadRows::Reject, 1000, 10.0),
+            "the documented defaults"
+        );
 
         let no_files = format!("{MINIMAL}[feeds.batch]\nmax_files = 0\n");
         let e = Config::from_toml(&no_files, "deltadrop.toml").unwrap_err();

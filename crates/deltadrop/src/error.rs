@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::bounded::{shorten, MAX_VALUE_CHARS};
 
 /// Where in a file something went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Position {
     /// A physical line of a text file (1-based), for CSV and JSON lines.
@@ -122,6 +122,37 @@ pub enum Error {
         position: Position,
         /// The key column that is null.
         column: String,
+    },
+
+    /// More of the file's rows are bad than the feed's `max_rejected_rows` or
+    /// `max_rejected_percent` allow (a feed with `on_bad_rows = "reject"`): nothing was loaded,
+    /// and the rows read so far that were bad are in the rejects file.
+    #[error("{file}: {rejected} bad rows, {over}; nothing was loaded; the first: {first}")]
+    TooManyBadRows {
+        /// The file's key.
+        file: String,
+        /// Bad rows found (reading stops at the first beyond `max_rejected_rows`).
+        rejected: u64,
+        /// Which threshold, and its value.
+        over: String,
+        /// The first bad rows: position, reason and message.
+        first: String,
+    },
+
+    /// Rows break a feed's expectation whose action is `fail` (`[[feeds.expect]]`): nothing
+    /// was loaded.
+    #[error("{file}: {rows} row(s) break the expectation '{expectation}' ({rule}); nothing was loaded; the first: {first}")]
+    ExpectationFailed {
+        /// The file's key.
+        file: String,
+        /// The expectation's name.
+        expectation: String,
+        /// Its rule as the configuration writes it (`min = 0`).
+        rule: String,
+        /// Rows that break it.
+        rows: u64,
+        /// The first of them: position and value.
+        first: String,
     },
 
     /// The file's columns do not fit the target table under the feed's schema policy.
@@ -267,6 +298,10 @@ error_kinds!(
     MissingKeyColumn,
     /// A key column holds a null.
     NullKey,
+    /// More rows are bad than the feed's rejection thresholds allow.
+    TooManyBadRows,
+    /// Rows break an expectation whose action is `fail`.
+    ExpectationFailed,
     /// The file's columns do not fit the target table under the feed's schema policy.
     SchemaMismatch,
     /// The object to process is not where the run expects it.
@@ -304,7 +339,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue | MissingKeyColumn
-            | NullKey | SchemaMismatch => true,
+            | NullKey | TooManyBadRows | ExpectationFailed | SchemaMismatch => true,
             ConfigError
             | ObjectNotFound
             | UploadReplaced
@@ -326,8 +361,9 @@ impl ErrorKind {
         match self {
             WaitingForEarlierFile | CommitConflict | StorageError | DeltaError | MailError => true,
             ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
-            | MissingKeyColumn | NullKey | SchemaMismatch | ObjectNotFound | UploadReplaced
-            | TooLargeForFunction | InvalidInput | InternalError => false,
+            | MissingKeyColumn | NullKey | TooManyBadRows | ExpectationFailed | SchemaMismatch
+            | ObjectNotFound | UploadReplaced | TooLargeForFunction | InvalidInput
+            | InternalError => false,
         }
     }
 
@@ -340,6 +376,8 @@ impl ErrorKind {
             MalformedFile | InvalidValue | MissingKeyColumn | NullKey => {
                 "Ask the sender for a corrected file and drop it again; the target table was not changed."
             }
+            TooManyBadRows => "Look at the rejects file beside the quarantined file (<file>.rejects.jsonl): each bad row with its line and reason. Ask the sender for a corrected file, or, if the rest of the file should load anyway, raise the feed's max_rejected_rows or max_rejected_percent and replay the file. The target table was not changed.",
+            ExpectationFailed => "The file breaks a data-quality expectation of the feed whose action is fail: ask the sender for a corrected file and replay it, or, if the rule is wrong, change it in [[feeds.expect]] (or its action to warn or reject). The target table was not changed.",
             LimitExceeded => "Ask the sender whether the file is what they meant to send; if it is, raise the named limit in the feed's [feeds.limits] and drop it again. The target table was not changed.",
             SchemaMismatch => "Either fix the file's columns or change the feed's schema policy; the target table was not changed.",
             ObjectNotFound => "Check whether the file was moved or deleted by someone else.",
@@ -372,6 +410,8 @@ impl Error {
             Error::InvalidValue { .. } => ErrorKind::InvalidValue,
             Error::MissingKeyColumn { .. } => ErrorKind::MissingKeyColumn,
             Error::NullKey { .. } => ErrorKind::NullKey,
+            Error::TooManyBadRows { .. } => ErrorKind::TooManyBadRows,
+            Error::ExpectationFailed { .. } => ErrorKind::ExpectationFailed,
             Error::SchemaMismatch { .. } => ErrorKind::SchemaMismatch,
             Error::ObjectNotFound { .. } => ErrorKind::ObjectNotFound,
             Error::UploadReplaced { .. } => ErrorKind::UploadReplaced,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod delta;
 pub mod environment;
 pub mod error;
+pub mod expect;
 #[cfg(feature = "merge")]
 pub mod inspect;
 pub mod mail;
@@ -28,7 +29,10 @@ pub mod partition;
 pub mod partitioned_files;
 #[cfg(feature = "delta")]
 pub mod read;
+pub mod rejects;
 pub mod replay;
+#[cfg(feature = "merge")]
+pub mod replay_rejects;
 #[cfg(feature = "merge")]
 pub mod run;
 #[cfg(feature = "merge")]

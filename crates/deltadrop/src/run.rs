@@ -171,6 +171,14 @@ async fn stage_and_archive(
             .as_deref()
             .unwrap_or("no staging table (no rows)")
     ));
+    if let Some(rejects) = &staged.rejects {
+        progress(&format!(
+            "stage: {} bad row(s) set aside ({}) → {}",
+            rejects.rows,
+            rejects.reasons(),
+            env.storage.display(&rejects.file)
+        ));
+    }
     report.stage = Some(staged);
     let archived = archive(env, run).await?;
     progress(&format!("archive: moved to {}", archived.archived_to));

@@ -1,6 +1,6 @@
 //! Per feed, at a glance: the table's version and rows, the last file applied and when, what
 //! its latest MERGEs rewrote, the files waiting under the incoming prefix and those in
-//! quarantine waiting for a replay.
+//! quarantine waiting for a replay, with the rejects files of rows set aside.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,6 +10,7 @@ use crate::delta::{commit_files, data_files, TableLocation};
 use crate::error::Result;
 use crate::inspect::summarize;
 use crate::replay::quarantined;
+use crate::replay_rejects::waiting_for_replay;
 use crate::storage::ObjectStorage;
 
 /// How many commits are searched for the last applied file.
@@ -50,6 +51,8 @@ pub struct FeedStatus {
     pub waiting: Vec<String>,
     /// Quarantined files of the feed that were not replayed.
     pub quarantined: Vec<String>,
+    /// Rejects files of the feed (rows set aside) that were not replayed.
+    pub rejects: Vec<String>,
 }
 
 /// The state of every feed of `config` in `storage`.
@@ -89,6 +92,7 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
             waiting,
             quarantined: quarantined(storage, &config.locations.quarantine, Some(&feed.name))
                 .await?,
+            rejects: waiting_for_replay(storage, config, feed, &location).await?,
         });
     }
     Ok(feeds)

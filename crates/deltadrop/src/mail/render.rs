@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Email;
 use crate::bounded::join_listed;
+use crate::rejects::RejectsSummary;
 use crate::steps::{Report, SharedCommit, UpsertOutcome};
 
 /// Escapes text for HTML element content and attribute values.
@@ -163,6 +164,22 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     let mut rows = run_rows(report);
     if let Some(stage) = &report.stage {
         rows.push(("Rows staged", stage.rows.to_string()));
+        if let Some(rejects) = &stage.rejects {
+            rejected_rows(&mut rows, rejects);
+        }
+        for outcome in stage.expectations.iter().filter(|e| e.rows > 0) {
+            rows.push((
+                "Expectation",
+                format!(
+                    "{}: {} row(s) ({}, {}); the first: {}",
+                    outcome.name,
+                    outcome.rows,
+                    outcome.rule,
+                    outcome.action,
+                    outcome.first.join("; ")
+                ),
+            ));
+        }
         if !stage.new_columns.is_empty()
             && report
                 .upsert
@@ -241,10 +258,30 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
             format!("{} was not loaded into {feed}", file_name(key)),
         )
     } else {
-        (
-            "loaded",
-            format!("{} was loaded into {feed}", file_name(key)),
-        )
+        let rejected = report.stage.as_ref().map_or(0, |s| s.rejected_rows());
+        let warned = report.stage.as_ref().map_or(0, |s| s.warned_rows());
+        if rejected > 0 {
+            (
+                "loaded with rejected rows",
+                format!(
+                    "{} was loaded into {feed}; {rejected} bad row(s) were set aside",
+                    file_name(key)
+                ),
+            )
+        } else if warned > 0 {
+            (
+                "loaded with warnings",
+                format!(
+                    "{} was loaded into {feed}; {warned} row(s) broke an expectation",
+                    file_name(key)
+                ),
+            )
+        } else {
+            (
+                "loaded",
+                format!("{} was loaded into {feed}", file_name(key)),
+            )
+        }
     };
     build(
         format!("[deltadrop] {feed}: {} {verb} ({summary})", file_name(key)),
@@ -253,6 +290,18 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
         &rows,
         "Sent by deltadrop.",
     )
+}
+
+/// The rows a file set aside: their count per reason, the rejects file and the first few.
+fn rejected_rows(rows: &mut Vec<(&'static str, String)>, rejects: &RejectsSummary) {
+    rows.push((
+        "Rows rejected",
+        format!("{} ({})", rejects.rows, rejects.reasons()),
+    ));
+    rows.push(("Rejects file", rejects.file.clone()));
+    for line in rejects.first_lines() {
+        rows.push(("Rejected", line));
+    }
 }
 
 /// What a file of a shared commit decided, for emails.
@@ -300,6 +349,10 @@ pub fn render_digest(reports: &[Report], now: DateTime<Utc>) -> Email {
     for report in reports {
         let (_, key) = feed_and_key(report);
         let staged = report.stage.as_ref().map_or(0, |s| s.rows);
+        let rejected = match report.stage.as_ref().map_or(0, |s| s.rejected_rows()) {
+            0 => String::new(),
+            n => format!(", {n} rejected"),
+        };
         let outcome = report.upsert.as_ref().map_or("loaded".to_string(), |u| {
             let mut text = u.outcome.name().to_string();
             if let Some(shared) = &u.shared_commit {
@@ -307,7 +360,10 @@ pub fn render_digest(reports: &[Report], now: DateTime<Utc>) -> Email {
             }
             text
         });
-        rows.push(("File", format!("{key}: {staged} rows staged, {outcome}")));
+        rows.push((
+            "File",
+            format!("{key}: {staged} rows staged{rejected}, {outcome}"),
+        ));
     }
     let oldest = reports
         .iter()
@@ -359,6 +415,13 @@ pub fn render_failure(report: &Report, now: DateTime<Utc>) -> Email {
             .map_or("unknown".into(), |r| r.key.clone()),
     };
     rows.push(("File is now at", whereabouts));
+    if let Some(rejects) = report
+        .quarantine
+        .as_ref()
+        .and_then(|q| q.rejects_file.as_ref())
+    {
+        rows.push(("Rejects file", rejects.clone()));
+    }
     rows.push(("Duration", duration(report, now)));
     build(
         format!("[deltadrop] FAILED {feed}: {} ({name})", file_name(key)),

@@ -78,6 +78,23 @@ fn read_exact_rest(
     batcher.finish()
 }
 
+/// The first record of `input` as the feed's CSV writes it (a byte order mark dropped);
+/// `None` for an empty file.
+pub(super) fn header_text(
+    input: impl Read,
+    file: &str,
+    options: &CsvOptions,
+) -> Result<Option<String>> {
+    let mut exact = ExactRecords::new(input, options, file, 0);
+    Ok(exact.next()?.map(|record| {
+        let names: Vec<&str> = record
+            .iter()
+            .map(|name| name.trim_start_matches('\u{feff}'))
+            .collect();
+        record_text(&names, options)
+    }))
+}
+
 /// Keeps a copy of every byte read through it.
 struct Recording<R> {
     inner: R,
@@ -96,7 +113,7 @@ impl<R: Read> Read for Recording<R> {
 struct ExactRecords<'f, R: Read> {
     reader: ::csv::Reader<R>,
     record: ::csv::StringRecord,
-    null_values: &'f [String],
+    options: &'f CsvOptions,
     file: &'f str,
     /// Lines before the input's first line (the input may start mid-file).
     line_offset: u64,
@@ -113,7 +130,7 @@ impl<'f, R: Read> ExactRecords<'f, R> {
         ExactRecords {
             reader,
             record: ::csv::StringRecord::new(),
-            null_values: &options.null_values,
+            options,
             file,
             line_offset,
         }
@@ -130,7 +147,7 @@ impl<'f, R: Read> ExactRecords<'f, R> {
 
     /// Reads one record into the batcher; `false` at the end of the file.
     fn push_next(&mut self, batcher: &mut TextBatcher<'_, '_>) -> Result<bool> {
-        let (file, null_values, offset) = (self.file, self.null_values, self.line_offset);
+        let (file, options, offset) = (self.file, self.options, self.line_offset);
         let Some(record) = self.next()? else {
             return Ok(false);
         };
@@ -146,7 +163,7 @@ impl<'f, R: Read> ExactRecords<'f, R> {
             } else {
                 ""
             };
-            return Err(Error::malformed(
+            let error = Error::malformed(
                 file,
                 Some(Position::Line(line)),
                 format!(
@@ -154,13 +171,38 @@ impl<'f, R: Read> ExactRecords<'f, R> {
                     batcher.column_count(),
                     record.len()
                 ),
-            ));
+            );
+            let fields: Vec<&str> = record.iter().collect();
+            batcher.bad_row(error, || record_text(&fields, options))?;
+            return Ok(true);
         }
         let values = record
             .iter()
-            .map(|text| (!null_values.iter().any(|n| n == text)).then_some(text));
+            .map(|text| (!options.null_values.iter().any(|n| n == text)).then_some(text));
         batcher.push(line, values)?;
         Ok(true)
+    }
+}
+
+/// `fields` as one CSV record with the feed's delimiter and quote (quoted where needed), without
+/// its line end.
+pub(super) fn record_text<S: AsRef<[u8]>>(fields: &[S], options: &CsvOptions) -> String {
+    let mut writer = ::csv::WriterBuilder::new()
+        .delimiter(options.delimiter_byte())
+        .quote(options.quote_byte())
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let written = writer.write_record(fields).and_then(|()| {
+        writer
+            .into_inner()
+            .map_err(|e| ::csv::Error::from(e.into_error()))
+    });
+    match written {
+        Ok(mut bytes) => {
+            bytes.pop(); // the terminator
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Err(e) => format!("<the record could not be written as CSV: {e}>"),
     }
 }
 

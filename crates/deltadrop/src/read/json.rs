@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::limits::{check_depth, nesting_error};
 use super::text::TextBatcher;
 use super::{ReadSpec, ReadSummary};
-use crate::error::{Error, Position, Result};
+use crate::error::{Error, ErrorKind, Position, Result};
 
 fn value_text(value: Value) -> Option<String> {
     match value {
@@ -68,25 +68,42 @@ pub(crate) fn read_lines(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let object: Map<String, Value> = serde_json::from_slice(&line).map_err(|e| {
-            if e.is_eof() {
-                return Error::malformed(
-                    spec.file,
-                    Some(Position::Line(number)),
-                    "the JSON value does not end on its line (JSON lines holds one object per \
-                     line; a pretty-printed file is JSON: name it .json)",
-                );
+        let object: Map<String, Value> = match serde_json::from_slice(&line) {
+            Ok(object) => object,
+            Err(e) => {
+                let error = line_error(spec, number, &e);
+                // A line of text that is not an object can be set aside; bytes that are not
+                // text, or a nesting limit crossed, fail the file.
+                match std::str::from_utf8(&line) {
+                    Ok(text) if error.kind() == ErrorKind::MalformedFile => {
+                        batcher.bad_row(error, || text.trim_end().to_string())?;
+                        continue;
+                    }
+                    _ => return Err(error),
+                }
             }
-            json_error(
-                spec,
-                Position::Line(number),
-                &e,
-                " (expected one JSON object per line)",
-            )
-        })?;
+        };
         push_object(&mut batcher, spec, Position::Line(number), object)?;
     }
     batcher.finish()
+}
+
+/// Why line `number` of a JSON lines file is not a JSON object.
+fn line_error(spec: &ReadSpec<'_>, number: u64, e: &serde_json::Error) -> Error {
+    if e.is_eof() {
+        return Error::malformed(
+            spec.file,
+            Some(Position::Line(number)),
+            "the JSON value does not end on its line (JSON lines holds one object per \
+             line; a pretty-printed file is JSON: name it .json)",
+        );
+    }
+    json_error(
+        spec,
+        Position::Line(number),
+        e,
+        " (expected one JSON object per line)",
+    )
 }
 
 /// A parse error at `position`; serde_json's own depth limit counts as the feed's.

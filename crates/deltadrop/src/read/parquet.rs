@@ -69,7 +69,8 @@ pub(crate) fn read(
         Ok(delta_type(field.data_type()))
     };
     let mut plan = None;
-    let mut rows = 0u64;
+    // Records read (they number the positions), and those loaded (not set aside).
+    let (mut rows, mut loaded) = (0u64, 0u64);
     let mut positions = Vec::with_capacity(BATCH_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| {
@@ -89,12 +90,15 @@ pub(crate) fn read(
             &batch,
             &positions,
             Position::Record,
+            true,
+            true,
         )?;
         rows += batch.num_rows() as u64;
+        loaded += conformed.num_rows() as u64;
         sink(conformed)?;
     }
     Ok(ReadSummary {
-        rows,
+        rows: loaded,
         columns,
         new_columns: plan
             .as_ref()

@@ -160,7 +160,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 &new_column_type,
             )?);
         }
-        let batch = self.conform(&raw, &self.positions)?;
+        let batch = self.conform(&raw, &self.positions, true, true)?;
         self.positions.clear();
         self.send(batch)
     }
@@ -170,10 +170,32 @@ impl<'a, 's> TextBatcher<'a, 's> {
         self.plan.as_ref()
     }
 
-    /// A raw batch in the plan's schema (once the sample fixed the plan).
-    pub fn conform(&self, raw: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
+    /// A raw batch in the plan's schema (once the sample fixed the plan); bad rows are set
+    /// aside when `may_set_aside` and the feed rejects them; `positions_exact` says whether
+    /// `positions` are the records' real lines (see [`conform`]).
+    pub fn conform(
+        &self,
+        raw: &RecordBatch,
+        positions: &[u64],
+        may_set_aside: bool,
+        positions_exact: bool,
+    ) -> Result<RecordBatch> {
         let plan = self.plan.as_ref().expect("the sample fixes the plan first");
-        conform(self.spec, plan, raw, positions, self.position)
+        conform(
+            self.spec,
+            plan,
+            raw,
+            positions,
+            self.position,
+            may_set_aside,
+            positions_exact,
+        )
+    }
+
+    /// A record that cannot be read (`error`): fails the file, or sets it aside when the feed
+    /// rejects bad rows (`raw`: the record as the file wrote it).
+    pub fn bad_row(&self, error: Error, raw: impl FnOnce() -> String) -> Result<()> {
+        self.spec.rejects.bad_row(self.spec, error, raw)
     }
 
     /// Hands a conformed batch to the sink.

@@ -44,8 +44,9 @@ pub(super) async fn move_object(
 /// S3 keys are at most 1,024 bytes of UTF-8
 /// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html).
 const MAX_KEY_BYTES: usize = 1024;
-/// The longest suffix deltadrop adds to a copy's key: the report of a replayed quarantined file.
-const LONGEST_SUFFIX: &str = ".replayed-20260101T000000.000Z.error.json";
+/// The longest suffix deltadrop adds to a copy's key: the rejects file of a replayed one
+/// (`replay_rejects`), three bytes longer than the report of a replayed quarantined file.
+const LONGEST_SUFFIX: &str = ".replayed-20260101T000000.000Z.rejects.jsonl";
 /// The most of the file name a shortened copy keeps (a local folder allows 255 bytes a name).
 const SHORTENED_NAME_BYTES: usize = 200;
 

@@ -7,6 +7,7 @@ use super::archive::{archive_key, copy_key, move_object};
 use super::{Failure, RunInput};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::rejects::REJECTS_SUFFIX;
 use crate::upload::Upload;
 
 /// Where the quarantine step put the file and its error report.
@@ -20,6 +21,10 @@ pub struct QuarantineOutput {
     pub report_key: String,
     /// False when the run's staging table could not be removed.
     pub staging_removed: bool,
+    /// The rejects file beside the file: the bad rows its stage set aside (a feed with
+    /// `on_bad_rows = "reject"`), when it wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_file: Option<String>,
 }
 
 /// The error report written beside a quarantined file.
@@ -42,6 +47,9 @@ pub struct ErrorReport {
     pub upload: Upload,
     /// When the report was written.
     pub time: chrono::DateTime<chrono::Utc>,
+    /// The rejects file beside the file, when the stage set bad rows aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_file: Option<String>,
 }
 
 /// `<quarantine prefix><folder of the key>/<run id>/<file name>`, as the archive copy.
@@ -60,6 +68,15 @@ pub async fn quarantine(
     run.validate()?;
     let to = quarantine_key(env, run);
     let report_key = format!("{to}.error.json");
+    let rejects_key = format!("{to}{REJECTS_SUFFIX}");
+    // Only for the report: a failure to look does not stop the quarantine.
+    let rejects_file = match env.storage.size(&rejects_key).await {
+        Ok(size) => size.map(|_| rejects_key),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for the run's rejects file");
+            None
+        }
+    };
     let report = ErrorReport {
         error: failure.error.to_string(),
         message: failure.cause.clone(),
@@ -69,6 +86,7 @@ pub async fn quarantine(
         original_key: run.key.clone(),
         upload: run.upload.clone(),
         time: chrono::Utc::now(),
+        rejects_file: rejects_file.clone(),
     };
     let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
     env.storage.put(&report_key, body).await?;
@@ -91,5 +109,6 @@ pub async fn quarantine(
         quarantined_key: to,
         report_key,
         staging_removed,
+        rejects_file,
     })
 }

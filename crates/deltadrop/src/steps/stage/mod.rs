@@ -52,4 +52,28 @@ pub struct StageOutput {
     /// of the Upsert state's message, so that one merger at a time works on the table.
     #[serde(default)]
     pub lane: String,
+    /// Rows set aside (a feed with `on_bad_rows = "reject"`): counts, the first few and the
+    /// rejects file; absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<crate::rejects::RejectsSummary>,
+    /// What each of the feed's expectations found: rows that broke it (set aside or loaded with
+    /// a warning); absent for a feed without expectations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expectations: Vec<crate::rejects::ExpectationOutcome>,
+}
+
+impl StageOutput {
+    /// Rows set aside.
+    pub fn rejected_rows(&self) -> u64 {
+        self.rejects.as_ref().map_or(0, |r| r.rows)
+    }
+
+    /// Rows loaded that broke an expectation whose action is `warn`.
+    pub fn warned_rows(&self) -> u64 {
+        self.expectations
+            .iter()
+            .filter(|e| e.action == "warn")
+            .map(|e| e.rows)
+            .sum()
+    }
 }

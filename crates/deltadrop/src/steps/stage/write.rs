@@ -22,8 +22,11 @@ use crate::delta::{arrow_schema, TableLocation, WRITE_ROW_GROUP_BYTES, WRITE_ROW
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::partitioned_files::{PartitionedFiles, Written};
-use crate::read::{read_file, ReadSpec};
+use crate::read::{read_file, ReadSpec, SetAside};
+use crate::rejects::{RejectsSummary, REJECTS_SUFFIX};
+use crate::steps::quarantine::quarantine_key;
 use crate::steps::upsert::arrival::ARRIVED_FIELD;
+use crate::steps::upsert::identity_of;
 use crate::steps::RunInput;
 
 /// Staging files roll over at this size, so no single object grows with the input. The writer
@@ -89,6 +92,7 @@ async fn stage_as(
     let key = run.key.clone();
     let upload_has_no_id = run.upload.id().is_empty();
     let read_feed = feed.clone();
+    let run_for_identity = run.clone();
     let reading = tokio::task::spawn_blocking(move || {
         let spec = ReadSpec {
             file: &key,
@@ -97,16 +101,37 @@ async fn stage_as(
             compression: Compression::from_key(&key),
             target: target_schema,
             hash_content: upload_has_no_id,
+            rejects: SetAside::default(),
         };
-        read_file(reader, &spec, &mut |batch| {
+        let read = read_file(reader, &spec, &mut |batch| {
             sender
                 .blocking_send(batch)
                 .map_err(|_| Error::internal("the staging writer stopped"))
         })
+        .and_then(|summary| {
+            spec.rejects.verdict(&spec, summary.rows)?;
+            Ok(summary)
+        });
+        let expectations = spec.rejects.expectations();
+        // The identity the table records the upload under, when it is known (a file read
+        // whole, or an upload with an id).
+        let sha256 = read.as_ref().ok().and_then(|s| s.sha256.as_deref());
+        let upload = identity_of(&run_for_identity, sha256).unwrap_or_default();
+        match spec.rejects.into_file(&upload) {
+            Ok(rejected) => (read, rejected, expectations),
+            Err(e) => (Err(e), None, expectations),
+        }
     });
     let writing = StagingWriter::receive_all(&staging, receiver, run, layout, &keys);
     let (read, written) = tokio::join!(reading, writing);
-    let read = read.map_err(|e| Error::internal(format!("the file reader stopped: {e}")));
+    let (read, rejected, expectations) = match read {
+        Ok(read) => read,
+        Err(e) => (
+            Err(Error::internal(format!("the file reader stopped: {e}"))),
+            None,
+            Vec::new(),
+        ),
+    };
 
     let outcome = match (read, written) {
         // A writer that stops closes the channel, which the reader sees as its own error.
@@ -115,14 +140,24 @@ async fn stage_as(
             remove(&staging).await;
             return Ok(None);
         }
-        (Err(e) | Ok(Err(e)), Ok(_)) => Err(e),
-        (Ok(Ok(summary)), Ok(Received::Rows(writer))) => {
-            writer.commit().await.map(|keys| (summary, true, keys))
+        (Err(e @ Error::TooManyBadRows { .. }), Ok(_)) => {
+            // The owner gets the bad rows found either way; nothing is staged.
+            keep_rejects(env, run, rejected).await.and(Err(e))
         }
-        (Ok(Ok(summary)), Ok(Received::Nothing)) => Ok((summary, false, false)),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(summary), Ok(received)) => match keep_rejects(env, run, rejected).await {
+            Err(e) => Err(e),
+            Ok(rejects) => match received {
+                Received::Rows(writer) => writer
+                    .commit()
+                    .await
+                    .map(|keys| (summary, rejects, true, keys)),
+                _ => Ok((summary, rejects, false, false)),
+            },
+        },
     };
     match outcome {
-        Ok((summary, has_table, keys_increasing)) => Ok(Some(StageOutput {
+        Ok((summary, rejects, has_table, keys_increasing)) => Ok(Some(StageOutput {
             rows: summary.rows,
             bytes: summary.bytes,
             sha256: summary.sha256,
@@ -135,6 +170,8 @@ async fn stage_as(
             keys_strictly_increasing: keys_increasing,
             lane: crate::storage::lane_id(&target.name()),
             target_table: target.name(),
+            rejects,
+            expectations,
         })),
         Err(e) => {
             // Leave nothing half-written behind; the error that matters is the first one.
@@ -142,6 +179,28 @@ async fn stage_as(
             Err(e)
         }
     }
+}
+
+/// Writes the rows set aside as the rejects file beside the run's quarantine folder
+/// (`<quarantine>/<folder>/<run id>/<file>.rejects.jsonl`): their summary, or `None` when no
+/// row was set aside.
+async fn keep_rejects(
+    env: &Environment,
+    run: &RunInput,
+    rejected: Option<(Vec<u8>, RejectsSummary)>,
+) -> Result<Option<RejectsSummary>> {
+    let Some((lines, mut summary)) = rejected else {
+        return Ok(None);
+    };
+    summary.file = format!("{}{REJECTS_SUFFIX}", quarantine_key(env, run));
+    env.storage.put(&summary.file, lines).await?;
+    tracing::warn!(
+        rows = summary.rows,
+        reasons = %summary.reasons(),
+        file = %summary.file,
+        "rows set aside"
+    );
+    Ok(Some(summary))
 }
 
 async fn remove(staging: &TableLocation) {

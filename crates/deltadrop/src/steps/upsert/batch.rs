@@ -402,6 +402,7 @@ fn outputs(
             let output = |outcome, changes| {
                 let mut output = UpsertOutput::new(outcome, target, version, identity(), changes);
                 output.attempts = attempt;
+                output.rows_rejected = p.as_ref().map_or(0, |p| p.pending.stage.rejected_rows());
                 output
             };
             match slot {
@@ -631,6 +632,8 @@ mod tests {
                 keys_strictly_increasing: false,
                 target_table: "t".into(),
                 lane: String::new(),
+                rejects: None,
+                expectations: Vec::new(),
             },
         }
     }

@@ -31,6 +31,16 @@ pub use batch::{upsert, upsert_files};
 #[cfg(feature = "merge")]
 pub use recheck::applied_without_an_answer;
 
+/// Whether `table` (at `target`) records the upload whose identity is `identity` as applied.
+#[cfg(feature = "merge")]
+pub async fn is_applied(
+    table: &deltalake::DeltaTable,
+    target: &crate::delta::TableLocation,
+    identity: &str,
+) -> crate::error::Result<bool> {
+    Ok(merge::recorded(table, target, identity).await?.is_some())
+}
+
 /// A staged file waiting for its table's commit lane: its run and what its stage wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -90,6 +100,13 @@ pub struct UpsertOutput {
     /// the commit's, and these are this file's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_commit: Option<SharedCommit>,
+    /// Rows of this file its stage set aside (the rejects file), not merged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_rejected: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// What one file did in a commit that applied several (the commit lane's batches).
@@ -170,6 +187,7 @@ impl UpsertOutput {
             attempts: 1,
             file_identity: identity,
             shared_commit: None,
+            rows_rejected: 0,
         }
     }
 }
@@ -178,7 +196,12 @@ impl UpsertOutput {
 /// (object version, sequencer or ETag), or its content hash for a run that names no upload (the
 /// stage hashed it then).
 pub fn file_identity(run: &RunInput, stage: &StageOutput) -> crate::error::Result<String> {
-    match (run.upload.id(), &stage.sha256) {
+    identity_of(run, stage.sha256.as_deref())
+}
+
+/// [`file_identity`] from the run and, for a run that names no upload, the file's hash.
+pub fn identity_of(run: &RunInput, sha256: Option<&str>) -> crate::error::Result<String> {
+    match (run.upload.id(), sha256) {
         ("", Some(sha256)) => Ok(format!("deltadrop:{}@sha256:{sha256}", run.key)),
         ("", None) => Err(crate::error::Error::InvalidInput {
             message: format!(
