@@ -204,7 +204,9 @@ async fn too_many_bad_rows_fail_the_file_with_nothing_loaded_and_the_rejects_kep
         let error = result.error.as_ref().expect("too many bad rows");
         assert_eq!(error.name(), "TooManyBadRows", "{error}");
         assert!(
-            error.to_string().contains(&format!("{rejected} bad rows")),
+            error
+                .to_string()
+                .contains(&format!("{rejected} bad row(s)")),
             "{error}"
         );
         assert_eq!(

@@ -127,7 +127,7 @@ pub enum Error {
     /// More of the file's rows are bad than the feed's `max_rejected_rows` or
     /// `max_rejected_percent` allow (a feed with `on_bad_rows = "reject"`): nothing was loaded,
     /// and the rows read so far that were bad are in the rejects file.
-    #[error("{file}: {rejected} bad rows, {over}; nothing was loaded; the first: {first}")]
+    #[error("{file}: {rejected} bad row(s), {over}; nothing was loaded; the first: {first}")]
     TooManyBadRows {
         /// The file's key.
         file: String,

@@ -123,14 +123,14 @@ async fn was_merged(target: &TableLocation, identity: &str) -> Result<bool> {
 }
 
 /// The rejects files under the quarantine prefix that wait for a replay, of `feed` (whose
-/// table is at `target`), oldest first: not replayed yet, their rows from an upload of the feed
-/// that was merged (see [`replay_rejects`]).
+/// table is at `target`), oldest first, with their rows: not replayed yet, their rows from an
+/// upload of the feed that was merged (see [`replay_rejects`]).
 pub async fn waiting_for_replay(
     storage: &dyn ObjectStorage,
     config: &Config,
     feed: &Feed,
     target: &TableLocation,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, u64)>> {
     let mut found = Vec::new();
     for object in storage.list(&config.locations.quarantine).await? {
         let key = &object.key;
@@ -146,11 +146,18 @@ pub async fn waiting_for_replay(
             .feed_for_key(&row.file)
             .is_ok_and(|f| f.name == feed.name);
         if of_feed && was_merged(target, &row.upload).await? {
-            found.push((object.modified, key.clone()));
+            let rows = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            found.push((object.modified, key.clone(), rows as u64));
         }
     }
     found.sort();
-    Ok(found.into_iter().map(|(_, key)| key).collect())
+    Ok(found
+        .into_iter()
+        .map(|(_, key, rows)| (key, rows))
+        .collect())
 }
 
 /// The rows of a rejects file; an error names the line that is not one.

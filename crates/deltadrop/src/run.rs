@@ -179,6 +179,16 @@ async fn stage_and_archive(
             env.storage.display(&rejects.file)
         ));
     }
+    for outcome in staged.expectations.iter().filter(|e| e.rows > 0) {
+        progress(&format!(
+            "stage: {} row(s) broke the expectation {} ({}, {}), the first: {}",
+            outcome.rows,
+            outcome.name,
+            outcome.rule,
+            outcome.action,
+            outcome.first.join("; ")
+        ));
+    }
     report.stage = Some(staged);
     let archived = archive(env, run).await?;
     progress(&format!("archive: moved to {}", archived.archived_to));

@@ -51,7 +51,7 @@ pub struct FeedStatus {
     pub waiting: Vec<String>,
     /// Quarantined files of the feed that were not replayed.
     pub quarantined: Vec<String>,
-    /// Rejects files of the feed (rows set aside) that were not replayed.
+    /// Rejects files of the feed (rows set aside) that were not replayed, with their rows.
     pub rejects: Vec<String>,
 }
 
@@ -92,7 +92,11 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
             waiting,
             quarantined: quarantined(storage, &config.locations.quarantine, Some(&feed.name))
                 .await?,
-            rejects: waiting_for_replay(storage, config, feed, &location).await?,
+            rejects: waiting_for_replay(storage, config, feed, &location)
+                .await?
+                .into_iter()
+                .map(|(key, rows)| format!("{key} ({rows} rows)"))
+                .collect(),
         });
     }
     Ok(feeds)

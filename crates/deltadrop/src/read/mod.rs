@@ -650,7 +650,7 @@ mod tests {
         let error = read.unwrap_err();
         assert_eq!(error.name(), "TooManyBadRows");
         assert!(
-            error.to_string().starts_with("in/a.csv: 4 bad rows, more than the feed's max_rejected_rows (3); reading stopped there; nothing was loaded; the first: line 2: InvalidValue:"),
+            error.to_string().starts_with("in/a.csv: 4 bad row(s), more than the feed's max_rejected_rows (3); reading stopped there; nothing was loaded; the first: line 2: InvalidValue:"),
             "{error}"
         );
         assert_eq!(rejected.len(), 4, "the rows found until it stopped");
@@ -661,7 +661,7 @@ mod tests {
         let (read, rejected) = read_rejecting(bad(3).as_bytes(), "in/a.csv", &share);
         let error = read.unwrap_err();
         assert!(
-            error.to_string().contains("3 bad rows, 3.0% of its 100 rows, more than the feed's max_rejected_percent (2.5%)"),
+            error.to_string().contains("3 bad row(s), 3.0% of its 100 rows, more than the feed's max_rejected_percent (2.5%)"),
             "{error}"
         );
         assert_eq!(rejected.len(), 3);

@@ -194,7 +194,7 @@ async fn keep_rejects(
     };
     summary.file = format!("{}{REJECTS_SUFFIX}", quarantine_key(env, run));
     env.storage.put(&summary.file, lines).await?;
-    tracing::warn!(
+    tracing::info!(
         rows = summary.rows,
         reasons = %summary.reasons(),
         file = %summary.file,
