@@ -19,11 +19,27 @@ pub fn read_with_duckdb(table: &std::path::Path, order_by: &str) -> serde_json::
 }
 
 fn read_with(script: &str, table: &std::path::Path, order_by: &str) -> serde_json::Value {
+    read_with_args(script, &[&table.display().to_string(), order_by])
+}
+
+/// The change data feed from `from` read by the Python `deltalake` package
+/// (tests/crosscheck_cdf.py): rows as `version|change type|columns...`.
+pub fn changes_with_python(
+    table: &std::path::Path,
+    from: u64,
+    order_by: &str,
+) -> serde_json::Value {
+    read_with_args(
+        "crosscheck_cdf.py",
+        &[&table.display().to_string(), &from.to_string(), order_by],
+    )
+}
+
+fn read_with_args(script: &str, args: &[&str]) -> serde_json::Value {
     let script = format!("{}/../../tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(python())
         .arg(&script)
-        .arg(table)
-        .arg(order_by)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -71,6 +87,83 @@ change_type = { column = "op", delete_value = "D" }
     );
     assert_eq!(seen["rows"], serde_json::json!(expected));
     assert_eq!(seen["history"], serde_json::json!(["MERGE", "WRITE"]));
+}
+
+/// A feed with `change_data_feed = true`: every MERGE records its changes, and what deltadrop
+/// reads of them (`deltadrop table --changes`) equals what the Python `deltalake` reader's
+/// `load_cdf` returns: the creation's rows as inserts, then an update (before and after), a
+/// delete and an insert.
+#[tokio::test]
+async fn the_change_data_feed_reads_the_same_with_python_deltalake() {
+    let h = Harness::new(&crate::support::config(&[crate::support::feed(
+        "orders",
+        "change_data_feed = true\nchange_type = { column = \"op\", delete_value = \"D\" }",
+    )]));
+    h.load(
+        "incoming/orders/1.csv",
+        "id,name,qty,op\n1,a,10,\n2,b,20,\n3,c,30,\n",
+    )
+    .await;
+    h.load(
+        "incoming/orders/2.csv",
+        "id,name,qty,op\n2,b2,21,U\n3,c,30,D\n4,d,40,I\n",
+    )
+    .await;
+    let batches = deltadrop::inspect::changes(&h.table("tables/orders"), 0, None, &["id".into()])
+        .await
+        .unwrap();
+    // As the Python script prints them: version, change type, then the table's columns.
+    let ours: Vec<String> = batches
+        .iter()
+        .flat_map(|batch| {
+            let schema = batch.schema();
+            let index = |name: &str| schema.index_of(name).unwrap();
+            let order = [
+                index("_commit_version"),
+                index("_change_type"),
+                index("id"),
+                index("name"),
+                index("qty"),
+            ];
+            deltadrop::inspect::row_strings(&[batch.project(&order).unwrap()]).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "0|insert|1|a|10",
+            "0|insert|2|b|20",
+            "0|insert|3|c|30",
+            "1|update_postimage|2|b2|21",
+            "1|update_preimage|2|b|20",
+            "1|delete|3|c|30",
+            "1|insert|4|d|40",
+        ]
+    );
+    let python = changes_with_python(&h.table_path("tables/orders"), 0, "id");
+    assert_eq!(python["changes"], serde_json::json!(ours));
+
+    // A table made before the feed asked for it: maintenance turns the feed on, and the next
+    // MERGE records its changes.
+    let plain = crate::support::feed("later", "");
+    let h = h.with_config(&crate::support::config(&[plain]));
+    h.load("incoming/later/1.csv", "id,name\n1,a\n").await;
+    let h = h.with_config(&crate::support::config(&[crate::support::feed(
+        "later",
+        "change_data_feed = true",
+    )]));
+    let feed = h.env.config.feeds[0].clone();
+    deltadrop::maintain::maintain(&h.env, &feed).await.unwrap();
+    let merged = h.load("incoming/later/2.csv", "id,name\n1,b\n").await;
+    let version = merged.report.upsert.unwrap().version.unwrap();
+    let python = changes_with_python(&h.table_path("tables/later"), version, "id");
+    assert_eq!(
+        python["changes"],
+        serde_json::json!([
+            format!("{version}|update_postimage|1|b"),
+            format!("{version}|update_preimage|1|a"),
+        ])
+    );
 }
 
 /// A first load adopts the staged files (no second write): the table it makes reads, with the

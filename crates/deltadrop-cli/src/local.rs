@@ -196,7 +196,8 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<ExitCode> {
+/// A table folder or URL (`file:///...`, `s3://...`) as `deltadrop table` takes it.
+fn table_at(location: &str) -> Result<TableLocation> {
     let url = if location.contains("://") {
         url::Url::parse(location).map_err(|e| Error::InvalidInput {
             message: format!("{location}: {e}"),
@@ -209,7 +210,32 @@ pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<E
             message: format!("{location} is not a folder"),
         })?
     };
-    let table = TableLocation::new(url, Default::default());
+    Ok(TableLocation::new(url, Default::default()))
+}
+
+/// `deltadrop table <location> --changes FROM[..TO]`: the change data feed of those versions.
+pub async fn show_changes(location: &str, range: &str) -> Result<ExitCode> {
+    let version = |text: &str| {
+        text.trim().parse::<u64>().map_err(|_| Error::InvalidInput {
+            message: format!("--changes {range:?}: expected FROM or FROM..TO, table versions"),
+        })
+    };
+    let (from, to) = match range.split_once("..") {
+        Some((from, to)) => (version(from)?, Some(version(to)?)),
+        None => (version(range)?, None),
+    };
+    let table = table_at(location)?;
+    let batches = inspect::changes(&table, from, to, &[]).await?;
+    let count: usize = batches.iter().map(|b| b.num_rows()).sum();
+    println!("{count} change(s) in {} from version {from}", table.name());
+    let pretty = deltalake::arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(|e| Error::delta(table.name(), e))?;
+    println!("{pretty}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show_table(location: &str, history: usize, rows: usize) -> Result<ExitCode> {
+    let table = table_at(location)?;
     let summary = inspect::summarize(&table, history).await?;
     println!("table    {}", summary.location);
     println!("version  {}", summary.version);

@@ -144,6 +144,10 @@ enum Command {
         /// How many rows to print (sorted by the first column).
         #[arg(long, default_value_t = 10)]
         rows: usize,
+        /// Print the change data feed instead (a feed with change_data_feed = true): every
+        /// change of versions FROM through TO (or the latest), as `FROM` or `FROM..TO`.
+        #[arg(long, value_name = "FROM[..TO]")]
+        changes: Option<String>,
     },
 }
 
@@ -223,7 +227,13 @@ async fn main() -> ExitCode {
             location,
             history,
             rows,
+            changes: None,
         } => local::show_table(&location, history, rows).await,
+        Command::Table {
+            location,
+            changes: Some(range),
+            ..
+        } => local::show_changes(&location, &range).await,
     };
     match outcome {
         Ok(code) => code,

@@ -152,6 +152,10 @@ pub struct Feed {
     /// Data-quality rules the stage checks on every row (`[[feeds.expect]]`).
     #[serde(default)]
     pub expect: Vec<crate::expect::Expectation>,
+    /// Record every MERGE's changes (`delta.enableChangeDataFeed`): set when the first file
+    /// creates the table, and by maintenance on a table that exists.
+    #[serde(default)]
+    pub change_data_feed: bool,
 }
 
 /// What a row that cannot be loaded does to its file (a feed's `on_bad_rows`).

@@ -19,6 +19,10 @@ pub const WRITE_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// The same bound for wide rows: a row group is flushed at whichever comes first.
 pub const WRITE_ROW_GROUP_BYTES: usize = 16 << 20;
 
+/// The table property that makes every MERGE write the rows it changed (`_change_data/`):
+/// Delta's change data feed.
+pub const CHANGE_DATA_FEED: &str = "delta.enableChangeDataFeed";
+
 /// Where a Delta table lives and how to reach it.
 #[derive(Debug, Clone)]
 pub struct TableLocation {

@@ -15,8 +15,8 @@ use deltalake::operations::optimize::OptimizeType;
 use deltalake::DeltaTable;
 use serde::Serialize;
 
-use crate::config::{Feed, Maintenance};
-use crate::delta::{data_files, is_conflict, TableLocation};
+use crate::config::Feed;
+use crate::delta::{data_files, is_conflict, TableLocation, CHANGE_DATA_FEED};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 
@@ -58,9 +58,7 @@ pub async fn maintain(env: &Environment, feed: &Feed) -> Result<Option<MaintainO
         return Ok(None);
     };
     let (files_before, bytes_before) = data_files(&table)?;
-    let table = set_retention(table, &feed.maintenance)
-        .await
-        .map_err(error)?;
+    let table = set_retention(table, feed).await.map_err(error)?;
     let (table, compacted, written) = compact(&location, table, feed).await?;
     let (table, vacuum) = table
         .vacuum()
@@ -91,12 +89,14 @@ pub async fn maintain(env: &Environment, feed: &Feed) -> Result<Option<MaintainO
     }))
 }
 
-/// Sets the retention properties the feed asks for, when they differ from the table's.
+/// Sets the retention properties the feed asks for, and the change data feed when it asks for
+/// one, when they differ from the table's.
 async fn set_retention(
     table: DeltaTable,
-    maintenance: &Maintenance,
+    feed: &Feed,
 ) -> Result<DeltaTable, deltalake::DeltaTableError> {
-    let wanted = HashMap::from([
+    let maintenance = &feed.maintenance;
+    let mut wanted = HashMap::from([
         (
             "delta.deletedFileRetentionDuration".to_string(),
             format!("interval {} days", maintenance.vacuum_retention_days),
@@ -110,6 +110,10 @@ async fn set_retention(
             format!("interval {} days", maintenance.transaction_retention_days),
         ),
     ]);
+    if feed.change_data_feed {
+        // Never turned off here: the feed's readers may rely on it.
+        wanted.insert(CHANGE_DATA_FEED.to_string(), "true".to_string());
+    }
     let current = &table.snapshot()?.metadata().configuration().clone();
     let unchanged = wanted
         .iter()

@@ -600,11 +600,18 @@ pub(super) fn created(table: &DeltaTable, rows: u64, files: u64) -> Committed {
 }
 
 /// The table properties a feed's table is created with.
-pub(super) fn new_table_properties(feed: &Feed) -> [(String, Option<String>); 1] {
-    [(
+pub(super) fn new_table_properties(feed: &Feed) -> Vec<(String, Option<String>)> {
+    let mut properties = vec![(
         "delta.targetFileSize".to_string(),
         Some(feed.target_file_bytes().to_string()),
-    )]
+    )];
+    if feed.change_data_feed {
+        properties.push((
+            crate::delta::CHANGE_DATA_FEED.to_string(),
+            Some("true".to_string()),
+        ));
+    }
+    properties
 }
 
 /// Why a table's first commit failed: whatever the error says, a table that exists now means
