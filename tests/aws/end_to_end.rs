@@ -660,6 +660,7 @@ async fn bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(world: &Wor
         json!({"InvalidValue": 1, "MalformedFile": 1, "NullKey": 1})
     );
     assert_eq!(done.output["upsert"]["rows_rejected"], json!(3));
+    assert_eq!(done.output["upsert"]["rows_warned"], json!(1));
     assert_eq!(
         done.output["stage"]["expectations"],
         json!([{"name": "qty_small", "rule": "max = 4", "action": "warn", "rows": 1, "first": ["line 6: \"5\""]}])

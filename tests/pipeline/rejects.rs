@@ -226,6 +226,7 @@ async fn too_many_bad_rows_fail_the_file_with_nothing_loaded_and_the_rejects_kep
         .unwrap();
         assert_eq!(report["error"], "TooManyBadRows");
         assert_eq!(report["rejects_file"], key.as_str());
+        assert_eq!(report["rows_rejected"], rejected as u64);
         let emails = h.emails();
         let email = emails.last().unwrap();
         assert!(email.contains("Rejects file"), "{email}");

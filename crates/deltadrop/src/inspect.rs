@@ -162,15 +162,8 @@ pub async fn rows(
     } else {
         order_by.to_vec()
     };
-    let sort = order
-        .iter()
-        .map(|c| {
-            Expr::Column(deltalake::datafusion::common::Column::new_unqualified(c))
-                .sort(true, false)
-        })
-        .collect();
     frame
-        .sort(sort)
+        .sort(ascending(order))
         .and_then(|f| f.limit(0, limit))
         .map_err(|e| error(&e))?
         .collect()
@@ -203,20 +196,28 @@ pub async fn changes(
         .map_err(|e| error(&e))?;
     let read = collect(plan, ctx.task_ctx()).await.map_err(|e| error(&e))?;
     let frame = ctx.read_batches(read).map_err(|e| error(&e))?;
-    let sort = std::iter::once("_commit_version".to_string())
+    let order = std::iter::once("_commit_version".to_string())
         .chain(order_by.iter().cloned())
-        .chain(std::iter::once("_change_type".to_string()))
-        .map(|c| {
-            Expr::Column(deltalake::datafusion::common::Column::new_unqualified(c))
-                .sort(true, false)
-        })
-        .collect();
+        .chain(std::iter::once("_change_type".to_string()));
     frame
-        .sort(sort)
+        .sort(ascending(order))
         .map_err(|e| error(&e))?
         .collect()
         .await
         .map_err(|e| error(&e))
+}
+
+/// Ascending, nulls last, by each of `columns` in turn.
+fn ascending(
+    columns: impl IntoIterator<Item = String>,
+) -> Vec<deltalake::datafusion::logical_expr::SortExpr> {
+    columns
+        .into_iter()
+        .map(|c| {
+            Expr::Column(deltalake::datafusion::common::Column::new_unqualified(c))
+                .sort(true, false)
+        })
+        .collect()
 }
 
 /// Rows as `a|b|c`, nulls as `∅`: a compact text form for tests and comparisons with other

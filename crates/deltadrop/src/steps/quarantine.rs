@@ -50,6 +50,9 @@ pub struct ErrorReport {
     /// The rejects file beside the file, when the stage set bad rows aside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
+    /// How many rows it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<u64>,
 }
 
 /// `<quarantine prefix><folder of the key>/<run id>/<file name>`, as the archive copy.
@@ -77,6 +80,14 @@ pub async fn quarantine(
             None
         }
     };
+    let rows_rejected = match &rejects_file {
+        Some(key) => env.storage.read_all(key).await.ok().map(|text| {
+            text.split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .count() as u64
+        }),
+        None => None,
+    };
     let report = ErrorReport {
         error: failure.error.to_string(),
         message: failure.cause.clone(),
@@ -87,6 +98,7 @@ pub async fn quarantine(
         upload: run.upload.clone(),
         time: chrono::Utc::now(),
         rejects_file: rejects_file.clone(),
+        rows_rejected,
     };
     let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
     env.storage.put(&report_key, body).await?;

@@ -402,7 +402,9 @@ fn outputs(
             let output = |outcome, changes| {
                 let mut output = UpsertOutput::new(outcome, target, version, identity(), changes);
                 output.attempts = attempt;
-                output.rows_rejected = p.as_ref().map_or(0, |p| p.pending.stage.rejected_rows());
+                let stage = p.as_ref().ok().map(|p| &p.pending.stage);
+                output.rows_rejected = stage.map_or(0, StageOutput::rejected_rows);
+                output.rows_warned = stage.map_or(0, StageOutput::warned_rows);
                 output
             };
             match slot {

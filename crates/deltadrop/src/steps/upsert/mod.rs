@@ -103,6 +103,9 @@ pub struct UpsertOutput {
     /// Rows of this file its stage set aside (the rejects file), not merged.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rows_rejected: u64,
+    /// Rows of this file merged although they broke an expectation whose action is `warn`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_warned: u64,
 }
 
 fn is_zero(count: &u64) -> bool {
@@ -188,6 +191,7 @@ impl UpsertOutput {
             file_identity: identity,
             shared_commit: None,
             rows_rejected: 0,
+            rows_warned: 0,
         }
     }
 }
