@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ColumnType, OnBadRows};
 use crate::error::{Error, Result};
 
 /// What a row that breaks an expectation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// The row goes to the rejects file (the feed's `on_bad_rows` must be `"reject"`).

@@ -104,6 +104,13 @@ impl RejectedRow {
     }
 }
 
+/// The rows of a rejects file's bytes: its non-empty lines.
+pub fn count_rows(text: &[u8]) -> u64 {
+    text.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .count() as u64
+}
+
 /// Why a row cannot load: the error it would fail the file with, or an expectation it breaks.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -190,8 +197,8 @@ pub struct ExpectationOutcome {
     pub name: String,
     /// Its rule as the configuration writes it.
     pub rule: String,
-    /// `reject`, `fail` or `warn`.
-    pub action: String,
+    /// What a row that broke it did.
+    pub action: crate::expect::Action,
     /// Rows that broke it (set aside, loaded with a warning, or failing the file).
     pub rows: u64,
     /// The first of them: "line 7: value \"-5\"".

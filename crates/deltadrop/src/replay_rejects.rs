@@ -21,7 +21,7 @@ use crate::config::{Compression, Config, Feed, FileFormat};
 use crate::delta::TableLocation;
 use crate::error::{Error, Result};
 use crate::read::csv_header;
-use crate::rejects::{RejectedRow, REJECTS_SUFFIX};
+use crate::rejects::{count_rows, RejectedRow, REJECTS_SUFFIX};
 use crate::steps::upsert::is_applied;
 use crate::storage::ObjectStorage;
 use crate::upload::Upload;
@@ -146,11 +146,7 @@ pub async fn waiting_for_replay(
             .feed_for_key(&row.file)
             .is_ok_and(|f| f.name == feed.name);
         if of_feed && was_merged(target, &row.upload).await? {
-            let rows = text
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count();
-            found.push((object.modified, key.clone(), rows as u64));
+            found.push((object.modified, key.clone(), count_rows(&text)));
         }
     }
     found.sort();

@@ -185,7 +185,7 @@ async fn stage_and_archive(
             outcome.rows,
             outcome.name,
             outcome.rule,
-            outcome.action,
+            outcome.action.name(),
             outcome.first.join("; ")
         ));
     }

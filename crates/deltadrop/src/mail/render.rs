@@ -175,7 +175,7 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
                     outcome.name,
                     outcome.rows,
                     outcome.rule,
-                    outcome.action,
+                    outcome.action.name(),
                     outcome.first.join("; ")
                 ),
             ));

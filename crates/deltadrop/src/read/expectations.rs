@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
-use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, Datum, Scalar, StringArray};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Scalar, StringArray};
 use deltalake::arrow::compute::kernels::cmp::{gt, lt};
 use deltalake::arrow::compute::{cast, cast_with_options, CastOptions};
 use deltalake::arrow::datatypes::DataType;
@@ -92,7 +92,7 @@ pub(super) fn prepare(
                 for value in values {
                     // As the column writes it: `1.0` for 1 in a double column.
                     let typed = value_of(value)?;
-                    allowed.insert(texts(&typed)?.value(0).to_string());
+                    allowed.insert(texts(typed.as_ref())?.value(0).to_string());
                 }
                 Test::OneOf(allowed)
             }
@@ -117,7 +117,6 @@ impl Check {
         let failed = |e: &dyn std::fmt::Display| {
             Error::internal(format!("checking the expectation {:?}: {e}", self.name))
         };
-        let valid = |i: &usize| column.is_valid(*i) && !skip(*i);
         let rows: Vec<usize> = match &self.test {
             Test::NotNull => (0..column.len())
                 .filter(|&i| column.is_null(i) && !skip(i))
@@ -125,27 +124,9 @@ impl Check {
             Test::Unique(seen) => return unique(column, seen, skip),
             Test::Below(bound) => true_rows(&lt(column, bound).map_err(|e| failed(&e))?, skip),
             Test::Above(bound) => true_rows(&gt(column, bound).map_err(|e| failed(&e))?, skip),
-            Test::OneOf(allowed) => {
-                let text = texts(column)?;
-                (0..column.len())
-                    .filter(valid)
-                    .filter(|&i| !allowed.contains(text.value(i)))
-                    .collect()
-            }
-            Test::Matches(pattern) => {
-                let text = texts(column)?;
-                (0..column.len())
-                    .filter(valid)
-                    .filter(|&i| !pattern.is_match(text.value(i)))
-                    .collect()
-            }
-            Test::MaxLength(length) => {
-                let text = texts(column)?;
-                (0..column.len())
-                    .filter(valid)
-                    .filter(|&i| text.value(i).chars().count() > *length)
-                    .collect()
-            }
+            Test::OneOf(allowed) => text_rows(column, skip, |v| !allowed.contains(v))?,
+            Test::Matches(pattern) => text_rows(column, skip, |v| !pattern.is_match(v))?,
+            Test::MaxLength(length) => text_rows(column, skip, |v| v.chars().count() > *length)?,
         };
         Ok(Broken {
             rows,
@@ -164,7 +145,7 @@ impl Check {
 /// The rows whose value an earlier row (of this batch or an earlier one) had; rows `skip`
 /// names neither break it nor count as having had their value.
 fn unique(column: &ArrayRef, seen: &HashSet<u64>, skip: &dyn Fn(usize) -> bool) -> Result<Broken> {
-    let text = texts(column)?;
+    let text = texts(column.as_ref())?;
     let mut batch = HashSet::new();
     let mut broken = Broken {
         rows: Vec::new(),
@@ -183,6 +164,18 @@ fn unique(column: &ArrayRef, seen: &HashSet<u64>, skip: &dyn Fn(usize) -> bool) 
     Ok(broken)
 }
 
+/// The rows (not null, not `skip`ped) whose value as text `breaks` says break the rule.
+fn text_rows(
+    column: &ArrayRef,
+    skip: &dyn Fn(usize) -> bool,
+    breaks: impl Fn(&str) -> bool,
+) -> Result<Vec<usize>> {
+    let text = texts(column.as_ref())?;
+    Ok((0..column.len())
+        .filter(|&i| column.is_valid(i) && !skip(i) && breaks(text.value(i)))
+        .collect())
+}
+
 fn true_rows(mask: &BooleanArray, skip: &dyn Fn(usize) -> bool) -> Vec<usize> {
     (0..mask.len())
         .filter(|&i| mask.is_valid(i) && mask.value(i) && !skip(i))
@@ -190,14 +183,11 @@ fn true_rows(mask: &BooleanArray, skip: &dyn Fn(usize) -> bool) -> Vec<usize> {
 }
 
 /// The column's values as text, as the table shows them.
-fn texts(column: &dyn Datum) -> Result<StringArray> {
-    let (array, _) = column.get();
-    let text = cast(array, &DataType::Utf8).map_err(|e| Error::internal(e.to_string()))?;
-    Ok(text
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8 gives strings")
-        .clone())
+fn texts(column: &dyn Array) -> Result<StringArray> {
+    let text = cast(column, &DataType::Utf8).map_err(|e| Error::internal(e.to_string()))?;
+    text.as_string_opt::<i32>()
+        .cloned()
+        .ok_or_else(|| Error::internal("a cast to text gave no strings"))
 }
 
 /// The configuration's name of the kind of a column's type, for [`Rule::misfit`].

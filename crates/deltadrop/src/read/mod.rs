@@ -149,7 +149,9 @@ pub fn csv_header(raw: impl Read, file: &str, feed: &Feed) -> Result<Option<Stri
     csv::header_text(input, file, &feed.csv)
 }
 
-/// Reads the whole file, handing conformed batches to `sink`.
+/// Reads the whole file, handing conformed batches to `sink`; fails once it is read when the
+/// rows it set aside or that broke an expectation are more than the feed allows
+/// ([`SetAside::verdict`]).
 pub fn read_file(
     raw: impl Read,
     spec: &ReadSpec<'_>,
@@ -175,6 +177,8 @@ pub fn read_file(
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| io_error(spec.file, None, e))?;
     summary.bytes = hashing.bytes;
     summary.sha256 = hashing.hasher.map(|h| hex::encode(h.finalize()));
+    // Rows set aside or broken past what the feed allows fail the file, once it is read whole.
+    spec.rejects.verdict(spec, summary.rows)?;
     Ok(summary)
 }
 
@@ -311,10 +315,9 @@ mod tests {
             ids.extend((0..batch.num_rows()).map(|i| formatter.value(i).to_string()));
             Ok(())
         })
-        .and_then(|summary| {
-            spec.rejects.verdict(&spec, summary.rows)?;
+        .map(|summary| {
             assert_eq!(summary.rows, ids.len() as u64);
-            Ok(ids)
+            ids
         });
         let lines = spec
             .rejects
@@ -510,7 +513,7 @@ mod tests {
             rejects: SetAside::default(),
         };
         let mut ids = Vec::new();
-        let summary = read_file(file.as_bytes(), &spec, &mut |batch| {
+        read_file(file.as_bytes(), &spec, &mut |batch| {
             let column = batch.column_by_name("id").unwrap();
             let column = column
                 .as_any()
@@ -520,7 +523,6 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        spec.rejects.verdict(&spec, summary.rows).unwrap();
         // Line 9 is set aside for its amount, so its code is not seen: line 10's is unique.
         assert_eq!(ids, [1, 3, 4, 6, 7, 9]);
         let outcomes: Vec<(String, u64, Vec<String>)> = spec
@@ -584,8 +586,7 @@ mod tests {
             rejects: SetAside::default(),
             ..spec
         };
-        let summary = read_file(file.as_bytes(), &spec, &mut |_| Ok(())).unwrap();
-        let error = spec.rejects.verdict(&spec, summary.rows).unwrap_err();
+        let error = read_file(file.as_bytes(), &spec, &mut |_| Ok(())).unwrap_err();
         assert_eq!(
             error.to_string(),
             "in/a.csv: 1 row(s) break the expectation 'has_status' (not_null); nothing was loaded; the first: line 8: null"

@@ -4,6 +4,7 @@
 //! ([`super::expectations`]).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use deltalake::arrow::array::ArrayRef;
 use deltalake::arrow::datatypes::Schema;
@@ -30,8 +31,6 @@ struct Collected {
     /// The rows set aside, in the order they were found (a batch's ragged records before its
     /// values that do not fit).
     rows: Vec<RejectedRow>,
-    /// Their counts (its `first` is filled when a summary is asked for).
-    summary: RejectsSummary,
     /// The feed's expectations, prepared at the first batch (the plan types their columns).
     checks: Option<Vec<Check>>,
     /// What each of them found in the rows taken so far.
@@ -66,15 +65,9 @@ impl SetAside {
             return Err(fault.into_error());
         };
         let mut collected = self.collected.borrow_mut();
-        collected.summary.rows += 1;
-        *collected
-            .summary
-            .by_reason
-            .entry(row.error.clone())
-            .or_default() += 1;
         collected.rows.push(row);
         let allowed = spec.feed.max_rejected_rows;
-        if collected.summary.rows > allowed {
+        if collected.rows.len() as u64 > allowed {
             return Err(too_many(
                 spec.file,
                 &collected.summary(),
@@ -107,7 +100,7 @@ impl SetAside {
                 .map(|check| ExpectationOutcome {
                     name: check.name.clone(),
                     rule: check.rule.describe(),
-                    action: check.action.name().into(),
+                    action: check.action,
                     rows: 0,
                     first: Vec::new(),
                 })
@@ -195,7 +188,7 @@ impl SetAside {
         let failed = collected
             .outcomes
             .iter()
-            .find(|o| o.action == Action::Fail.name() && o.rows > 0);
+            .find(|o| o.action == Action::Fail && o.rows > 0);
         if let Some(outcome) = failed {
             return Err(Error::ExpectationFailed {
                 file: spec.file.to_string(),
@@ -205,7 +198,7 @@ impl SetAside {
                 first: outcome.first.join("; "),
             });
         }
-        let rejected = collected.summary.rows;
+        let rejected = collected.rows.len() as u64;
         let total = loaded + rejected;
         let allowed = spec.feed.max_rejected_percent;
         if rejected as f64 * 100.0 <= allowed * total as f64 {
@@ -251,15 +244,21 @@ impl SetAside {
 impl Collected {
     /// The counts and the first rows of the file (by position), without their records.
     fn summary(&self) -> RejectsSummary {
+        let mut by_reason = BTreeMap::new();
+        for row in &self.rows {
+            *by_reason.entry(row.error.clone()).or_default() += 1;
+        }
         let mut first: Vec<&RejectedRow> = self.rows.iter().collect();
         first.sort_by_key(|row| row.position);
         RejectsSummary {
+            rows: self.rows.len() as u64,
+            by_reason,
             first: first
                 .iter()
                 .take(SAMPLE_ROWS)
                 .map(|row| row.brief())
                 .collect(),
-            ..self.summary.clone()
+            file: String::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::archive::{archive_key, copy_key, move_object};
 use super::{Failure, RunInput};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
-use crate::rejects::REJECTS_SUFFIX;
+use crate::rejects::{count_rows, REJECTS_SUFFIX};
 use crate::upload::Upload;
 
 /// Where the quarantine step put the file and its error report.
@@ -81,11 +81,12 @@ pub async fn quarantine(
         }
     };
     let rows_rejected = match &rejects_file {
-        Some(key) => env.storage.read_all(key).await.ok().map(|text| {
-            text.split(|b| *b == b'\n')
-                .filter(|line| !line.is_empty())
-                .count() as u64
-        }),
+        Some(key) => env
+            .storage
+            .read_all(key)
+            .await
+            .ok()
+            .map(|text| count_rows(&text)),
         None => None,
     };
     let report = ErrorReport {

@@ -72,7 +72,7 @@ impl StageOutput {
     pub fn warned_rows(&self) -> u64 {
         self.expectations
             .iter()
-            .filter(|e| e.action == "warn")
+            .filter(|e| e.action == crate::expect::Action::Warn)
             .map(|e| e.rows)
             .sum()
     }

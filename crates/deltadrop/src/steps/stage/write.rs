@@ -107,10 +107,6 @@ async fn stage_as(
             sender
                 .blocking_send(batch)
                 .map_err(|_| Error::internal("the staging writer stopped"))
-        })
-        .and_then(|summary| {
-            spec.rejects.verdict(&spec, summary.rows)?;
-            Ok(summary)
         });
         let expectations = spec.rejects.expectations();
         // The identity the table records the upload under, when it is known (a file read
