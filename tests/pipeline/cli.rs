@@ -158,15 +158,17 @@ fn replay_puts_a_quarantined_file_back_and_runs_it() {
     assert_eq!(code, Some(2), "files and --all together are refused");
 }
 
-/// `deltadrop run` on a feed that rejects bad rows prints what it set aside; `deltadrop replay
-/// --rejects` turns the fixed rejects file into a new upload and runs it.
+/// `deltadrop run` on a feed that rejects bad rows prints what it set aside; `deltadrop status`
+/// counts the rows set aside and warned about; `deltadrop replay --rejects` turns the fixed
+/// rejects file into a new upload and runs it.
 #[test]
 fn replay_of_a_fixed_rejects_file_loads_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path();
     let feed = crate::support::feed(
         "t",
-        "on_bad_rows = \"reject\"\nmax_rejected_percent = 50\n[feeds.column_types]\namount = \"long\"",
+        "on_bad_rows = \"reject\"\nmax_rejected_percent = 50\n[feeds.column_types]\namount = \"long\"\n\
+         [[feeds.expect]]\nname = \"small\"\ncolumn = \"amount\"\nmax = 2\naction = \"warn\"",
     );
     std::fs::write(
         bucket.join("deltadrop.toml"),
@@ -204,10 +206,18 @@ fn replay_of_a_fixed_rejects_file_loads_its_rows() {
         stdout.contains(&format!("rejects    1\n    {key}")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("bad rows   1 rejected, 1 warned, over the latest 1 commits"),
+        "{stdout}"
+    );
     let (code, stdout) = run(&["replay", "--rejects", &key]);
     assert_eq!(code, Some(0), "{stdout}");
     let (_, status) = run(&["status"]);
     assert!(status.contains("rejects    0"), "{status}");
+    assert!(
+        status.contains("bad rows   1 rejected, 1 warned, over the latest 2 commits"),
+        "{status}"
+    );
     assert!(
         stdout.contains("(1 rows of feed t) → incoming/t/a-rejects-"),
         "{stdout}"
@@ -417,6 +427,7 @@ fn status_shows_each_feed_at_a_glance() {
         "table      version 0, 2 rows",
         "last file  incoming/t/a.csv (",
         "rewrites   no MERGE among the latest commits; table ",
+        "bad rows   0 rejected, 0 warned, over the latest 1 commits",
         "waiting    1\n    incoming/t/later.csv",
         "quarantined 1\n    quarantine/incoming/t/",
         "u → ",

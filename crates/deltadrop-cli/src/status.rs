@@ -31,6 +31,12 @@ fn print(feeds: &[FeedStatus]) {
         if let Some(r) = &f.rewrites {
             println!("  rewrites   {}", rewrites(r));
         }
+        if let Some(b) = &f.bad_rows {
+            println!(
+                "  bad rows   {} rejected, {} warned, over the latest {} commits",
+                b.rejected, b.warned, b.commits
+            );
+        }
         for (label, files) in [
             ("waiting", &f.waiting),
             ("quarantined", &f.quarantined),

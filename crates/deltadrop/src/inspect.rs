@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::delta::{arrow_schema, TableLocation};
 use crate::error::{Error, Result};
+use crate::steps::upsert::{ROWS_REJECTED, ROWS_WARNED};
 
 /// What [`summarize`] found: the table's state now and its latest commits.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +46,10 @@ pub struct HistoryEntry {
     pub rows: String,
     /// The incoming file deltadrop applied in this commit.
     pub file: Option<String>,
+    /// Rows the commit's files set aside in rejects files.
+    pub rows_rejected: u64,
+    /// Rows the commit loaded that broke a `warn` expectation.
+    pub rows_warned: u64,
 }
 
 async fn open(location: &TableLocation) -> Result<DeltaTable> {
@@ -111,17 +116,30 @@ pub async fn summarize(location: &TableLocation, history: usize) -> Result<Table
     let history = commits
         .into_iter()
         .enumerate()
-        .map(|(i, commit)| HistoryEntry {
-            version: version.saturating_sub(i as u64),
-            time: commit.timestamp.and_then(DateTime::from_timestamp_millis),
-            operation: commit.operation.clone().unwrap_or_default(),
-            rows: row_metrics(&commit.info),
-            file: commit
-                .info
-                .get("deltadrop")
-                .and_then(|d| d.get("file"))
-                .and_then(|f| f.as_str())
-                .map(str::to_string),
+        .map(|(i, commit)| {
+            let run = commit.info.get("deltadrop");
+            let count = |key| run.and_then(|d| d.get(key)).and_then(|n| n.as_u64());
+            let rows_rejected = count(ROWS_REJECTED).unwrap_or(0);
+            let rows_warned = count(ROWS_WARNED).unwrap_or(0);
+            let mut rows = row_metrics(&commit.info);
+            for (n, label) in [(rows_rejected, "rejected"), (rows_warned, "warned")] {
+                if n > 0 {
+                    let separator = if rows.is_empty() { "" } else { ", " };
+                    rows = format!("{rows}{separator}{label} {n}");
+                }
+            }
+            HistoryEntry {
+                version: version.saturating_sub(i as u64),
+                time: commit.timestamp.and_then(DateTime::from_timestamp_millis),
+                operation: commit.operation.clone().unwrap_or_default(),
+                rows,
+                file: run
+                    .and_then(|d| d.get("file"))
+                    .and_then(|f| f.as_str())
+                    .map(str::to_string),
+                rows_rejected,
+                rows_warned,
+            }
         })
         .collect();
     Ok(TableSummary {

@@ -32,6 +32,18 @@ pub struct Rewrites {
     pub table_bytes: u64,
 }
 
+/// The rows the files of the latest commits set aside or loaded with a warning: a feed whose
+/// producer sends more and more bad rows shows here, while each file still loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BadRows {
+    /// Commits looked at.
+    pub commits: u64,
+    /// Rows their files set aside in rejects files.
+    pub rejected: u64,
+    /// Rows they loaded that broke a `warn` expectation.
+    pub warned: u64,
+}
+
 /// One feed's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeedStatus {
@@ -47,6 +59,9 @@ pub struct FeedStatus {
     pub last_file: Option<(String, Option<DateTime<Utc>>)>,
     /// What the latest MERGEs rewrote; `None` before the first file.
     pub rewrites: Option<Rewrites>,
+    /// The rows the latest commits' files set aside or warned about; `None` before the first
+    /// file.
+    pub bad_rows: Option<BadRows>,
     /// Files under the feed's incoming prefix, not read by any run yet.
     pub waiting: Vec<String>,
     /// Quarantined files of the feed that were not replayed.
@@ -84,6 +99,7 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
             version: summary.as_ref().map(|s| s.version),
             rows: summary.as_ref().map(|s| s.rows),
             rewrites,
+            bad_rows: summary.as_ref().map(|s| bad_rows(&s.history)),
             last_file: summary.and_then(|s| {
                 s.history
                     .into_iter()
@@ -100,6 +116,17 @@ pub async fn status(config: &Config, storage: &dyn ObjectStorage) -> Result<Vec<
         });
     }
     Ok(feeds)
+}
+
+/// The bad rows the commits of `history` recorded.
+fn bad_rows(history: &[crate::inspect::HistoryEntry]) -> BadRows {
+    history
+        .iter()
+        .fold(BadRows::default(), |sum, commit| BadRows {
+            commits: sum.commits + 1,
+            rejected: sum.rejected + commit.rows_rejected,
+            warned: sum.warned + commit.rows_warned,
+        })
 }
 
 /// What the MERGEs among the latest commits of `history` rewrote, from their log entries.

@@ -520,7 +520,7 @@ async fn commit(
         feed,
         &taken
             .iter()
-            .map(|(p, _)| (&p.pending.run, p.identity.as_str()))
+            .map(|(p, _)| (p.pending, p.identity.as_str()))
             .collect::<Vec<_>>(),
     );
     let delta_error = |e: deltalake::datafusion::error::DataFusionError| {

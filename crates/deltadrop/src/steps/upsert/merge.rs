@@ -26,7 +26,7 @@ use rand::Rng;
 use super::by_partition::first_load_by_partition;
 use super::combine::THRESHOLD_COLUMN;
 use super::cost::{touched, Budget};
-use super::{newest_upload_ids, Changes};
+use super::{newest_upload_ids, Changes, Pending, ROWS_REJECTED, ROWS_WARNED};
 use crate::config::{Feed, SchemaPolicy};
 use crate::delta::{
     arrow_schema, commit_files, is_conflict, TableLocation, WRITE_ROW_GROUP_BYTES,
@@ -86,13 +86,14 @@ pub(super) struct CommitRecord {
 }
 
 impl CommitRecord {
-    /// The record of a commit that applies `files` (runs with their identities), in order: each
-    /// upload as applied, and per key the newest upload's order.
-    pub(super) fn for_files(feed: &Feed, files: &[(&RunInput, &str)]) -> CommitRecord {
+    /// The record of a commit that applies `files` (pending files with their identities), in
+    /// order: each upload as applied, per key the newest upload's order, and the rows the files
+    /// set aside or loaded with a warning (which `deltadrop status` sums).
+    pub(super) fn for_files(feed: &Feed, files: &[(&Pending, &str)]) -> CommitRecord {
         let now = chrono::Utc::now().timestamp_millis();
         let mut transactions = Vec::new();
         let mut newest: Vec<(&RunInput, UploadOrder)> = Vec::new();
-        for (run, identity) in files {
+        for (Pending { run, .. }, identity) in files {
             transactions.push(Transaction::new_with_last_update(*identity, 1, Some(now)));
             let order = run.upload.order();
             if order == UploadOrder::UNKNOWN {
@@ -109,13 +110,25 @@ impl CommitRecord {
             transactions.push(Transaction::new_with_last_update(high, order.0, Some(now)));
             transactions.push(Transaction::new_with_last_update(low, order.1, Some(now)));
         }
-        let (last, _) = files.last().expect("a commit applies at least one file");
+        let last = &files
+            .last()
+            .expect("a commit applies at least one file")
+            .0
+            .run;
         let mut run =
             serde_json::json!({"run_id": last.run_id, "file": last.key, "feed": feed.name});
         if files.len() > 1 {
             // `file` stays the newest file, for readers of a single file's commits.
-            run["files"] = files.iter().map(|(r, _)| r.key.clone()).collect();
-            run["run_ids"] = files.iter().map(|(r, _)| r.run_id.clone()).collect();
+            run["files"] = files.iter().map(|(p, _)| p.run.key.clone()).collect();
+            run["run_ids"] = files.iter().map(|(p, _)| p.run.run_id.clone()).collect();
+        }
+        let rejected: u64 = files.iter().map(|(p, _)| p.stage.rejected_rows()).sum();
+        let warned: u64 = files.iter().map(|(p, _)| p.stage.warned_rows()).sum();
+        if rejected > 0 {
+            run[ROWS_REJECTED] = rejected.into();
+        }
+        if warned > 0 {
+            run[ROWS_WARNED] = warned.into();
         }
         CommitRecord {
             run,

@@ -50,6 +50,12 @@ pub struct Pending {
     pub stage: StageOutput,
 }
 
+/// The keys of a commit's `deltadrop` info counting the rows its files set aside, and those
+/// loaded that broke a `warn` expectation (absent when none).
+pub const ROWS_REJECTED: &str = "rows_rejected";
+/// See [`ROWS_REJECTED`].
+pub const ROWS_WARNED: &str = "rows_warned";
+
 /// How often a MERGE that lost to a concurrent commit is re-run from a fresh snapshot.
 pub const MAX_ATTEMPTS: u32 = 8;
 
