@@ -146,6 +146,11 @@ pub struct Faults {
     pub throttle_until: Mutex<Option<std::time::Instant>>,
     /// The invocations refused so.
     pub throttled: AtomicU32,
+    /// While set, the Glue Data Catalog answers every call with 500 InternalServiceException (a
+    /// catalog outage; the functions' SDK retries it, then gives up).
+    pub catalog_outage: AtomicBool,
+    /// The catalog calls answered so.
+    pub catalog_faults: AtomicU32,
 }
 
 impl Faults {
@@ -162,6 +167,17 @@ impl Faults {
         }
         if let Some(fault) = self.s3_fault(actions) {
             return Some(fault);
+        }
+        if actions.iter().any(|a| a.action.starts_with("glue:"))
+            && self.catalog_outage.load(Ordering::SeqCst)
+        {
+            self.catalog_faults.fetch_add(1, Ordering::SeqCst);
+            return Some(error_response(
+                500,
+                "application/x-amz-json-1.1",
+                "InternalServiceException",
+                r#"{"__type":"InternalServiceException","message":"injected fault: the catalog is down"}"#,
+            ));
         }
         if wants("ses:SendEmail") && self.take_mail_rejection() {
             return Some(error_response(

@@ -30,6 +30,7 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
     a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(&world).await;
     bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(&world).await;
+    crate::catalog::tables_are_registered_in_the_glue_catalog(&world).await;
     answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world).await;
     tagged_uploads_keep_their_tags_in_archive_and_quarantine(&world).await;
     keys_near_s3s_limit_are_archived_and_quarantined(&world).await;

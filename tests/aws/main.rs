@@ -7,6 +7,7 @@ mod lane;
 mod recorder;
 mod statemachine;
 
+mod catalog;
 mod end_to_end;
 mod faults;
 mod world;

@@ -135,6 +135,7 @@ pub fn actions(service: &str, request: &Request) -> Vec<Action> {
         "s3" => s3_actions(request),
         "ses" => ses_actions(request),
         "states" => states_actions(request),
+        "glue" => glue_actions(request),
         "sqs" => sqs_actions(request),
         other => vec![action(
             &format!("{other}:Unknown"),
@@ -362,6 +363,27 @@ fn states_actions(request: &Request) -> Vec<Action> {
         .unwrap_or("*")
         .to_string();
     vec![action(&format!("states:{operation}"), resource)]
+}
+
+/// A Data Catalog call is authorised on the catalog, the database and the table it names, each
+/// (https://docs.aws.amazon.com/glue/latest/dg/glue-specifying-resource-arns.html).
+fn glue_actions(request: &Request) -> Vec<Action> {
+    let target = (request.header)("x-amz-target").unwrap_or_default();
+    let operation = target.rsplit('.').next().unwrap_or("Unknown");
+    let body = json_body(request);
+    let glue = format!("arn:aws:glue:{REGION}:{ACCOUNT}");
+    let mut resources = vec![format!("{glue}:catalog")];
+    if let Some(database) = body["DatabaseName"].as_str() {
+        resources.push(format!("{glue}:database/{database}"));
+        let table = body["Name"]
+            .as_str()
+            .or(body["TableInput"]["Name"].as_str());
+        resources.extend(table.map(|table| format!("{glue}:table/{database}/{table}")));
+    }
+    resources
+        .into_iter()
+        .map(|resource| action(&format!("glue:{operation}"), resource))
+        .collect()
 }
 
 /// An SQS request's operation and parameters, in either protocol: JSON (`X-Amz-Target:

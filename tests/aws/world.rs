@@ -24,6 +24,9 @@ use crate::recorder::Recorder;
 
 pub const BUCKET: &str = "deltadrop-e2e";
 pub const SENDER: &str = "deltadrop@example.com";
+/// The Glue database the upsert registers tables in: template.yaml's default `GlueDatabase`
+/// (which the IAM check resolves the upsert's grants with).
+pub const GLUE_DATABASE: &str = "deltadrop";
 
 const FEEDS: &str = r#"
 [notifications]
@@ -82,6 +85,14 @@ name = "qty_small"
 column = "qty"
 max = 4
 action = "warn"
+
+[[feeds]]
+name = "Catalogued-Orders"
+incoming = "incoming/catalogued/"
+table = "tables/catalogued"
+keys = ["region", "id"]
+partition_by = ["region"]
+change_data_feed = true
 
 "#;
 
@@ -160,6 +171,18 @@ impl World {
 
         // As a first deploy: the bucket and its notifications exist, the configuration does not.
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        // As template.yaml's GlueCatalogDatabase.
+        aws_sdk_glue::Client::new(&sdk)
+            .create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name(GLUE_DATABASE)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
         // As in template.yaml: every upload is its own object version.
         s3.put_bucket_versioning()
             .bucket(BUCKET)
@@ -256,6 +279,7 @@ impl World {
             s3_endpoint: Some(moto.proxy_endpoint()),
             // As Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE gives it to the template's UpsertFunction.
             merge_memory: Some(deltadrop::MergeMemory::of_lambda_function(3008)),
+            glue_database: Some(GLUE_DATABASE.into()),
         };
         let mut contexts = Contexts::new();
         for function in Function::ALL {
@@ -723,7 +747,7 @@ impl World {
             .unwrap()
     }
 
-    fn table_location(&self, table: &str) -> TableLocation {
+    pub fn table_location(&self, table: &str) -> TableLocation {
         TableLocation::new(
             url::Url::parse(&format!("s3://{BUCKET}/{table}/")).unwrap(),
             self.reader_options(),

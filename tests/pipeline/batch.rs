@@ -19,6 +19,8 @@ struct Variant {
     partitioned: bool,
     sequence: bool,
     deletes: bool,
+    /// Every MERGE also writes its changes (and reads a sample of them back for the email).
+    change_data_feed: bool,
 }
 
 impl Variant {
@@ -32,6 +34,9 @@ impl Variant {
         }
         if self.deletes {
             options.push_str("change_type = { column = \"op\", delete_value = \"D\" }\n");
+        }
+        if self.change_data_feed {
+            options.push_str("change_data_feed = true\n");
         }
         options
     }
@@ -256,6 +261,19 @@ async fn equivalent(seed: u64, variant: Variant, batches: usize) -> usize {
             .iter()
             .filter(|r| r.as_ref().is_ok_and(|u| u.shared_commit.is_some()))
             .count();
+        if variant.change_data_feed {
+            for applied in batched
+                .iter()
+                .flatten()
+                .filter(|u| u.outcome == UpsertOutcome::Applied)
+            {
+                let sample = applied.change_sample.as_ref();
+                assert!(
+                    sample.is_some_and(|s| Some(s.version) == applied.version),
+                    "{context}, batch {batch}: {applied:?}"
+                );
+            }
+        }
         let bodies: Vec<&str> = files.iter().map(|f| f.body.as_str()).collect();
         assert_eq!(
             table(&h, "tables/batched", variant.keys()).await,
@@ -308,17 +326,19 @@ async fn random_batches_equal_one_by_one_for_a_plain_feed() {
         partitioned: false,
         sequence: false,
         deletes: false,
+        change_data_feed: false,
     })
     .await;
 }
 
 #[tokio::test]
-async fn random_batches_equal_one_by_one_partitioned_with_deletes_and_a_composite_key() {
+async fn random_batches_equal_one_by_one_partitioned_with_deletes_a_composite_key_and_changes() {
     random_batches(Variant {
         composite_key: true,
         partitioned: true,
         sequence: false,
         deletes: true,
+        change_data_feed: true,
     })
     .await;
 }
@@ -330,6 +350,7 @@ async fn random_batches_equal_one_by_one_with_a_sequence_column() {
         partitioned: false,
         sequence: true,
         deletes: false,
+        change_data_feed: false,
     })
     .await;
 }
@@ -341,6 +362,7 @@ async fn random_batches_equal_one_by_one_with_a_sequence_column_and_deletes() {
         partitioned: false,
         sequence: true,
         deletes: true,
+        change_data_feed: false,
     })
     .await;
 }

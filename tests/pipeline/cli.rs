@@ -501,6 +501,90 @@ fn status_on_s3_lists_waiting_files_and_the_last_executions() {
     }
 }
 
+/// `deltadrop catalog sync` registers a feed's existing table in a Glue database (moto's), once:
+/// a second sync finds it up to date; a feed the configuration does not have is refused.
+#[test]
+fn catalog_sync_registers_an_existing_table_in_glue() {
+    let endpoint = std::env::var("DELTADROP_MOTO_ENDPOINT")
+        .expect("DELTADROP_MOTO_ENDPOINT is not set: run the tests with ./scripts/test");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    let feeds = [
+        crate::support::feed("t", ""),
+        crate::support::feed("later", ""),
+    ];
+    std::fs::write(
+        bucket.join("deltadrop.toml"),
+        crate::support::config(&feeds),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
+    std::fs::write(bucket.join("incoming/t/a.csv"), "id,name\n1,a\n").unwrap();
+    let (code, stdout) = on_bucket(bucket, &["run", "incoming/t/a.csv"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let glue = runtime.block_on(async {
+        let (sdk, _) = moto_clients(&endpoint).await;
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        let database = aws_sdk_glue::types::DatabaseInput::builder()
+            .name("cli_sync")
+            .build();
+        glue.create_database()
+            .database_input(database.unwrap())
+            .send()
+            .await
+            .unwrap();
+        glue
+    });
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["catalog", "sync", "--glue-database", "cli_sync", "--bucket"];
+        let path = bucket.to_str().unwrap();
+        args.push(path);
+        args.extend(extra);
+        let output = deltadrop()
+            .args(&args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (code, stdout) = sync(&[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("t → cli_sync.t (created)"), "{stdout}");
+    assert!(stdout.contains("later: no table yet at "), "{stdout}");
+    let entry = runtime.block_on(async {
+        glue.get_table()
+            .database_name("cli_sync")
+            .name("t")
+            .send()
+            .await
+            .unwrap()
+            .table
+            .unwrap()
+    });
+    let descriptor = entry.storage_descriptor().unwrap();
+    let columns: Vec<(&str, &str)> = descriptor
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.r#type().unwrap_or_default()))
+        .collect();
+    assert_eq!(columns, [("id", "bigint"), ("name", "string")]);
+    assert!(
+        descriptor.location().unwrap().ends_with("/tables/t"),
+        "{descriptor:?}"
+    );
+    let (code, stdout) = sync(&["--feed", "t"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), "t → cli_sync.t (unchanged)")
+    );
+    let (code, _) = sync(&["--feed", "nope"]);
+    assert_eq!(code, Some(2), "an unknown feed is refused");
+}
+
 /// Runs the command against moto (AWS_ENDPOINT_URL) and returns its output; it must succeed.
 fn run_on_moto(args: &[&str], endpoint: &str) -> String {
     let output = deltadrop()

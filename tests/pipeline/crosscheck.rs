@@ -242,3 +242,95 @@ async fn a_first_load_that_adopts_the_staged_files_equals_one_that_writes_them_a
     assert_eq!(after["rows"][0], "1|changed|0.0|2026-11-01");
     assert_eq!(after["rows"].as_array().unwrap().len(), 40_000);
 }
+
+/// The Athena guard's model of the reader features a table gets is what delta-rs writes: tables
+/// created by delta-rs with the properties and column types that bring reader features have
+/// exactly the features the guard predicts from them (v2 checkpoints on a reader-version-3 table
+/// are not among the cases: delta-rs 1.1 writes a protocol it cannot read back, and panics). deltadrop's
+/// own tables have none today:
+/// a timestamp without time zone is stored as UTC, and the change data feed is a writer feature;
+/// the last case checks that on a table deltadrop made.
+#[tokio::test]
+async fn the_athena_guard_predicts_the_reader_features_delta_rs_writes() {
+    use deltalake::kernel::{DataType, StructField};
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let property = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+    let cases = [
+        (
+            vec![property("delta.enableChangeDataFeed", "true")],
+            DataType::TIMESTAMP_NTZ,
+            vec!["timestampNtz"],
+        ),
+        (
+            vec![property("delta.enableDeletionVectors", "true")],
+            DataType::LONG,
+            vec!["deletionVectors"],
+        ),
+        (
+            vec![property("delta.checkpointPolicy", "v2")],
+            DataType::LONG,
+            vec![],
+        ),
+        (
+            vec![property("delta.appendOnly", "true")],
+            DataType::TIMESTAMP,
+            vec![],
+        ),
+    ];
+    for (i, (properties, data_type, expected)) in cases.into_iter().enumerate() {
+        let url = url::Url::from_directory_path(dir.path().join(i.to_string())).unwrap();
+        let location = deltadrop::delta::TableLocation::new(url, Default::default());
+        location
+            .handle()
+            .await
+            .unwrap()
+            .create()
+            .with_columns([
+                StructField::new("id", DataType::LONG, false),
+                StructField::new("value", data_type, true),
+            ])
+            .with_configuration(properties.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{properties:?}: {e}"));
+        let (written, predicted) = written_and_predicted(&location).await;
+        assert_eq!(written, predicted, "{properties:?}");
+        let expected: BTreeSet<String> = expected.into_iter().map(str::to_string).collect();
+        assert_eq!(predicted, expected, "{properties:?}");
+    }
+
+    let h = Harness::new(&crate::support::config(&[crate::support::feed(
+        "events",
+        "change_data_feed = true",
+    )]));
+    h.load("incoming/events/1.csv", "id,at\n1,2024-01-31T12:00:00\n")
+        .await;
+    let (written, predicted) = written_and_predicted(&h.table("tables/events")).await;
+    assert_eq!((written, predicted), Default::default());
+}
+
+/// The reader features of the table at `location`'s protocol, and those the Athena guard
+/// predicts from its properties and columns.
+async fn written_and_predicted(
+    location: &deltadrop::delta::TableLocation,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let table = location.open().await.unwrap().unwrap();
+    let snapshot = table.snapshot().unwrap();
+    let written = snapshot
+        .protocol()
+        .reader_features()
+        .map(|features| features.iter().map(|f| f.to_string()).collect())
+        .unwrap_or_default();
+    let schema = deltadrop::delta::arrow_schema(&table).unwrap();
+    let predicted = deltadrop::athena::reader_features(
+        snapshot.metadata().configuration(),
+        schema.fields().iter().map(|f| f.as_ref()),
+    )
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    (written, predicted)
+}

@@ -677,3 +677,61 @@ async fn maintenance_ordered_by_keys_lets_a_merge_skip_files() {
     assert!(changes(&after).files_skipped >= 1, "{:?}", changes(&after));
     assert_eq!(h.rows("tables/orders", &["id"]).await.len(), 72_000);
 }
+
+/// With the change data feed on, the success email shows what the file changed, read back from
+/// the table's changes: each updated key with the columns that changed (before → after, long
+/// values cut, escaped in the HTML part), the inserted and deleted keys; `email_sample = 0`
+/// leaves it out.
+#[tokio::test]
+async fn the_email_shows_what_a_file_changed_before_and_after() {
+    let long = format!("<b>{}", "x".repeat(100));
+    let cut = format!("<b>{}…", "x".repeat(57));
+    for (setting, shown) in [("", true), ("email_sample = 0\n", false)] {
+        let h = Harness::new(&orders(&format!(
+            "{setting}change_data_feed = true\n\
+             change_type = {{ column = \"op\", delete_value = \"D\" }}"
+        )));
+        h.load(
+            "incoming/orders/1.csv",
+            "id,name,qty,op\n1,a,10,I\n2,b,20,I\n3,c,30,I\n",
+        )
+        .await;
+        let merged = h
+            .load(
+                "incoming/orders/2.csv",
+                format!("id,name,qty,op\n1,a,10,I\n2,{long},21,I\n3,c,30,D\n4,d,40,I\n"),
+            )
+            .await;
+        let upsert = merged.report.upsert.unwrap();
+        let email = h.emails().pop().unwrap();
+        if !shown {
+            assert_eq!(upsert.change_sample, None);
+            assert!(!email.contains("Inserted"), "{email}");
+            continue;
+        }
+        let sample = upsert.change_sample.expect("a sample of the changes");
+        assert_eq!(Some(sample.version), upsert.version);
+        assert_eq!(
+            (sample.inserted, sample.deleted),
+            (vec!["id=4".to_string()], vec!["id=3".to_string()])
+        );
+        let mut updated: Vec<String> = sample.updated.iter().map(|u| u.line()).collect();
+        updated.sort();
+        let changed = format!("id=2: name b → {cut}; qty 20 → 21");
+        assert_eq!(updated, ["id=1: no value changed", changed.as_str()]);
+        let (text, html) = email.split_once("Content-Type: text/html").unwrap();
+        for (label, value) in [
+            ("Updated", changed.as_str()),
+            ("Inserted", "id=4"),
+            ("Deleted", "id=3"),
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(label) && l.trim_end().ends_with(value)),
+                "{label} {value:?} in {text}"
+            );
+        }
+        assert!(html.contains("name b → &lt;b&gt;xxx"), "escaped: {html}");
+        assert!(!html.contains("<b>x"), "no raw HTML: {html}");
+    }
+}

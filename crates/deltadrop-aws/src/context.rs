@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::ProvideCredentials;
+use deltadrop::catalog::Catalog;
 use deltadrop::config::Config;
 use deltadrop::storage::ObjectStorage;
 use deltadrop::{Environment, Error, Result};
@@ -34,6 +35,8 @@ pub struct AwsContext {
     config: Mutex<Option<CachedConfig>>,
     /// The current invocation's deadline (Lambda serves one invocation at a time per container).
     deadline: std::sync::Mutex<Option<SystemTime>>,
+    /// Where the upsert registers tables (`DELTADROP_GLUE_DATABASE`).
+    catalog: Option<Arc<dyn Catalog>>,
 }
 
 struct CachedConfig {
@@ -58,6 +61,9 @@ pub struct Settings {
     /// The upsert's memory pool: half of `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, or
     /// `DELTADROP_MERGE_MEMORY_MB`.
     pub merge_memory: Option<deltadrop::MergeMemory>,
+    /// `DELTADROP_GLUE_DATABASE`: the Glue database the upsert registers tables in (unset or
+    /// empty: none).
+    pub glue_database: Option<String>,
 }
 
 impl Settings {
@@ -82,8 +88,25 @@ impl Settings {
             state_machine_arn: std::env::var("STATE_MACHINE_ARN").ok(),
             s3_endpoint: std::env::var("DELTADROP_S3_ENDPOINT").ok(),
             merge_memory: deltadrop::MergeMemory::from_env()?,
+            glue_database: std::env::var("DELTADROP_GLUE_DATABASE")
+                .ok()
+                .filter(|d| !d.is_empty()),
         })
     }
+}
+
+/// The Glue database of the settings, for the functions that register tables (built with the
+/// `merge` feature).
+fn catalog(sdk: &SdkConfig, settings: &Settings) -> Option<Arc<dyn Catalog>> {
+    #[cfg(feature = "merge")]
+    if let Some(database) = &settings.glue_database {
+        return Some(Arc::new(crate::glue::GlueCatalog::new(
+            sdk,
+            database.clone(),
+        )));
+    }
+    let _ = (sdk, settings);
+    None
 }
 
 impl AwsContext {
@@ -117,6 +140,7 @@ impl AwsContext {
             settings: settings.clone(),
             config: Mutex::new(None),
             deadline: std::sync::Mutex::new(None),
+            catalog: catalog(sdk, settings),
         })
     }
 
@@ -158,6 +182,7 @@ impl AwsContext {
             mailer: self.mailer.clone(),
             deadline: *self.deadline.lock().expect("not poisoned"),
             merge_memory: self.settings.merge_memory.clone(),
+            catalog: self.catalog.clone(),
         })
     }
 

@@ -375,6 +375,10 @@ fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>, merged_ms: f64
         steps::UpsertOutcome::AlreadyApplied => "FilesAlreadyApplied",
         steps::UpsertOutcome::Superseded => "FilesSuperseded",
     };
+    if output.catalog.as_ref().is_some_and(|c| c.error.is_some()) {
+        // Kept for the whole deployment: one alarm covers every feed's registrations.
+        crate::metrics::emit("all", Function::Upsert.name(), &[("CatalogFailures", 1.0)]);
+    }
     let changes = &output.changes;
     crate::metrics::emit(
         feed,

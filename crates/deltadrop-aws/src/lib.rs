@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod context;
+#[cfg(feature = "merge")]
+pub mod glue;
 pub mod handlers;
 pub mod lambda;
 #[cfg(feature = "merge")]

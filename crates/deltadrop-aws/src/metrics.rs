@@ -16,7 +16,8 @@ pub const NAMESPACE: &str = "deltadrop";
 /// custom metric CloudWatch bills by the month, so nothing is kept twice: a feed has the twelve
 /// `Feed` metrics and `StepDuration` for each of its four steps (16; 17 once a file of the feed
 /// set rows aside: `RowsRejected`), and the watch adds two for
-/// the whole deployment (`Feed=all`, `Step=watch`); docs/aws.md gives the monthly count.
+/// the whole deployment (`Feed=all`, `Step=watch`), the upsert one once a catalog registration
+/// failed (`CatalogFailures`, `Feed=all`, `Step=upsert`); docs/aws.md gives the monthly count.
 pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("FilesApplied", "Count", FEED),
     ("FilesAlreadyApplied", "Count", FEED),
@@ -35,6 +36,7 @@ pub const METRICS: &[(&str, &str, Dimensions)] = &[
     ("StepDuration", "Milliseconds", FEED_AND_STEP),
     ("StaleFiles", "Count", FEED_AND_STEP),
     ("OldestIncomingMinutes", "None", FEED_AND_STEP),
+    ("CatalogFailures", "Count", FEED_AND_STEP),
 ];
 
 /// A set of dimension names.

@@ -235,6 +235,7 @@ async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResu
         state_machine_arn: None,
         s3_endpoint: Some(endpoint.to_string()),
         merge_memory: None,
+        glue_database: None,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings).await?;
     Ok(context.environment().await?)

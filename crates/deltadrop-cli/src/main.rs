@@ -1,5 +1,6 @@
 //! The `deltadrop` command: the pipeline on a local folder used as the bucket.
 
+mod catalog;
 mod check;
 mod demo;
 mod local;
@@ -134,6 +135,12 @@ enum Command {
         #[arg(long)]
         state_machine_arn: Option<String>,
     },
+    /// The Glue Data Catalog entries of the feeds' tables (what the upsert keeps up to date
+    /// after each commit when the deployment has a GlueDatabase).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Show a Delta table: version, row count, schema, recent operations and some rows.
     Table {
         /// A table folder or URL (file:///..., s3://...).
@@ -148,6 +155,31 @@ enum Command {
         /// change of versions FROM through TO (or the latest), as `FROM` or `FROM..TO`.
         #[arg(long, value_name = "FROM[..TO]")]
         changes: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Register (or bring up to date) every feed's table in the Glue database: for tables made
+    /// before the deployment had one, after a catalog outage, or after a manual change.
+    ///
+    /// Exit status: 0 every existing table registered; 1 a registration failed; 2 bad arguments.
+    Sync {
+        /// The bucket: s3://<bucket> (with your AWS credentials), or a folder.
+        #[arg(long)]
+        bucket: String,
+        /// The Glue database (the stack's GlueDatabase parameter).
+        #[arg(long)]
+        glue_database: String,
+        /// Only this feed.
+        #[arg(long)]
+        feed: Option<String>,
+        /// The configuration [default: <bucket>/deltadrop.toml] (a folder bucket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The configuration's key (an S3 bucket).
+        #[arg(long, default_value = "deltadrop.toml")]
+        config_key: String,
     },
 }
 
@@ -187,6 +219,25 @@ async fn main() -> ExitCode {
             }
             None => status::in_folder(Path::new(&bucket), config.as_deref()).await,
         },
+        Command::Catalog {
+            command:
+                CatalogCommand::Sync {
+                    bucket,
+                    glue_database,
+                    feed,
+                    config,
+                    config_key,
+                },
+        } => {
+            catalog::sync(
+                &bucket,
+                config.as_deref(),
+                &config_key,
+                &glue_database,
+                feed.as_deref(),
+            )
+            .await
+        }
         Command::Maintain {
             bucket,
             feed,

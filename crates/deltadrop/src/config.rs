@@ -156,6 +156,18 @@ pub struct Feed {
     /// creates the table, and by maintenance on a table that exists.
     #[serde(default)]
     pub change_data_feed: bool,
+    /// With the change data feed on, how many keys of each kind (updated, inserted, deleted)
+    /// the success email shows from the commit's changes; 0 shows none.
+    #[serde(default = "default_email_sample")]
+    pub email_sample: usize,
+    /// The table's name in the data catalog (a deployment's Glue database); default: the feed's
+    /// name in the catalog's rules (lowercase letters, digits and `_`).
+    #[serde(default)]
+    pub catalog_table: Option<String>,
+    /// Refuse to give the table a Delta reader feature Athena cannot read (see
+    /// [`crate::athena`]); false writes them anyway.
+    #[serde(default = "default_true")]
+    pub athena_compatible: bool,
 }
 
 /// What a row that cannot be loaded does to its file (a feed's `on_bad_rows`).
@@ -171,6 +183,18 @@ pub enum OnBadRows {
 
 /// The most `max_rejected_rows` may be: rejected rows are held in memory until the file is read.
 pub const MAX_REJECTED_ROWS_LIMIT: u64 = 100_000;
+
+/// The most keys of each kind `email_sample` may show: the sample travels in the upsert's output
+/// (Step Functions passes at most 256 KB between states) and in an email.
+pub const MAX_EMAIL_SAMPLE: usize = 20;
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_email_sample() -> usize {
+    5
+}
 
 fn default_max_rejected_rows() -> u64 {
     1000
@@ -723,6 +747,27 @@ impl Feed {
             ));
         }
         crate::expect::validate(&self.expect, &self.column_types, self.on_bad_rows, field)?;
+        if let Some(name) = &self.catalog_table {
+            if !crate::catalog::is_catalog_name(name) {
+                return Err(Error::config(
+                    field("catalog_table"),
+                    format!(
+                        "expected lowercase letters, digits and _ (at most 255), got {name:?}; \
+                         for example {:?}",
+                        crate::catalog::catalog_name(name)
+                    ),
+                ));
+            }
+        }
+        if self.email_sample > MAX_EMAIL_SAMPLE {
+            return Err(Error::config(
+                field("email_sample"),
+                format!(
+                    "expected at most {MAX_EMAIL_SAMPLE} keys of each kind, got {}",
+                    self.email_sample
+                ),
+            ));
+        }
         let percent = self.max_rejected_percent;
         if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
             return Err(Error::config(
@@ -994,6 +1039,8 @@ keys = ["id"]
             ("max_rejected_percent", "101"),
             ("max_rejected_percent", "-1"),
             ("max_rejected_percent", "nan"),
+            ("email_sample", "21"),
+            ("catalog_table", "\"Orders\""),
         ] {
             let text = MINIMAL.replace("keys", &format!("{setting} = {value}\nkeys"));
             let e = Config::from_toml(&text, "deltadrop.toml").unwrap_err();

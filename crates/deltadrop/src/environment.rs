@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 #[cfg(feature = "delta")]
 use crate::delta::TableLocation;
@@ -26,6 +27,8 @@ pub struct Environment {
     pub deadline: Option<SystemTime>,
     /// The memory a MERGE's operators may hold before they spill to disk; `None`: unbounded.
     pub merge_memory: Option<MergeMemory>,
+    /// Where the upsert registers the tables it writes (a Glue database); `None`: nowhere.
+    pub catalog: Option<Arc<dyn Catalog>>,
 }
 
 /// The memory pool of the upsert's DataFusion operators (joins, sorts, aggregates): beyond it
@@ -89,6 +92,7 @@ impl Environment {
             mailer: Arc::new(OutboxMailer::new(outbox)),
             deadline: None,
             merge_memory: None,
+            catalog: None,
         })
     }
 

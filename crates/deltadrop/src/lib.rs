@@ -12,7 +12,11 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "delta")]
+pub mod athena;
 pub mod bounded;
+pub mod catalog;
+pub mod change_sample;
 pub mod config;
 #[cfg(feature = "delta")]
 pub mod delta;

@@ -121,6 +121,9 @@ async fn set_retention(
     if unchanged {
         return Ok(table);
     }
+    let features = crate::athena::reader_features(&wanted, std::iter::empty());
+    crate::athena::guard(feed, &feed.table, &features)
+        .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
     table.set_tbl_properties().with_properties(wanted).await
 }
 

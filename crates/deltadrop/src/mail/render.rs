@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Email;
 use crate::bounded::join_listed;
+use crate::change_sample::ChangeSample;
 use crate::rejects::RejectsSummary;
 use crate::steps::{Report, SharedCommit, UpsertOutcome};
 
@@ -220,6 +221,12 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
             rows.push((labels[2], changes.rows_deleted.to_string()));
             let version = upsert.version.map_or("none".to_string(), |v| v.to_string());
             rows.push(("Table version", version.clone()));
+            if let Some(sample) = &upsert.change_sample {
+                changed_keys(&mut rows, sample);
+            }
+            if let Some(catalog) = &upsert.catalog {
+                rows.push(("Catalog", catalog.describe()));
+            }
             let counts = format!(
                 "{} inserted, {} updated, {} deleted",
                 changes.rows_inserted, changes.rows_updated, changes.rows_deleted
@@ -260,11 +267,24 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
     } else {
         let rejected = report.stage.as_ref().map_or(0, |s| s.rejected_rows());
         let warned = report.stage.as_ref().map_or(0, |s| s.warned_rows());
+        let catalog_failed = report
+            .upsert
+            .as_ref()
+            .and_then(|u| u.catalog.as_ref())
+            .is_some_and(|c| c.failed());
         if rejected > 0 {
             (
                 "loaded with rejected rows",
                 format!(
                     "{} was loaded into {feed}; {rejected} bad row(s) were set aside",
+                    file_name(key)
+                ),
+            )
+        } else if catalog_failed {
+            (
+                "loaded, catalog not updated",
+                format!(
+                    "{} was loaded into {feed}; its catalog entry could not be updated",
                     file_name(key)
                 ),
             )
@@ -290,6 +310,19 @@ pub fn render_success(report: &Report, now: DateTime<Utc>) -> Email {
         &rows,
         "Sent by deltadrop.",
     )
+}
+
+/// A few keys the commit updated (before → after), inserted and deleted, from its change data.
+fn changed_keys(rows: &mut Vec<(&'static str, String)>, sample: &ChangeSample) {
+    for updated in &sample.updated {
+        rows.push(("Updated", updated.line()));
+    }
+    for key in &sample.inserted {
+        rows.push(("Inserted", key.clone()));
+    }
+    for key in &sample.deleted {
+        rows.push(("Deleted", key.clone()));
+    }
 }
 
 /// The rows a file set aside: their count per reason, the rejects file and the first few.

@@ -26,6 +26,8 @@ use super::merge::{
 use super::{
     file_identity, Changes, Pending, SharedCommit, UpsertOutcome, UpsertOutput, MAX_ATTEMPTS,
 };
+use crate::catalog::CatalogOutcome;
+use crate::change_sample::ChangeSample;
 use crate::config::{BatchBounds, Feed};
 use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
@@ -375,14 +377,53 @@ async fn round(
         }
     };
     let version = committed.as_ref().map_or(version, |(c, _)| c.version);
-    Round::Done(outputs(
+    let (sample, catalog) = match (&committed, version) {
+        (Some(_), Some(version)) => (
+            change_sample(feed, target, version).await,
+            registered(env, feed, target).await,
+        ),
+        _ => (None, None),
+    };
+    let mut outputs = outputs(
         slots,
         prepared,
         target,
         version,
         attempt,
         committed.as_ref(),
-    ))
+    );
+    for output in outputs.iter_mut().flatten() {
+        if output.outcome == UpsertOutcome::Applied {
+            output.change_sample = sample.clone();
+            output.catalog = catalog.clone();
+        }
+    }
+    Round::Done(outputs)
+}
+
+/// With the change data feed on, a few keys of what the commit that made `version` changed, for
+/// the email. The commit is in: a sample that cannot be read is logged and left out.
+async fn change_sample(feed: &Feed, target: &TableLocation, version: u64) -> Option<ChangeSample> {
+    if !feed.change_data_feed || feed.email_sample == 0 {
+        return None;
+    }
+    let read = crate::change_sample::read(target, version, &feed.keys, feed.email_sample).await;
+    read.inspect_err(|e| tracing::warn!(error = %e, version, "could not read the commit's changes for the email"))
+        .ok()
+}
+
+/// The table registered in the deployment's catalog (if it has one) as the commit left it.
+async fn registered(
+    env: &Environment,
+    feed: &Feed,
+    target: &TableLocation,
+) -> Option<CatalogOutcome> {
+    let catalog = env.catalog.as_deref()?;
+    let outcome = crate::catalog::sync(catalog, feed, target).await;
+    if let Some(e) = &outcome.error {
+        tracing::warn!(error = %e, table = %outcome.table, "could not register the table in the catalog");
+    }
+    Some(outcome)
 }
 
 /// Each file's result from its slot.

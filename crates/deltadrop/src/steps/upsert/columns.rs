@@ -127,6 +127,9 @@ impl Columns {
         if feed.schema_policy == SchemaPolicy::Strict && !self.fields.is_empty() {
             self.check_strict(file, format, &staged, &added)?;
         }
+        // Every column a table gets passes here: those of a new table, and those a file adds.
+        let features = crate::athena::reader_features(&HashMap::new(), &added);
+        crate::athena::guard(feed, file, &features)?;
         for field in added {
             self.typed_by.insert(field.name().clone(), file.to_string());
             self.fields.push(field);

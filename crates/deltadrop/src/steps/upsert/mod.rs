@@ -112,6 +112,14 @@ pub struct UpsertOutput {
     /// Rows of this file merged although they broke an expectation whose action is `warn`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rows_warned: u64,
+    /// With the change data feed on, a few keys the commit updated (before → after), inserted
+    /// and deleted (the feed's `email_sample`), for the email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_sample: Option<crate::change_sample::ChangeSample>,
+    /// The table's registration in the deployment's data catalog after the commit (absent
+    /// without a catalog): a failure here leaves the load applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<crate::catalog::CatalogOutcome>,
 }
 
 fn is_zero(count: &u64) -> bool {
@@ -198,6 +206,8 @@ impl UpsertOutput {
             shared_commit: None,
             rows_rejected: 0,
             rows_warned: 0,
+            change_sample: None,
+            catalog: None,
         }
     }
 }
