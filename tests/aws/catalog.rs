@@ -49,8 +49,11 @@ pub async fn tables_are_registered_in_the_glue_catalog(world: &World) {
     );
     assert_eq!(entry.table_type(), Some("EXTERNAL_TABLE"));
 
-    // A file with a new column updates the entry; the change data feed's sample (before →
-    // after) is in its email.
+    // The data owner describes the table and a column in Glue...
+    described_by_its_owner(world, &entry).await;
+
+    // ...a file with a new column updates the entry and keeps what the owner wrote; the
+    // change data feed's sample (before → after) is in its email.
     let second = load(
         world,
         "2.csv",
@@ -62,6 +65,9 @@ pub async fn tables_are_registered_in_the_glue_catalog(world: &World) {
         json!("updated")
     );
     let entry = glue_table(world).await;
+    assert_eq!(entry.description(), Some(DESCRIPTION));
+    let id = &entry.storage_descriptor().unwrap().columns()[0];
+    assert_eq!((id.name(), id.comment()), ("id", Some("the order number")));
     assert_eq!(
         columns(entry.storage_descriptor().unwrap().columns()),
         [("id", "bigint"), ("qty", "bigint"), ("note", "string")]
@@ -158,6 +164,31 @@ pub async fn tables_are_registered_in_the_glue_catalog(world: &World) {
         Some(Registration::Unchanged),
         "{synced:?}"
     );
+}
+
+const DESCRIPTION: &str = "Orders by region, loaded by deltadrop";
+
+/// What a data owner does in the Glue console: a description of the table, a comment on `id`.
+async fn described_by_its_owner(world: &World, entry: &aws_sdk_glue::types::Table) {
+    let mut descriptor = entry.storage_descriptor().unwrap().clone();
+    descriptor.columns.as_mut().unwrap()[0].comment = Some("the order number".into());
+    let input = aws_sdk_glue::types::TableInput::builder()
+        .name(entry.name())
+        .description(DESCRIPTION)
+        .set_table_type(entry.table_type().map(str::to_string))
+        .set_parameters(entry.parameters().cloned())
+        .storage_descriptor(descriptor)
+        .set_partition_keys(Some(entry.partition_keys().to_vec()))
+        .build()
+        .unwrap();
+    glue(world)
+        .await
+        .update_table()
+        .database_name(GLUE_DATABASE)
+        .table_input(input)
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Drops `name` for the feed and returns its execution's output; it must succeed.

@@ -16,6 +16,9 @@ use deltadrop::{Error, Result};
 /// How often a catalog call is tried (the SDK's standard retry: throttling and 5xx, backing off).
 const ATTEMPTS: u32 = 5;
 
+/// A table whose data lives outside the catalog.
+const TABLE_TYPE: &str = "EXTERNAL_TABLE";
+
 /// The table parameters that make the entry a Delta table for Athena, Spark and Glue.
 const PARAMETERS: [(&str, &str); 4] = [
     ("table_type", "DELTA"),
@@ -70,7 +73,7 @@ impl Catalog for GlueCatalog {
             Err(e) => return Err(self.error(&table.name, e)),
         };
         let Some(existing) = existing else {
-            let input = table_input(table, HashMap::new())?;
+            let input = table_input(table, None)?;
             self.client
                 .create_table()
                 .database_name(&self.database)
@@ -83,12 +86,14 @@ impl Catalog for GlueCatalog {
         if matches(&existing, table) {
             return Ok(Registration::Unchanged);
         }
-        // Parameters others set (a comment, Lake Formation's) stay; ours are set again.
-        let input = table_input(table, existing.parameters.unwrap_or_default())?;
+        let input = table_input(table, Some(&existing))?;
         self.client
             .update_table()
             .database_name(&self.database)
             .table_input(input)
+            // An entry updated at every schema change must not run into Glue's quota of table
+            // versions (https://repost.aws/knowledge-center/glue-table-version-errors).
+            .skip_archive(true)
             .send()
             .await
             .map_err(|e| self.error(&table.name, e))?;
@@ -112,7 +117,13 @@ fn matches(existing: &Table, table: &CatalogTable) -> bool {
     };
     let descriptor = existing.storage_descriptor.as_ref();
     let parameters = existing.parameters.clone().unwrap_or_default();
-    descriptor.and_then(|d| d.location.as_deref()) == Some(table.location.as_str())
+    let path = descriptor
+        .and_then(|d| d.serde_info.as_ref())
+        .and_then(|s| s.parameters.as_ref())
+        .and_then(|p| p.get("path"));
+    existing.table_type.as_deref() == Some(TABLE_TYPE)
+        && path == Some(&table.location)
+        && descriptor.and_then(|d| d.location.as_deref()) == Some(table.location.as_str())
         && descriptor.map(|d| pairs(d.columns())) == Some(ours(&table.columns))
         && pairs(existing.partition_keys()) == ours(&table.partition_keys)
         && PARAMETERS
@@ -120,11 +131,18 @@ fn matches(existing: &Table, table: &CatalogTable) -> bool {
             .all(|(k, v)| parameters.get(*k).map(String::as_str) == Some(*v))
 }
 
-fn table_input(
-    table: &CatalogTable,
-    mut parameters: HashMap<String, String>,
-) -> Result<TableInput> {
+/// The entry for `table`; an update keeps what others set on the `existing` entry: its
+/// parameters (a comment, Lake Formation's), description, owner, retention and column comments.
+fn table_input(table: &CatalogTable, existing: Option<&Table>) -> Result<TableInput> {
     let invalid = |e: aws_sdk_glue::error::BuildError| Error::internal(e.to_string());
+    let comments: HashMap<&str, &str> = existing
+        .and_then(|t| t.storage_descriptor.as_ref())
+        .map(|d| d.columns())
+        .into_iter()
+        .flatten()
+        .chain(existing.map(|t| t.partition_keys()).into_iter().flatten())
+        .filter_map(|c| Some((c.name.as_str(), c.comment.as_deref()?)))
+        .collect();
     let columns = |columns: &[CatalogColumn]| -> Result<Vec<Column>> {
         columns
             .iter()
@@ -132,11 +150,15 @@ fn table_input(
                 Column::builder()
                     .name(&c.name)
                     .r#type(&c.data_type)
+                    .set_comment(comments.get(c.name.as_str()).map(|s| s.to_string()))
                     .build()
                     .map_err(invalid)
             })
             .collect()
     };
+    let mut parameters = existing
+        .and_then(|t| t.parameters.clone())
+        .unwrap_or_default();
     parameters.extend(
         PARAMETERS
             .iter()
@@ -158,7 +180,10 @@ fn table_input(
         .build();
     TableInput::builder()
         .name(&table.name)
-        .table_type("EXTERNAL_TABLE")
+        .table_type(TABLE_TYPE)
+        .set_description(existing.and_then(|t| t.description.clone()))
+        .set_owner(existing.and_then(|t| t.owner.clone()))
+        .retention(existing.map_or(0, |t| t.retention))
         .set_parameters(Some(parameters))
         .storage_descriptor(descriptor)
         .set_partition_keys(Some(columns(&table.partition_keys)?))

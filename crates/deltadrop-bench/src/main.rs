@@ -85,6 +85,11 @@ enum Command {
         /// The table is partitioned by `o_orderdate` (keys `o_orderkey`, `o_orderdate`).
         #[arg(long)]
         partition_by_date: bool,
+        /// The feed has the change data feed on (`change_data_feed = true`): every MERGE writes
+        /// its changes and the upsert reads a sample of them back for the email; the sample's
+        /// read is also timed on its own (`sample_seconds`).
+        #[arg(long)]
+        change_data_feed: bool,
     },
     /// Many small files for one table (or `--tables` tables) at once, each through the whole
     /// pipeline, with at most `concurrency` runs at a time (`--lane`: staged that many at a time,
@@ -172,6 +177,7 @@ struct Layout {
     target_file_mb: Option<u64>,
     partition_by_date: bool,
     checked: bool,
+    change_data_feed: bool,
 }
 
 /// The bench's folder bucket; the MERGE's memory pool from the process's environment
@@ -180,6 +186,9 @@ fn environment(work: &Path, layout: Layout) -> BenchResult<Environment> {
     let mut config = CONFIG.to_string();
     if let Some(mb) = layout.target_file_mb {
         config.push_str(&format!("target_file_mb = {mb}\n"));
+    }
+    if layout.change_data_feed {
+        config.push_str("change_data_feed = true\n");
     }
     if layout.checked {
         config.push_str(CHECKS);
@@ -393,11 +402,13 @@ async fn main() -> BenchResult<()> {
             work,
             target_file_mb,
             partition_by_date,
+            change_data_feed,
         } => {
             let layout = Layout {
                 target_file_mb,
                 partition_by_date,
                 checked: false,
+                change_data_feed,
             };
             let (env, run) = prepare(&file, &work, layout).await?;
             let spill = spill::Watch::start();
@@ -409,8 +420,29 @@ async fn main() -> BenchResult<()> {
             let merged = upsert(&env, &run, &staged)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", e.name()));
+            let upsert_seconds = staged_at.elapsed().as_secs_f64();
+            let sample_seconds = match (change_data_feed, merged.version) {
+                (true, Some(version)) => {
+                    let sampled = Instant::now();
+                    let feed = &env.config.feeds[0];
+                    let sample = deltadrop::change_sample::read(
+                        &env.table(&feed.table)?,
+                        version,
+                        &feed.keys,
+                        feed.email_sample,
+                    )
+                    .await?;
+                    assert!(
+                        merged.change_sample.as_ref() == Some(&sample),
+                        "the upsert's own sample"
+                    );
+                    Some(sampled.elapsed().as_secs_f64())
+                }
+                _ => None,
+            };
             json!({"rows": staged.rows, "stage_seconds": (staged_at - started).as_secs_f64(),
-                   "upsert_seconds": staged_at.elapsed().as_secs_f64(), "seconds": started.elapsed().as_secs_f64(),
+                   "upsert_seconds": upsert_seconds, "seconds": started.elapsed().as_secs_f64(),
+                   "sample_seconds": sample_seconds,
                    "inserted": merged.changes.rows_inserted, "updated": merged.changes.rows_updated,
                    "files_scanned": merged.changes.files_scanned, "files_skipped": merged.changes.files_skipped,
                    "files_added": merged.changes.files_added,

@@ -137,74 +137,85 @@ mod of_table {
 
     use super::{CatalogColumn, CatalogTable};
     use crate::delta::TableLocation;
+    use crate::error::{Error, Result};
 
     /// The catalog's entry for the table at `location` with `fields`, partitioned by
-    /// `partition_columns`.
+    /// `partition_columns`; a column whose type has no catalog name is an error naming it.
     pub fn catalog_table(
         name: String,
         location: &TableLocation,
         fields: &[impl AsRef<Field>],
         partition_columns: &[String],
-    ) -> CatalogTable {
-        let column = |f: &Field| CatalogColumn {
-            name: f.name().clone(),
-            data_type: catalog_type(f.data_type()),
+    ) -> Result<CatalogTable> {
+        let column = |f: &Field| -> Result<CatalogColumn> {
+            let data_type = catalog_type(f.data_type()).ok_or_else(|| {
+                Error::internal(format!(
+                    "column {:?} of {} is of type {}, which has no Glue or Athena type name",
+                    f.name(),
+                    location.name(),
+                    f.data_type()
+                ))
+            })?;
+            Ok(CatalogColumn {
+                name: f.name().clone(),
+                data_type,
+            })
         };
         let fields: Vec<&Field> = fields.iter().map(AsRef::as_ref).collect();
-        CatalogTable {
+        Ok(CatalogTable {
             name,
             location: location.name().trim_end_matches('/').to_string(),
             columns: fields
                 .iter()
                 .filter(|f| !partition_columns.contains(f.name()))
                 .map(|f| column(f))
-                .collect(),
+                .collect::<Result<_>>()?,
             partition_keys: partition_columns
                 .iter()
                 .filter_map(|p| fields.iter().find(|f| f.name() == p))
                 .map(|f| column(f))
-                .collect(),
-        }
+                .collect::<Result<_>>()?,
+        })
     }
 
-    /// An Arrow type as Athena and Spark name it in a catalog (Hive type names).
-    pub fn catalog_type(data_type: &DataType) -> String {
-        match data_type {
+    /// An Arrow type as Athena and Spark name it in a catalog (Hive type names); `None` for a
+    /// type no Delta table holds (Delta's types all have one).
+    pub fn catalog_type(data_type: &DataType) -> Option<String> {
+        Some(match data_type {
             DataType::Boolean => "boolean".into(),
             DataType::Int8 => "tinyint".into(),
             DataType::Int16 => "smallint".into(),
             DataType::Int32 => "int".into(),
-            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint".into(),
-            DataType::UInt8 | DataType::UInt16 => "int".into(),
+            DataType::Int64 => "bigint".into(),
             DataType::Float32 => "float".into(),
             DataType::Float64 => "double".into(),
-            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
+            DataType::Decimal128(p, s) if *p <= 38 => format!("decimal({p},{s})"),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
-            DataType::Date32 | DataType::Date64 => "date".into(),
+            DataType::Date32 => "date".into(),
             DataType::Timestamp(..) => "timestamp".into(),
-            DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
-                format!("array<{}>", catalog_type(f.data_type()))
+            DataType::List(f) | DataType::LargeList(f) => {
+                format!("array<{}>", catalog_type(f.data_type())?)
             }
             DataType::Struct(fields) => format!(
                 "struct<{}>",
                 fields
                     .iter()
-                    .map(|f| format!("{}:{}", f.name(), catalog_type(f.data_type())))
-                    .collect::<Vec<_>>()
+                    .map(|f| Some(format!("{}:{}", f.name(), catalog_type(f.data_type())?)))
+                    .collect::<Option<Vec<_>>>()?
                     .join(",")
             ),
             DataType::Map(entries, _) => match entries.data_type() {
                 DataType::Struct(kv) if kv.len() == 2 => format!(
                     "map<{},{}>",
-                    catalog_type(kv[0].data_type()),
-                    catalog_type(kv[1].data_type())
+                    catalog_type(kv[0].data_type())?,
+                    catalog_type(kv[1].data_type())?
                 ),
-                other => catalog_type(other),
+                _ => return None,
             },
-            DataType::Dictionary(_, values) => catalog_type(values),
-            other => other.to_string().to_lowercase(),
-        }
+            DataType::Dictionary(_, values) => catalog_type(values)?,
+            _ => return None,
+        })
     }
 }
 
@@ -235,7 +246,7 @@ mod registration {
                 .snapshot()
                 .map_err(|e| crate::Error::delta(location.name(), e))?;
             let partitions = snapshot.metadata().partition_columns().to_vec();
-            let entry = catalog_table(name.clone(), location, schema.fields(), &partitions);
+            let entry = catalog_table(name.clone(), location, schema.fields(), &partitions)?;
             catalog.register(&entry).await
         }
         .await;
@@ -278,7 +289,16 @@ mod tests {
             ),
             (nested, "struct<a:int,b:array<string>>"),
         ] {
-            assert_eq!(of_table::catalog_type(&data_type), expected);
+            assert_eq!(
+                of_table::catalog_type(&data_type).as_deref(),
+                Some(expected)
+            );
         }
+        let time = DataType::Time64(TimeUnit::Microsecond);
+        assert_eq!(
+            of_table::catalog_type(&time),
+            None,
+            "no Hive name: an error, not a bad type"
+        );
     }
 }
