@@ -14,35 +14,58 @@ use crate::world::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state_machine() {
+    let started = std::time::Instant::now();
+    // Each scenario's start on stderr: a failure's output (whose tail CI keeps) says which
+    // scenario failed and when.
+    macro_rules! scenario {
+        ($call:expr) => {{
+            eprintln!(
+                "[{:>4} s] {}",
+                started.elapsed().as_secs(),
+                stringify!($call)
+            );
+            $call.await
+        }};
+    }
     let world = World::new().await;
-    first_deploy_before_the_configuration(&world).await;
-    an_upsert_and_a_duplicated_notification(&world).await;
-    a_malformed_file_is_quarantined(&world).await;
-    a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(&world).await;
-    a_mail_failure_does_not_fail_a_load(&world).await;
-    let late = a_failure_after_the_archive_moves_the_file_to_quarantine(&world).await;
-    a_quarantined_file_replayed_runs_again(&world, &late).await;
-    the_same_bytes_dropped_again_are_loaded_again(&world).await;
-    a_late_and_repeated_notification_never_undoes_a_newer_upload(&world).await;
-    a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world).await;
-    a_feed_in_arrival_order_waits_for_the_earlier_file(&world).await;
-    an_execution_stopped_by_an_operator_leaves_its_file_archived(&world).await;
-    a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world).await;
-    a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(&world).await;
-    bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(&world).await;
-    crate::catalog::tables_are_registered_in_the_glue_catalog(&world).await;
-    answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world).await;
-    tagged_uploads_keep_their_tags_in_archive_and_quarantine(&world).await;
-    keys_near_s3s_limit_are_archived_and_quarantined(&world).await;
-    a_throttled_account_still_loads_or_quarantines_every_file(&world).await;
-    crate::faults::files_under_faults_are_applied_once_or_quarantined(&world).await;
-    let maintenance = the_scheduled_maintenance_compacts_every_table(&world).await;
-    the_watch_names_a_file_nobody_loaded(&world).await;
+    scenario!(first_deploy_before_the_configuration(&world));
+    scenario!(an_upsert_and_a_duplicated_notification(&world));
+    scenario!(a_malformed_file_is_quarantined(&world));
+    scenario!(a_very_wide_file_and_a_huge_bad_value_stay_within_the_state_limit(&world));
+    scenario!(a_mail_failure_does_not_fail_a_load(&world));
+    let late = scenario!(a_failure_after_the_archive_moves_the_file_to_quarantine(
+        &world
+    ));
+    scenario!(a_quarantined_file_replayed_runs_again(&world, &late));
+    scenario!(the_same_bytes_dropped_again_are_loaded_again(&world));
+    scenario!(a_late_and_repeated_notification_never_undoes_a_newer_upload(&world));
+    scenario!(a_failed_upload_is_quarantined_without_touching_a_newer_upload_of_its_key(&world));
+    scenario!(a_feed_in_arrival_order_waits_for_the_earlier_file(&world));
+    scenario!(an_execution_stopped_by_an_operator_leaves_its_file_archived(&world));
+    scenario!(a_burst_for_one_table_shares_commits_and_one_email_per_commit(&world));
+    scenario!(a_partitioned_table_on_s3_reads_only_the_partitions_a_file_touches(&world));
+    scenario!(bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(
+        &world
+    ));
+    scenario!(crate::catalog::tables_are_registered_in_the_glue_catalog(
+        &world
+    ));
+    scenario!(answers_refused_as_gone_are_dropped_and_the_files_sent_again(&world));
+    scenario!(tagged_uploads_keep_their_tags_in_archive_and_quarantine(
+        &world
+    ));
+    scenario!(keys_near_s3s_limit_are_archived_and_quarantined(&world));
+    scenario!(a_throttled_account_still_loads_or_quarantines_every_file(
+        &world
+    ));
+    scenario!(crate::faults::files_under_faults_are_applied_once_or_quarantined(&world));
+    let maintenance = scenario!(the_scheduled_maintenance_compacts_every_table(&world));
+    scenario!(the_watch_names_a_file_nobody_loaded(&world));
     // Last before the IAM check: once a multipart upload has completed, moto's
     // /moto-api/data.json (where the emails are read) answers 500.
-    a_copy_in_parts_keeps_the_bytes_and_the_tags(&world).await;
-    every_call_is_one_the_function_policy_allows(&world).await;
-    every_alarm_fires_in_some_scenario(&world, &maintenance).await;
+    scenario!(a_copy_in_parts_keeps_the_bytes_and_the_tags(&world));
+    scenario!(every_call_is_one_the_function_policy_allows(&world));
+    scenario!(every_alarm_fires_in_some_scenario(&world, &maintenance));
 }
 
 /// S3's test event and a file arrive before the configuration: the test event is acknowledged,

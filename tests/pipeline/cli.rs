@@ -716,3 +716,44 @@ fn run_all_merges_a_tables_files_in_one_commit_and_a_digest_lists_them() {
         "files and --all exclude each other"
     );
 }
+
+/// `deltadrop run --workers 4 --chunk-mb 1` stages a file of a few MiB in chunks (the progress
+/// says how many) and loads every row, as a run with one worker loads it.
+#[test]
+fn run_with_workers_stages_a_large_file_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path();
+    let feeds = [crate::support::feed("t", "")];
+    std::fs::write(
+        bucket.join("deltadrop.toml"),
+        crate::support::config(&feeds),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bucket.join("incoming/t")).unwrap();
+    let rows = 150_000;
+    let body: String = std::iter::once("id,name,amount\n".to_string())
+        .chain((0..rows).map(|i| format!("{i},name {i},{}.5\n", i % 1000)))
+        .collect();
+    let chunks = body.len().div_ceil(1024 * 1024);
+    assert!(chunks >= 3, "{} bytes", body.len());
+    std::fs::write(bucket.join("incoming/t/big.csv"), &body).unwrap();
+    let (code, stdout) = on_bucket(
+        bucket,
+        &[
+            "run",
+            "incoming/t/big.csv",
+            "--workers",
+            "4",
+            "--chunk-mb",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("stage: {rows} rows, 3 columns in {chunks} chunks")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("{rows} inserted")), "{stdout}");
+    let (code, _) = on_bucket(bucket, &["run", "incoming/t/x.csv", "--workers", "0"]);
+    assert_eq!(code, Some(2), "no workers is refused");
+}

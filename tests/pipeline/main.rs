@@ -11,4 +11,5 @@ mod formats;
 mod malformed;
 mod partitions;
 mod rejects;
+mod split;
 mod upsert;

@@ -183,6 +183,8 @@ impl AwsContext {
             deadline: *self.deadline.lock().expect("not poisoned"),
             merge_memory: self.settings.merge_memory.clone(),
             catalog: self.catalog.clone(),
+            // A function reads a file whole; the Distributed Map splits on AWS (issue 22).
+            split: None,
         })
     }
 

@@ -73,6 +73,12 @@ enum Command {
         /// expectations on every row ([`CHECKS`]).
         #[arg(long)]
         checked: bool,
+        /// Stage in chunks, this many at a time (`deltadrop run --workers`; docs/scaling.md).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// The chunk size in MiB, with `--workers` above 1.
+        #[arg(long, default_value_t = deltadrop::Split::DEFAULT_CHUNK_MB)]
+        chunk_mb: u64,
     },
     /// stage + upsert of the file into `<work>/tables/orders` (creating it or merging into it).
     Upsert {
@@ -381,12 +387,21 @@ async fn main() -> BenchResult<()> {
             file,
             work,
             checked,
+            workers,
+            chunk_mb,
         } => {
             let layout = Layout {
                 checked,
                 ..Layout::default()
             };
             let (env, run) = prepare(&file, &work, layout).await?;
+            let env = deltadrop::Environment {
+                split: (workers > 1).then_some(deltadrop::Split {
+                    workers,
+                    chunk_bytes: chunk_mb * 1024 * 1024,
+                }),
+                ..env
+            };
             create_table_from_first_rows(&env, &file).await?;
             let started = Instant::now();
             let staged = stage(&env, &run)
@@ -395,7 +410,7 @@ async fn main() -> BenchResult<()> {
             let seconds = started.elapsed().as_secs_f64();
             json!({"rows": staged.rows, "seconds": seconds, "mb_per_s": mb(staged.bytes) / seconds,
                    "rows_per_s": staged.rows as f64 / seconds, "rejected": staged.rejected_rows(),
-                   "warned": staged.warned_rows()})
+                   "warned": staged.warned_rows(), "workers": workers, "chunks": staged.chunks})
         }
         Command::Upsert {
             file,

@@ -61,6 +61,7 @@ fn check_sample(config: &Config, key: &str) -> Result<()> {
         target: None,
         hash_content: false,
         rejects: Default::default(),
+        part: Default::default(),
     };
     let mut schema = None;
     let read = read_file(std::io::BufReader::new(file), &spec, &mut |batch| {

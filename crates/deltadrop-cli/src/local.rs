@@ -30,6 +30,13 @@ pub fn environment(
     Ok(env)
 }
 
+/// Where `deltadrop run` works: the folder used as the bucket, the configuration, the outbox.
+pub struct Folders<'a> {
+    pub bucket: &'a Path,
+    pub config: Option<&'a Path>,
+    pub outbox: Option<&'a Path>,
+}
+
 /// Reads and validates a configuration file; errors name the file (or the field in it).
 pub fn read_config(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigError {
@@ -81,11 +88,14 @@ async fn incoming_files(env: &Environment) -> Result<Vec<String>> {
 pub async fn run(
     files: &[String],
     all: bool,
-    bucket: &Path,
-    config: Option<&Path>,
-    outbox: Option<&Path>,
+    folders: Folders<'_>,
+    split: Option<deltadrop::Split>,
 ) -> Result<ExitCode> {
-    let env = environment(bucket, config, outbox)?;
+    let bucket = folders.bucket;
+    let env = Environment {
+        split,
+        ..environment(bucket, folders.config, folders.outbox)?
+    };
     let local = LocalBucket::new(bucket)?;
     let keys = if all {
         incoming_files(&env).await?

@@ -48,6 +48,13 @@ enum Command {
         /// Where emails are written as .eml files [default: <bucket>/_deltadrop/outbox].
         #[arg(long)]
         outbox: Option<PathBuf>,
+        /// Stage a large uncompressed CSV or JSON lines file in chunks, this many at a time
+        /// (docs/scaling.md); 1 reads every file whole.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+        /// The size of a chunk, in MiB: a file smaller than two chunks is read whole.
+        #[arg(long, default_value_t = deltadrop::Split::DEFAULT_CHUNK_MB, value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_mb: u64,
     },
     /// Check a configuration before uploading it: every error names the field. With sample
     /// files (named by their keys, relative to the current folder): the feed each routes to,
@@ -200,7 +207,20 @@ async fn main() -> ExitCode {
             bucket,
             config,
             outbox,
-        } => local::run(&files, all, &bucket, config.as_deref(), outbox.as_deref()).await,
+            workers,
+            chunk_mb,
+        } => {
+            let split = (workers > 1).then_some(deltadrop::Split {
+                workers: workers.into(),
+                chunk_bytes: chunk_mb * 1024 * 1024,
+            });
+            let folders = local::Folders {
+                bucket: &bucket,
+                config: config.as_deref(),
+                outbox: outbox.as_deref(),
+            };
+            local::run(&files, all, folders, split).await
+        }
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Check { config, samples } => check::run(&config, &samples),
         Command::Status {

@@ -29,6 +29,26 @@ pub struct Environment {
     pub merge_memory: Option<MergeMemory>,
     /// Where the upsert registers the tables it writes (a Glue database); `None`: nowhere.
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// Stage large files in parallel chunks (`deltadrop run --workers N`); `None`: every file
+    /// is read by one worker.
+    pub split: Option<Split>,
+}
+
+/// How the stage splits a large file ([`crate::steps::stage`]): into chunks of about
+/// `chunk_bytes`, read by `workers` workers at a time. Files smaller than two chunks are read
+/// whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Chunks read at a time.
+    pub workers: usize,
+    /// About how many bytes a chunk has.
+    pub chunk_bytes: u64,
+}
+
+impl Split {
+    /// The default chunk: large enough that reading the file's head and each chunk's boundary
+    /// costs nothing next to the chunk, small enough for a 10 GB file to give every worker work.
+    pub const DEFAULT_CHUNK_MB: u64 = 64;
 }
 
 /// The memory pool of the upsert's DataFusion operators (joins, sorts, aggregates): beyond it
@@ -93,6 +113,7 @@ impl Environment {
             deadline: None,
             merge_memory: None,
             catalog: None,
+            split: None,
         })
     }
 

@@ -216,6 +216,22 @@ pub enum Error {
         budget: String,
     },
 
+    /// A part of a file split into chunks cannot be read on its own: a record runs over
+    /// several lines (a quoted CSV field holds a line break), so the file's lines are not its
+    /// records. The file is read whole instead ([`crate::split`]); it is not at fault.
+    #[error(
+        "{}: {message}; the file cannot be split at line ends and is read whole",
+        at(file, position)
+    )]
+    Unsplittable {
+        /// The file's key.
+        file: String,
+        /// Where the record that spans lines starts.
+        position: Option<Position>,
+        /// What was found.
+        message: String,
+    },
+
     /// Reading or writing the bucket failed (usually transient).
     #[error("storage error on {location}: {message}")]
     StorageError {
@@ -315,6 +331,8 @@ error_kinds!(
     /// The MERGE would rewrite more than the upsert function can in its time, or needs more
     /// memory than its pool.
     TooLargeForFunction,
+    /// A chunk of a split file holds a record over several lines: the file is read whole.
+    Unsplittable,
     /// Reading or writing the bucket failed.
     StorageError,
     /// delta-rs reported a failure that is not one of the above.
@@ -346,6 +364,7 @@ impl ErrorKind {
             | WaitingForEarlierFile
             | CommitConflict
             | TooLargeForFunction
+            | Unsplittable
             | StorageError
             | DeltaError
             | MailError
@@ -362,8 +381,8 @@ impl ErrorKind {
             WaitingForEarlierFile | CommitConflict | StorageError | DeltaError | MailError => true,
             ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
             | MissingKeyColumn | NullKey | TooManyBadRows | ExpectationFailed | SchemaMismatch
-            | ObjectNotFound | UploadReplaced | TooLargeForFunction | InvalidInput
-            | InternalError => false,
+            | ObjectNotFound | UploadReplaced | TooLargeForFunction | Unsplittable
+            | InvalidInput | InternalError => false,
         }
     }
 
@@ -384,6 +403,7 @@ impl ErrorKind {
             UploadReplaced => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
             WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
             TooLargeForFunction => "The file is fine; the table's layout makes its MERGE too big: partition the table by a key-derived column (partition_by), let maintenance order its files by the keys, or, if the function's time allows it, raise the feed's max_rewrite_gb; then replay the file from quarantine. The target table was not changed.",
+            Unsplittable => "Nothing to do: a quoted field holds a line break, so the file is read whole rather than in chunks.",
             CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",
             StorageError | DeltaError => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
             MailError => "Check the mail sender identity and recipients.",
@@ -418,6 +438,7 @@ impl Error {
             Error::WaitingForEarlierFile { .. } => ErrorKind::WaitingForEarlierFile,
             Error::CommitConflict { .. } => ErrorKind::CommitConflict,
             Error::TooLargeForFunction { .. } => ErrorKind::TooLargeForFunction,
+            Error::Unsplittable { .. } => ErrorKind::Unsplittable,
             Error::StorageError { .. } => ErrorKind::StorageError,
             Error::DeltaError { .. } => ErrorKind::DeltaError,
             Error::MailError { .. } => ErrorKind::MailError,

@@ -46,5 +46,5 @@ pub mod storage;
 pub mod upload;
 pub mod watch;
 
-pub use environment::{Environment, MergeMemory};
+pub use environment::{Environment, MergeMemory, Split};
 pub use error::{Error, ErrorKind, Result};

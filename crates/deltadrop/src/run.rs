@@ -155,9 +155,13 @@ async fn stage_and_archive(
     progress(&format!("stage: reading {}", env.storage.display(&run.key)));
     let staged = stage(env, run).await?;
     progress(&format!(
-        "stage: {} rows, {} columns{} → {}",
+        "stage: {} rows, {} columns{}{} → {}",
         staged.rows,
         staged.column_count,
+        staged
+            .chunks
+            .map(|n| format!(" in {n} chunks"))
+            .unwrap_or_default(),
         if staged.new_columns.is_empty() {
             String::new()
         } else {

@@ -29,7 +29,9 @@ pub(crate) fn read(
         inner: input,
         bytes: Vec::new(),
     };
-    let mut exact = ExactRecords::new(&mut recording, options, spec.file, 0);
+    // A chunk of a split file starts mid-file: its lines are counted from where it starts.
+    let lines_before = spec.part.lines_before();
+    let mut exact = ExactRecords::new(&mut recording, options, spec.file, lines_before);
 
     let header: Vec<String> = if options.header {
         let Some(record) = exact.next()? else {
@@ -54,13 +56,14 @@ pub(crate) fn read(
         }
     }
     let resume = exact.reader.position().clone();
+    let resume_line = lines_before + resume.line();
     drop(exact);
     let rest =
         Cursor::new(recording.bytes.split_off(resume.byte() as usize)).chain(recording.inner);
     let Some(decoder) = csv_fast::fast_decoder(&batcher, options) else {
-        return read_exact_rest(rest, resume.line(), options, batcher);
+        return read_exact_rest(rest, resume_line, options, batcher);
     };
-    match csv_fast::decode(rest, decoder, resume.line(), &mut batcher)? {
+    match csv_fast::decode(rest, decoder, resume_line, &mut batcher)? {
         FastOutcome::Finished => batcher.finish(),
         FastOutcome::Stumbled { rest, line } => read_exact_rest(rest, line, options, batcher),
     }
@@ -152,6 +155,13 @@ impl<'f, R: Read> ExactRecords<'f, R> {
             return Ok(false);
         };
         let line = offset + record.position().map_or(0, |p| p.line());
+        if batcher.reads_a_chunk() && record.iter().any(|field| field.contains('\n')) {
+            return Err(Error::Unsplittable {
+                file: file.to_string(),
+                position: Some(Position::Line(line)),
+                message: "a quoted field holds a line break".into(),
+            });
+        }
         if batcher.column_count() == 0 {
             for i in 0..record.len() {
                 batcher.column_index(&format!("column_{}", i + 1), line)?;

@@ -114,7 +114,13 @@ pub(super) fn decode<R: Read>(
                 // broken expectation in a batch where a record spans lines.
                 let positions: Vec<u64> = (line..line + raw.num_rows() as u64).collect();
                 let exact = count_newlines(&batch_bytes) == raw.num_rows() as u64;
-                batcher.conform(&raw, &positions, false, exact)
+                if exact || !batcher.reads_a_chunk() {
+                    batcher.conform(&raw, &positions, false, exact)
+                } else {
+                    // A chunk's records must each be one line: the exact path tells a record
+                    // over several lines (unsplittable) from a blank line.
+                    Err(crate::Error::internal("a record may span lines"))
+                }
             }
             Err(e) => Err(crate::Error::malformed(batcher.file(), None, e.to_string())),
         };

@@ -52,7 +52,8 @@ pub(crate) fn read_lines(
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut batcher = TextBatcher::new(spec, Vec::new(), false, Position::Line, sink)?;
     let mut line = Vec::new();
-    let mut number = 0u64;
+    // A chunk of a split file starts mid-file: its lines are counted from where it starts.
+    let mut number = spec.part.lines_before();
     loop {
         line.clear();
         let read = reader

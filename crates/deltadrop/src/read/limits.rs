@@ -66,14 +66,15 @@ pub(crate) struct Guarded<R> {
 }
 
 impl<R: Read> Guarded<R> {
-    pub fn new(inner: R, limits: &Limits, text: bool) -> Self {
+    /// `first_line`: the line the bytes start on (a chunk of a split file starts mid-file).
+    pub fn new(inner: R, limits: &Limits, text: bool, first_line: u64) -> Self {
         Guarded {
             inner,
             max_bytes: limits.max_decompressed_bytes(),
             max_line_bytes: text.then(|| limits.max_line_bytes()),
             limits: limits.clone(),
             total: 0,
-            line: 1,
+            line: first_line,
             line_bytes: 0,
             crossed: None,
         }
@@ -237,7 +238,7 @@ mod tests {
     use super::*;
 
     fn read_all(data: &[u8], limits: &Limits) -> Result<u64, Crossed> {
-        let mut guarded = Guarded::new(data, limits, true);
+        let mut guarded = Guarded::new(data, limits, true, 1);
         let mut buf = [0u8; 7];
         let mut total = 0;
         loop {

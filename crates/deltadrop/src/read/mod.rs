@@ -13,6 +13,7 @@ mod infer;
 mod json;
 mod limits;
 mod parquet;
+mod part;
 mod plan;
 mod set_aside;
 mod text;
@@ -24,6 +25,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
 
 pub use conform::type_name;
+pub use part::{ChunkSpec, HeadPlan, Part};
 pub use plan::LINE_COLUMN;
 pub use set_aside::SetAside;
 
@@ -50,6 +52,8 @@ pub struct ReadSpec<'a> {
     pub hash_content: bool,
     /// The rows set aside while reading (a feed with `on_bad_rows = "reject"`).
     pub rejects: SetAside,
+    /// The whole file, its head, or a chunk of it.
+    pub part: Part,
 }
 
 /// What [`read_file`] found in the file.
@@ -162,17 +166,7 @@ pub fn read_file(
         hasher: spec.hash_content.then(Sha256::new),
         bytes: 0,
     };
-    let mut summary = {
-        let decompressed = decompress(&mut hashing, spec.compression, spec.file)?;
-        let text = spec.format != FileFormat::Parquet;
-        let decompressed = limits::Guarded::new(decompressed, &spec.feed.limits, text);
-        match spec.format {
-            FileFormat::Csv => csv::read(decompressed, spec, sink)?,
-            FileFormat::Jsonl => json::read_lines(decompressed, spec, sink)?,
-            FileFormat::Json => json::read_array(decompressed, spec, sink)?,
-            FileFormat::Parquet => parquet::read(decompressed, spec, sink)?,
-        }
-    };
+    let mut summary = parse(&mut hashing, spec, sink)?;
     // The identity covers every byte, even what a decoder left unread after the data ended.
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| io_error(spec.file, None, e))?;
     summary.bytes = hashing.bytes;
@@ -180,6 +174,39 @@ pub fn read_file(
     // Rows set aside or broken past what the feed allows fail the file, once it is read whole.
     spec.rejects.verdict(spec, summary.rows)?;
     Ok(summary)
+}
+
+/// Decompresses, guards and parses `raw` as the spec says, handing batches to `sink`.
+fn parse(
+    raw: impl Read,
+    spec: &ReadSpec<'_>,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<ReadSummary> {
+    let decompressed = decompress(raw, spec.compression, spec.file)?;
+    let text = spec.format != FileFormat::Parquet;
+    let first_line = spec.part.lines_before() + 1;
+    let decompressed = limits::Guarded::new(decompressed, &spec.feed.limits, text, first_line);
+    match spec.format {
+        FileFormat::Csv => csv::read(decompressed, spec, sink),
+        FileFormat::Jsonl => json::read_lines(decompressed, spec, sink),
+        FileFormat::Json => json::read_array(decompressed, spec, sink),
+        FileFormat::Parquet => parquet::read(decompressed, spec, sink),
+    }
+}
+
+/// Reads the head of a CSV or JSON lines file until its sample fixes the plan, exactly as
+/// [`read_file`] would fix it, and stops there: the plan every chunk of the split file is read
+/// with. `spec.part` must be [`Part::Head`]. `None` for a file without records.
+pub fn read_head(raw: impl Read, spec: &ReadSpec<'_>) -> Result<Option<HeadPlan>> {
+    let Part::Head(found) = &spec.part else {
+        return Err(Error::internal("read_head needs a spec for the head"));
+    };
+    // The batcher stops the read with an error once the plan is fixed (text.rs).
+    let read = parse(raw, spec, &mut |_| Ok(()));
+    match found.get() {
+        Some(head) => Ok(Some(head.clone())),
+        None => read.map(|_| None),
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +227,7 @@ mod tests {
             target: None,
             hash_content: false,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let mut batches = Vec::new();
         let summary = read_file(bytes, &spec, &mut |batch| {
@@ -254,6 +282,7 @@ mod tests {
             target: None,
             hash_content: false,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let summary = read_file(&gz[..], &spec, &mut |_| Ok(())).unwrap();
         assert_eq!((summary.rows, summary.sha256), (1, None));
@@ -303,6 +332,7 @@ mod tests {
             target: None,
             hash_content: false,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let mut ids = Vec::new();
         let read = read_file(bytes, &spec, &mut |batch| {
@@ -434,6 +464,7 @@ mod tests {
             target: None,
             hash_content: false,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let summary = read_file(file.as_bytes(), &spec, &mut |_| Ok(())).unwrap();
         assert_eq!(summary.rows, 39_996);
@@ -511,6 +542,7 @@ mod tests {
             target: None,
             hash_content: false,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let mut ids = Vec::new();
         read_file(file.as_bytes(), &spec, &mut |batch| {

@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     pub schema: SchemaRef,
     /// File columns the target table does not have.
     pub new_columns: Vec<String>,
+    /// Records in the sample that fixed the plan (the first batch).
+    pub sample_rows: u64,
 }
 
 /// Builds the plan. `fixed_columns` says whether the format has a fixed column list (CSV,
@@ -181,5 +183,6 @@ pub(crate) fn make_plan(
     Ok(Plan {
         schema: Arc::new(Schema::new(fields)),
         new_columns,
+        sample_rows: 0,
     })
 }

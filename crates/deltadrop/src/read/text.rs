@@ -10,6 +10,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use super::conform::conform;
 use super::infer::infer_type;
 use super::limits::check_columns;
+use super::part::{HeadPlan, Part};
 use super::plan::{make_plan, Plan};
 use super::{ReadSpec, ReadSummary, BATCH_ROWS};
 use crate::error::{Error, Position, Result};
@@ -38,6 +39,18 @@ impl<'a, 's> TextBatcher<'a, 's> {
     ) -> Result<Self> {
         let at_header = (fixed_columns && !columns.is_empty()).then(|| position(1));
         check_columns(spec.file, &spec.feed.limits, columns.len(), at_header)?;
+        // A chunk of a split file has the columns and the plan its file's head fixed.
+        let columns = match spec.part.fixed() {
+            Some(head) if columns.is_empty() || columns == head.columns => head.columns.clone(),
+            Some(head) => {
+                return Err(Error::internal(format!(
+                    "a chunk's header ({}) is not its file's ({})",
+                    columns.join(", "),
+                    head.columns.join(", ")
+                )))
+            }
+            None => columns,
+        };
         let mut batcher = TextBatcher {
             spec,
             columns: Vec::new(),
@@ -46,7 +59,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
             positions: Vec::with_capacity(BATCH_ROWS),
             position,
             fixed_columns,
-            plan: None,
+            plan: spec.part.fixed().map(|head| head.plan.clone()),
             rows: 0,
             sink,
         };
@@ -59,6 +72,11 @@ impl<'a, 's> TextBatcher<'a, 's> {
     /// The file's key, for messages.
     pub fn file(&self) -> &'s str {
         self.spec.file
+    }
+
+    /// Whether this reads a chunk of a split file, whose records must each be one line.
+    pub fn reads_a_chunk(&self) -> bool {
+        self.spec.part.is_chunk()
     }
 
     /// The file's columns, in file order.
@@ -92,7 +110,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 format!(
                     "field '{name}' first appears after the first {} records that fixed the file's columns; \
                      declare it in the feed's column_types or put it in an early record",
-                    self.rows
+                    self.plan.as_ref().map_or(0, |plan| plan.sample_rows)
                 ),
             ));
         }
@@ -153,12 +171,25 @@ impl<'a, 's> TextBatcher<'a, 's> {
                     .and_then(|c| c.as_any().downcast_ref::<StringArray>());
                 Ok(strings.map(infer_type).unwrap_or(DataType::Utf8))
             };
-            self.plan = Some(make_plan(
+            let mut plan = make_plan(
                 self.spec,
                 &self.columns,
                 self.fixed_columns,
                 &new_column_type,
-            )?);
+            )?;
+            plan.sample_rows = raw.num_rows() as u64;
+            if let Part::Head(found) = &self.spec.part {
+                // The head's read is done: [`super::read_head`] takes the plan and ignores the
+                // error that stops the parser.
+                let _ = found.set(HeadPlan {
+                    plan,
+                    columns: self.columns.clone(),
+                });
+                return Err(Error::internal(
+                    "the head's read stops once the plan is fixed",
+                ));
+            }
+            self.plan = Some(plan);
         }
         let batch = self.conform(&raw, &self.positions, true, true)?;
         self.positions.clear();

@@ -75,6 +75,17 @@ impl LocalBucket {
         }
     }
 
+    /// Opens `key`, failing with `UploadReplaced` unless it holds `upload`. The open file is the
+    /// pinned one even if the key is replaced while it is read.
+    async fn open_pinned(&self, key: &str, upload: &Upload) -> Result<tokio::fs::File> {
+        let file = tokio::fs::File::open(self.path(key)?)
+            .await
+            .map_err(|e| self.io_error(key, e))?;
+        let metadata = file.metadata().await.map_err(|e| self.io_error(key, e))?;
+        Self::check_pin(key, &metadata, upload)?;
+        Ok(file)
+    }
+
     /// Fails with `UploadReplaced` unless the file (as `metadata` describes it) is `upload`.
     fn check_pin(key: &str, metadata: &std::fs::Metadata, upload: &Upload) -> Result<()> {
         match &upload.etag {
@@ -166,13 +177,22 @@ impl ObjectStorage for LocalBucket {
     }
 
     async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader> {
-        let file = tokio::fs::File::open(self.path(key)?)
+        Ok(Box::new(self.open_pinned(key, upload).await?))
+    }
+
+    async fn range_reader(
+        &self,
+        key: &str,
+        upload: &Upload,
+        start: u64,
+        end: u64,
+    ) -> Result<ObjectReader> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = self.open_pinned(key, upload).await?;
+        file.seek(std::io::SeekFrom::Start(start))
             .await
             .map_err(|e| self.io_error(key, e))?;
-        // The open file is the pinned one even if the key is replaced while it is read.
-        let metadata = file.metadata().await.map_err(|e| self.io_error(key, e))?;
-        Self::check_pin(key, &metadata, upload)?;
-        Ok(Box::new(file))
+        Ok(Box::new(file.take(end.saturating_sub(start))))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {

@@ -74,6 +74,24 @@ pub trait ObjectStorage: Send + Sync {
     /// upload and that one cannot be read any more.
     async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader>;
 
+    /// Streams bytes `start..end` of `upload` at `key` (an `end` past the object's end reads to
+    /// its end): what one chunk of a split file reads ([`crate::split`]). This default skips
+    /// to `start` on the whole object's stream; storages with ranged reads override it.
+    async fn range_reader(
+        &self,
+        key: &str,
+        upload: &Upload,
+        start: u64,
+        end: u64,
+    ) -> Result<ObjectReader> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.reader(key, upload).await?;
+        tokio::io::copy(&mut (&mut reader).take(start), &mut tokio::io::sink())
+            .await
+            .map_err(|e| Error::storage(self.display(key), e))?;
+        Ok(Box::new(reader.take(end.saturating_sub(start))))
+    }
+
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 

@@ -7,10 +7,14 @@
 #[cfg(feature = "delta")]
 mod key_order;
 #[cfg(feature = "delta")]
+mod split;
+#[cfg(feature = "delta")]
 mod write;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "delta")]
+pub use split::stage_in_chunks;
 #[cfg(feature = "delta")]
 pub use write::stage;
 
@@ -60,6 +64,9 @@ pub struct StageOutput {
     /// a warning); absent for a feed without expectations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expectations: Vec<crate::rejects::ExpectationOutcome>,
+    /// The chunks the file was staged in by parallel workers; absent when it was read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
 }
 
 impl StageOutput {

@@ -22,7 +22,7 @@ use crate::delta::{arrow_schema, TableLocation, WRITE_ROW_GROUP_BYTES, WRITE_ROW
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::partitioned_files::{PartitionedFiles, Written};
-use crate::read::{read_file, ReadSpec, SetAside};
+use crate::read::{read_file, Part, ReadSpec, SetAside};
 use crate::rejects::{RejectsSummary, REJECTS_SUFFIX};
 use crate::steps::quarantine::quarantine_key;
 use crate::steps::upsert::arrival::ARRIVED_FIELD;
@@ -31,7 +31,7 @@ use crate::steps::RunInput;
 
 /// Staging files roll over at this size, so no single object grows with the input. The writer
 /// holds the file being written in memory: this bounds the stage's memory.
-const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
+pub(super) const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The largest target file size whose staged files a first load may adopt. The upsert copies
 /// each file with one S3 CopyObject, which copies at most 5 GB ("You create a copy of your
@@ -44,6 +44,11 @@ const ADOPTABLE_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// staging table (none when the file holds no rows). On failure the staging table is removed.
 pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
     run.validate()?;
+    if let Some(split) = &env.split {
+        if let Some(staged) = super::split::stage_in_chunks(env, run, split).await? {
+            return Ok(staged);
+        }
+    }
     let feed = env.config.feed_named(&run.feed)?.clone();
     let target_schema = match env.table(&feed.table)?.open().await? {
         Some(table) => Some(arrow_schema(&table)?),
@@ -102,6 +107,7 @@ async fn stage_as(
             target: target_schema,
             hash_content: upload_has_no_id,
             rejects: SetAside::default(),
+            part: Part::Whole,
         };
         let read = read_file(reader, &spec, &mut |batch| {
             sender
@@ -168,6 +174,7 @@ async fn stage_as(
             target_table: target.name(),
             rejects,
             expectations,
+            chunks: None,
         })),
         Err(e) => {
             // Leave nothing half-written behind; the error that matters is the first one.
@@ -199,14 +206,49 @@ async fn keep_rejects(
     Ok(Some(summary))
 }
 
-async fn remove(staging: &TableLocation) {
+pub(super) async fn remove(staging: &TableLocation) {
     if let Err(cleanup) = staging.remove().await {
         tracing::warn!(error = %cleanup, "could not remove the staging table after a failure");
     }
 }
 
+/// Adds `files`, written without a commit, to `table` in one commit.
+pub(super) async fn commit_files(
+    table: &DeltaTable,
+    files: Vec<deltalake::kernel::Add>,
+    location: &TableLocation,
+) -> Result<()> {
+    let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
+    let snapshot = table.snapshot().map_err(error)?;
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
+        predicate: None,
+    };
+    CommitBuilder::default()
+        .with_actions(files.into_iter().map(Action::Add).collect())
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(error)?;
+    Ok(())
+}
+
+/// The commit info of a staging table's creation: whose run it is.
+pub(super) fn staging_commit_info(run: &RunInput) -> HashMap<String, serde_json::Value> {
+    HashMap::from([(
+        "deltadrop".to_string(),
+        serde_json::json!({
+            "run_id": run.run_id,
+            "file": run.key,
+            "feed": run.feed,
+            "role": "staging",
+            ARRIVED_FIELD: run.upload.uploaded_at.map(|t| t.timestamp_millis()),
+        }),
+    )])
+}
+
 /// How the staging files are written.
-enum StagingLayout {
+pub(super) enum StagingLayout {
     /// Written once and read once, whole, by the MERGE: dictionaries and statistics would cost
     /// about 15% of the stage's CPU time for nothing (docs/benchmarks.md).
     MergeSource,
@@ -228,7 +270,7 @@ impl StagingLayout {
         }
     }
 
-    fn writer_properties(&self) -> WriterProperties {
+    pub(super) fn writer_properties(&self) -> WriterProperties {
         let plain = WriterProperties::builder()
             .set_compression(ParquetCompression::SNAPPY)
             .set_statistics_enabled(EnabledStatistics::None);
@@ -305,16 +347,7 @@ impl StagingWriter {
         let Some(first) = receiver.recv().await else {
             return Ok(Received::Nothing);
         };
-        let info = HashMap::from([(
-            "deltadrop".to_string(),
-            serde_json::json!({
-                "run_id": run.run_id,
-                "file": run.key,
-                "feed": run.feed,
-                "role": "staging",
-                ARRIVED_FIELD: run.upload.uploaded_at.map(|t| t.timestamp_millis()),
-            }),
-        )]);
+        let info = staging_commit_info(run);
         let partition_columns = match &layout {
             StagingLayout::NewTable {
                 partition_columns, ..
@@ -375,17 +408,7 @@ impl StagingWriter {
             }
             StagingFiles::ByPartition(files) => {
                 let adds = files.finish().await?;
-                let snapshot = self.table.snapshot().map_err(error)?;
-                let operation = DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
-                    predicate: None,
-                };
-                CommitBuilder::default()
-                    .with_actions(adds.into_iter().map(Action::Add).collect())
-                    .build(Some(snapshot), self.table.log_store(), operation)
-                    .await
-                    .map_err(error)?;
+                commit_files(&self.table, adds, &self.location).await?;
             }
         }
         Ok(self.key_order.strictly_increasing())

@@ -677,6 +677,7 @@ mod tests {
                 lane: String::new(),
                 rejects: None,
                 expectations: Vec::new(),
+                chunks: None,
             },
         }
     }

@@ -1,0 +1,418 @@
+//! Staging one large file in parallel chunks (`deltadrop run --workers N`).
+//!
+//! The file is cut into byte ranges, each aligned to line starts by the chunk that reads it
+//! ([`ranges`]). A first pass counts each range's newlines, so that every chunk knows the line
+//! it starts on. Each chunk is then read by its own worker with the plan the file's head fixed
+//! (columns and types, [`crate::read::read_head`]) and the file's real line numbers, and its rows
+//! are written as Parquet files of the run's staging table without a commit; one commit adds
+//! them all. The staging table holds the same rows, types and lines as the one-worker stage
+//! writes, and an error names the same line (tests/pipeline/split.rs).
+//!
+//! Only what splits at line ends is split: an uncompressed CSV or JSON lines file with an upload
+//! id (a content hash cannot be computed in parts), of a feed without a `unique` expectation
+//! (which needs every value of the file). The file is read whole instead when a chunk finds a
+//! record over several lines (a quoted CSV field with a line break: `Unsplittable`), or rows set
+//! aside or breaking an expectation: the rejects file and the thresholds are the whole read's.
+
+mod ranges;
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::Add;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::DeltaTable;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use self::ranges::{byte_ranges, count_lines, first_lines, AlignedLines, RangeLines};
+use super::write::{commit_files, remove, staging_commit_info, StagingLayout, STAGING_FILE_BYTES};
+use super::StageOutput;
+use crate::bounded::listed;
+use crate::config::{Compression, Feed, FileFormat};
+use crate::delta::arrow_schema;
+use crate::environment::{Environment, Split};
+use crate::error::{Error, ErrorKind, Result};
+use crate::read::{read_file, read_head, ChunkSpec, HeadPlan, Part, ReadSpec, SetAside};
+use crate::rejects::ExpectationOutcome;
+use crate::steps::RunInput;
+
+/// Stages `run`'s file in chunks when it is large and splittable; `None` (nothing staged) when
+/// it must be read whole.
+pub async fn stage_in_chunks(
+    env: &Environment,
+    run: &RunInput,
+    split: &Split,
+) -> Result<Option<StageOutput>> {
+    let feed = env.config.feed_named(&run.feed)?;
+    let format = feed.format_for(&run.key)?;
+    let Some(size) = splittable_size(env, run, feed, format, split).await? else {
+        return Ok(None);
+    };
+    let target = env.table(&feed.table)?;
+    let target_schema = match target.open().await? {
+        Some(table) => Some(arrow_schema(&table)?),
+        None => None,
+    };
+    let file = FileToSplit {
+        env,
+        run,
+        feed: Arc::new(feed.clone()),
+        format,
+        target_schema,
+    };
+    // A head that cannot be read (or a file without records) is the whole read's to report.
+    let Ok(Some(head)) = file.head().await else {
+        return Ok(None);
+    };
+    let header = match file.header_line(size).await? {
+        Header::Splittable(header) => header,
+        Header::OverSeveralLines => return Ok(None),
+    };
+
+    let ranges = byte_ranges(size, split.chunk_bytes);
+    let counts: Vec<RangeLines> = stream::iter(ranges.iter().copied())
+        .map(|range| file.count_lines(range))
+        .buffered(split.workers.max(1))
+        .try_collect()
+        .await?;
+    let chunks: Vec<Chunk> = ranges
+        .iter()
+        .zip(first_lines(&counts))
+        .enumerate()
+        .map(|(index, (&(start, end), first_line))| Chunk {
+            start,
+            end,
+            size,
+            // The first chunk is the file's start, header included; the others get the header
+            // put before their lines.
+            header: (index > 0).then(|| header.clone()).flatten(),
+            first_line,
+        })
+        .collect();
+
+    let staging = env.staging_table(&run.run_id)?;
+    let table = staging
+        .create(&head.plan.schema, &[], staging_commit_info(run))
+        .await?;
+    let staged: Vec<ChunkOutput> = stream::iter(chunks)
+        .map(|chunk| file.stage_chunk(&table, &head, chunk))
+        .buffered(split.workers.max(1))
+        .collect()
+        .await;
+    let count = staged.len() as u64;
+    let staged = match settle(staged) {
+        Settled::Staged(staged) => staged,
+        Settled::ReadWhole => {
+            remove(&staging).await;
+            return Ok(None);
+        }
+        Settled::Failed(e) => {
+            remove(&staging).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = commit_files(&table, staged.files, &staging).await {
+        remove(&staging).await;
+        return Err(e);
+    }
+    tracing::info!(chunks = count, rows = staged.rows, "staged in chunks");
+    Ok(Some(StageOutput {
+        rows: staged.rows,
+        bytes: size,
+        sha256: None,
+        columns: listed(head.columns()),
+        column_count: head.columns().len() as u64,
+        new_columns: listed(head.new_columns()),
+        new_column_count: head.new_columns().len() as u64,
+        staging_table: Some(staging.name()),
+        // The rows are written as a MERGE source; the upsert checks the keys for repeats.
+        written_for_a_new_table: false,
+        keys_strictly_increasing: false,
+        lane: crate::storage::lane_id(&target.name()),
+        target_table: target.name(),
+        rejects: None,
+        expectations: staged.expectations,
+        chunks: Some(count),
+    }))
+}
+
+/// The file's size when it is to be split: large enough for two chunks, in a format whose
+/// records are lines, uncompressed, with an upload id, of a feed whose checks work chunk by
+/// chunk.
+async fn splittable_size(
+    env: &Environment,
+    run: &RunInput,
+    feed: &Feed,
+    format: FileFormat,
+    split: &Split,
+) -> Result<Option<u64>> {
+    let splittable = matches!(format, FileFormat::Csv | FileFormat::Jsonl)
+        && Compression::from_key(&run.key) == Compression::None
+        && !run.upload.id().is_empty()
+        && !feed.expect.iter().any(|e| e.unique)
+        && split.workers > 1;
+    if !splittable {
+        return Ok(None);
+    }
+    let Some(size) = env.storage.size(&run.key).await? else {
+        return Ok(None); // the whole read names the missing object
+    };
+    let large =
+        size >= split.chunk_bytes.saturating_mul(2) && size <= feed.limits.max_decompressed_bytes();
+    Ok(large.then_some(size))
+}
+
+/// The file being split, and what each of its reads needs.
+struct FileToSplit<'a> {
+    env: &'a Environment,
+    run: &'a RunInput,
+    feed: Arc<Feed>,
+    format: FileFormat,
+    target_schema: Option<SchemaRef>,
+}
+
+/// A CSV file's header line, put before every chunk but the first.
+enum Header {
+    /// The header's bytes with their line end (`None`: a file without a header, or JSON lines).
+    Splittable(Option<Vec<u8>>),
+    /// The header record runs over several lines.
+    OverSeveralLines,
+}
+
+/// One chunk: the lines that start in the bytes `start..end` of a file of `size` bytes.
+struct Chunk {
+    start: u64,
+    end: u64,
+    size: u64,
+    header: Option<Vec<u8>>,
+    /// The file line of the chunk's first line.
+    first_line: u64,
+}
+
+/// What one chunk's worker did.
+struct ChunkOutput {
+    rows: u64,
+    /// Its Parquet files in the staging table's folder, not committed.
+    files: Vec<Add>,
+    /// Rows set aside or breaking an expectation: the file is read whole.
+    set_aside: bool,
+    expectations: Vec<ExpectationOutcome>,
+    error: Option<Error>,
+}
+
+impl FileToSplit<'_> {
+    /// A read spec for `part` of the file.
+    fn spec(&self, part: Part) -> OwnedSpec {
+        OwnedSpec {
+            key: self.run.key.clone(),
+            feed: self.feed.clone(),
+            format: self.format,
+            target: self.target_schema.clone(),
+            part,
+        }
+    }
+
+    /// The plan the file's head fixes, as the whole read fixes it.
+    async fn head(&self) -> Result<Option<HeadPlan>> {
+        let reader = SyncIoBridge::new(
+            self.env
+                .storage
+                .reader(&self.run.key, &self.run.upload)
+                .await?,
+        );
+        let spec = self.spec(Part::Head(Default::default()));
+        tokio::task::spawn_blocking(move || spec.read(|spec| read_head(reader, &spec)))
+            .await
+            .map_err(|e| Error::internal(format!("the head's reader stopped: {e}")))?
+    }
+
+    /// The header line of a CSV file with a header, which must be one line: an odd number of
+    /// quotes leaves a quoted field open at its end.
+    async fn header_line(&self, size: u64) -> Result<Header> {
+        if self.format != FileFormat::Csv || !self.feed.csv.header {
+            return Ok(Header::Splittable(None));
+        }
+        let reader = self
+            .env
+            .storage
+            .range_reader(&self.run.key, &self.run.upload, 0, size)
+            .await?;
+        let mut line = Vec::new();
+        tokio::io::BufReader::new(reader)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| Error::storage(self.env.storage.display(&self.run.key), e))?;
+        let quote = self.feed.csv.quote_byte();
+        let quotes = line.iter().filter(|&&b| b == quote).count();
+        Ok(if quotes % 2 == 0 {
+            Header::Splittable(Some(line))
+        } else {
+            Header::OverSeveralLines
+        })
+    }
+
+    /// The first pass: the newlines of the bytes `start..end`.
+    async fn count_lines(&self, (start, end): (u64, u64)) -> Result<RangeLines> {
+        let reader = self
+            .env
+            .storage
+            .range_reader(&self.run.key, &self.run.upload, start, end)
+            .await?;
+        let bytes = SyncIoBridge::new(reader);
+        let display = self.env.storage.display(&self.run.key);
+        tokio::task::spawn_blocking(move || count_lines(bytes))
+            .await
+            .map_err(|e| Error::internal(format!("a line counter stopped: {e}")))?
+            .map_err(|e| Error::storage(display, e))
+    }
+
+    /// Reads one chunk and writes its rows as uncommitted files of the staging `table`.
+    async fn stage_chunk(&self, table: &DeltaTable, head: &HeadPlan, chunk: Chunk) -> ChunkOutput {
+        match self.read_and_write(table, head, chunk).await {
+            Ok(output) => output,
+            Err(error) => ChunkOutput {
+                rows: 0,
+                files: Vec::new(),
+                set_aside: false,
+                expectations: Vec::new(),
+                error: Some(error),
+            },
+        }
+    }
+
+    async fn read_and_write(
+        &self,
+        table: &DeltaTable,
+        head: &HeadPlan,
+        chunk: Chunk,
+    ) -> Result<ChunkOutput> {
+        let stream_start = AlignedLines::<std::io::Empty>::stream_start(chunk.start);
+        let reader = self
+            .env
+            .storage
+            .range_reader(&self.run.key, &self.run.upload, stream_start, chunk.size)
+            .await?;
+        let lines = AlignedLines::new(SyncIoBridge::new(reader), chunk.start, chunk.end);
+        // The stream's first line is the header when one is put before the chunk.
+        let stream_lines_before_chunk = if chunk.header.is_some() { 2 } else { 1 };
+        let bytes = Cursor::new(chunk.header.unwrap_or_default()).chain(lines);
+        let spec = self.spec(Part::Chunk(ChunkSpec {
+            head: head.clone(),
+            lines_before: chunk.first_line - stream_lines_before_chunk,
+        }));
+
+        let (sender, mut receiver) = mpsc::channel::<RecordBatch>(2);
+        let reading = tokio::task::spawn_blocking(move || {
+            spec.read(|spec| {
+                let read = read_file(bytes, &spec, &mut |batch| {
+                    sender
+                        .blocking_send(batch)
+                        .map_err(|_| Error::internal("the chunk's writer stopped"))
+                });
+                let expectations = spec.rejects.expectations();
+                let set_aside = spec.rejects.into_file("").map(|rows| rows.is_some());
+                (read, set_aside, expectations)
+            })
+        });
+        let staging_name = table.table_url().to_string();
+        let writing = async {
+            let error = |e: deltalake::DeltaTableError| Error::delta(&staging_name, e);
+            let mut writer = RecordBatchWriter::for_table(table)
+                .map_err(error)?
+                .with_target_file_size(STAGING_FILE_BYTES)
+                .with_writer_properties(StagingLayout::MergeSource.writer_properties());
+            while let Some(batch) = receiver.recv().await {
+                writer.write(batch).await.map_err(error)?;
+            }
+            writer.flush().await.map_err(error)
+        };
+        let (read, written) = tokio::join!(reading, writing);
+        let (read, set_aside, expectations) =
+            read.map_err(|e| Error::internal(format!("a chunk's reader stopped: {e}")))?;
+        // A writer that stops closes the channel, which the reader sees as its own error.
+        let files = written?;
+        let rows = read?.rows;
+        let broke_an_expectation = expectations.iter().any(|e| e.rows > 0);
+        Ok(ChunkOutput {
+            rows,
+            files,
+            set_aside: set_aside? || broke_an_expectation,
+            expectations,
+            error: None,
+        })
+    }
+}
+
+/// A [`ReadSpec`]'s parts, owned, to move into a blocking reader.
+struct OwnedSpec {
+    key: String,
+    feed: Arc<Feed>,
+    format: FileFormat,
+    target: Option<SchemaRef>,
+    part: Part,
+}
+
+impl OwnedSpec {
+    /// Runs `read` with the spec (an uncompressed file with an upload id: no hash).
+    fn read<T>(self, read: impl FnOnce(ReadSpec<'_>) -> T) -> T {
+        read(ReadSpec {
+            file: &self.key,
+            feed: &self.feed,
+            format: self.format,
+            compression: Compression::None,
+            target: self.target,
+            hash_content: false,
+            rejects: SetAside::default(),
+            part: self.part,
+        })
+    }
+}
+
+/// What the chunks add up to.
+struct Staged {
+    rows: u64,
+    files: Vec<Add>,
+    expectations: Vec<ExpectationOutcome>,
+}
+
+enum Settled {
+    Staged(Staged),
+    /// The file must be read whole (a record over several lines, rows set aside).
+    ReadWhole,
+    /// The file's first error: the lowest chunk's (every chunk before it read its lines
+    /// right, so its error is the one the whole read meets first).
+    Failed(Error),
+}
+
+/// The chunks' outcome, in file order.
+fn settle(chunks: Vec<ChunkOutput>) -> Settled {
+    let mut staged = Staged {
+        rows: 0,
+        files: Vec::new(),
+        expectations: Vec::new(),
+    };
+    for chunk in chunks {
+        if let Some(error) = chunk.error {
+            return match error.kind() {
+                ErrorKind::Unsplittable
+                | ErrorKind::TooManyBadRows
+                | ErrorKind::ExpectationFailed => Settled::ReadWhole,
+                _ => Settled::Failed(error),
+            };
+        }
+        if chunk.set_aside {
+            return Settled::ReadWhole;
+        }
+        staged.rows += chunk.rows;
+        staged.files.extend(chunk.files);
+        if staged.expectations.is_empty() {
+            staged.expectations = chunk.expectations;
+        }
+    }
+    Settled::Staged(staged)
+}

@@ -1,0 +1,249 @@
+//! A large file staged in parallel chunks (`deltadrop run --workers N`) must give the staging
+//! table the file read whole gives: the same rows, types and line numbers, read back by an
+//! independent reader, and the same error naming the same line; a file that cannot be split
+//! (a quoted line break, rows set aside) is read whole.
+
+use deltadrop::delta::{arrow_schema, TableLocation};
+use deltadrop::read::LINE_COLUMN;
+use deltadrop::steps::stage::stage_in_chunks;
+use deltadrop::steps::{stage, StageOutput};
+use deltadrop::{Environment, Split};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::crosscheck::read_with_python;
+use crate::support::{config, feed, Harness};
+
+/// Chunks this small cut a few hundred kilobytes into dozens.
+const SPLIT: Split = Split {
+    workers: 4,
+    chunk_bytes: 8 * 1024,
+};
+
+/// What staging one file gave: its output, or its error's name and message.
+type Staged = Result<StageOutput, String>;
+
+/// Stages `key` read whole, and in chunks: `None` when the chunked stage leaves the file to be
+/// read whole.
+async fn stage_both(h: &Harness, key: &str) -> (Staged, Result<Option<StageOutput>, String>) {
+    let message = |e: deltadrop::Error| format!("{}: {e}", e.name());
+    let whole = stage(&h.env, &h.run_input(key).await).await;
+    let split = stage_in_chunks(&h.env, &h.run_input(key).await, &SPLIT).await;
+    (whole.map_err(message), split.map_err(message))
+}
+
+/// Stages `key` with the environment's split set, as `deltadrop run --workers` does.
+async fn stage_with_workers(h: &Harness, key: &str) -> Staged {
+    let env = Environment {
+        split: Some(SPLIT),
+        ..h.env.clone()
+    };
+    stage(&env, &h.run_input(key).await)
+        .await
+        .map_err(|e| format!("{}: {e}", e.name()))
+}
+
+/// A random value that CSV must quote now and then (commas, quotes), never a line break.
+fn text(rng: &mut StdRng) -> String {
+    const WORDS: [&str; 6] = ["north", "a,b", "say \"hi\"", "", "zürich", "x"];
+    (0..rng.gen_range(1..4))
+        .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A CSV file of `rows` random rows: repeated ids (the last row wins, by its line), nulls,
+/// quoted fields; with `odd`, blank lines and `\r\n` line ends.
+fn random_csv(rng: &mut StdRng, rows: usize, odd: bool) -> String {
+    let end = if odd { "\r\n" } else { "\n" };
+    let mut csv = format!("id,name,amount,day{end}");
+    for _ in 0..rows {
+        if odd && rng.gen_bool(0.01) {
+            csv.push_str(end); // a blank line
+        }
+        let name = text(rng).replace('"', "\"\"");
+        let amount = if rng.gen_bool(0.1) {
+            String::new()
+        } else {
+            format!("{:.2}", rng.gen_range(-1000.0..1000.0))
+        };
+        let day = format!(
+            "2026-{:02}-{:02}",
+            rng.gen_range(1..13),
+            rng.gen_range(1..29)
+        );
+        let id = rng.gen_range(0..rows / 2);
+        csv.push_str(&format!("{id},\"{name}\",{amount},{day}{end}"));
+    }
+    csv
+}
+
+/// The two staging tables hold the same rows in the same order (what the MERGE's "the last row
+/// wins" goes by); with `lines_exact`, on the same lines too. Else the first difference. (Lines
+/// are exact unless a CSV batch read on the fast path holds a blank line: then its rows are
+/// numbered from the batch's first line, in order, in both reads: `LINE_COLUMN`.)
+async fn assert_same_staged(
+    split: &StageOutput,
+    whole: &StageOutput,
+    what: &str,
+    lines_exact: bool,
+) {
+    let (split_schema, split_rows) = staged_rows(split).await;
+    let (whole_schema, whole_rows) = staged_rows(whole).await;
+    assert_eq!(split_schema, whole_schema, "{what}");
+    let rows = |read: serde_json::Value| -> Vec<String> {
+        let rows = read
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string());
+        if lines_exact {
+            rows.collect()
+        } else {
+            rows.map(|r| r.rsplit_once('|').unwrap().0.to_string())
+                .collect()
+        }
+    };
+    let (split_rows, whole_rows) = (rows(split_rows), rows(whole_rows));
+    let first_difference = split_rows.iter().zip(&whole_rows).find(|(s, w)| s != w);
+    assert_eq!(
+        first_difference, None,
+        "{what}: the first row that differs (split, whole)"
+    );
+    assert_eq!(split_rows.len(), whole_rows.len(), "{what}");
+}
+
+/// The staging table of `output`: its schema as its log records it, and its rows read by the
+/// Python `deltalake` package in line order.
+async fn staged_rows(output: &StageOutput) -> (String, serde_json::Value) {
+    let table = output.staging_table.as_deref().expect("a staging table");
+    let location = TableLocation::new(url::Url::parse(table).unwrap(), Default::default());
+    let opened = location.open().await.unwrap().unwrap();
+    let schema = format!("{:?}", arrow_schema(&opened).unwrap().fields());
+    let path = location.url.to_file_path().unwrap();
+    (schema, read_with_python(&path, LINE_COLUMN)["rows"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_staged_in_chunks_equals_the_file_read_whole() {
+    let h = Harness::new(&config(&[feed("csv", ""), feed("lines", "")]));
+    let mut rng = StdRng::seed_from_u64(22);
+    for (i, odd) in [false, true].into_iter().enumerate() {
+        let key = format!("incoming/csv/{i}.csv");
+        h.put(&key, random_csv(&mut rng, 12_000, odd)).await;
+        let (whole, split) = stage_both(&h, &key).await;
+        let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
+        assert!(split.chunks.unwrap() > 10, "{split:?}");
+        assert_eq!(whole.chunks, None);
+        assert_eq!((split.rows, &split.columns), (whole.rows, &whole.columns));
+        assert_same_staged(&split, &whole, &key, !odd).await;
+    }
+
+    // JSON lines: keys in any order, a key missing now and then, nested values.
+    let mut lines = String::new();
+    for n in 0..3000 {
+        let note = if rng.gen_bool(0.3) {
+            String::new()
+        } else {
+            format!(r#","note":{}"#, serde_json::json!(text(&mut rng)))
+        };
+        lines.push_str(&format!(
+            r#"{{"tags":[{n},"a"],"id":{}{note},"qty":{}}}"#,
+            rng.gen_range(0..1000),
+            rng.gen_range(0..50)
+        ));
+        lines.push('\n');
+    }
+    h.put("incoming/lines/a.jsonl", &lines).await;
+    let (whole, split) = stage_both(&h, "incoming/lines/a.jsonl").await;
+    let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
+    assert!(split.chunks.is_some());
+    assert_same_staged(&split, &whole, "lines", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_value_in_a_late_chunk_fails_the_file_on_its_own_line() {
+    let h = Harness::new(&config(&[feed("csv", ""), feed("lines", "")]));
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    let at = csv.len() * 9 / 10;
+    let line_start = csv[..at].rfind('\n').unwrap() + 1;
+    csv.insert_str(line_start, "17,late,not a number,2026-01-01\n");
+    h.put("incoming/csv/bad.csv", &csv).await;
+    let (whole, split) = stage_both(&h, "incoming/csv/bad.csv").await;
+    let line = csv[..line_start].matches('\n').count() + 1;
+    let whole = whole.unwrap_err();
+    assert!(
+        whole.contains(&format!("line {line}, column 'amount'")),
+        "{whole}"
+    );
+    assert_eq!(split.unwrap_err(), whole);
+
+    // A JSON key first met after the sample that fixed the columns, deep in the file.
+    let mut lines: String = (0..10_000)
+        .map(|n| format!("{{\"id\":{n},\"qty\":1}}\n"))
+        .collect();
+    lines.push_str("{\"id\":1,\"surprise\":true}\n");
+    h.put("incoming/lines/late.jsonl", &lines).await;
+    let (whole, split) = stage_both(&h, "incoming/lines/late.jsonl").await;
+    let whole = whole.unwrap_err();
+    assert!(
+        whole.contains("line 10001: field 'surprise' first appears after the first 8192 records"),
+        "{whole}"
+    );
+    assert_eq!(split.unwrap_err(), whole);
+    assert!(
+        h.staging_is_empty(),
+        "a failed chunked stage leaves its files behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_that_cannot_be_split_is_read_whole() {
+    let h = Harness::new(&config(&[
+        feed("csv", ""),
+        feed("rejecting", "on_bad_rows = \"reject\""),
+    ]));
+    let mut rng = StdRng::seed_from_u64(3);
+
+    // A quoted field with a line break late in the file: the lines are not the records.
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    csv.push_str("5,\"two\nlines\",1.5,2026-02-02\n");
+    csv.push_str(
+        &random_csv(&mut rng, 200, false)
+            .split_once('\n')
+            .unwrap()
+            .1
+            .to_string(),
+    );
+    h.put("incoming/csv/quoted.csv", &csv).await;
+    let (whole, split) = stage_both(&h, "incoming/csv/quoted.csv").await;
+    assert!(
+        split.unwrap().is_none(),
+        "a chunk found the record over two lines"
+    );
+    let (whole, split) = (
+        whole.unwrap(),
+        stage_with_workers(&h, "incoming/csv/quoted.csv")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(split.chunks, None, "read whole");
+    assert_same_staged(&split, &whole, "quoted", true).await;
+
+    // A row set aside in a late chunk: the rejects file and its thresholds are the whole read's.
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    csv.push_str("9,ragged\n");
+    h.put("incoming/rejecting/a.csv", &csv).await;
+    let (whole, split) = stage_both(&h, "incoming/rejecting/a.csv").await;
+    assert!(split.unwrap().is_none(), "a chunk set the row aside");
+    let (whole, split) = (
+        whole.unwrap(),
+        stage_with_workers(&h, "incoming/rejecting/a.csv")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(split.chunks, None, "read whole");
+    assert_eq!(split.rejected_rows(), 1);
+    assert_eq!(split.rejected_rows(), whole.rejected_rows());
+}
