@@ -126,7 +126,13 @@ async fn staged_rows(output: &StageOutput) -> (String, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_file_staged_in_chunks_equals_the_file_read_whole() {
-    let h = Harness::new(&config(&[feed("csv", ""), feed("lines", "")]));
+    let headless = "[[feeds]]\nname = \"headless\"\nincoming = \"incoming/headless/\"\n\
+                    table = \"tables/headless\"\nkeys = [\"column_1\"]\n[feeds.csv]\nheader = false\n";
+    let h = Harness::new(&config(&[
+        feed("csv", ""),
+        feed("lines", ""),
+        headless.to_string(),
+    ]));
     let mut rng = StdRng::seed_from_u64(22);
     for (i, odd) in [false, true].into_iter().enumerate() {
         let key = format!("incoming/csv/{i}.csv");
@@ -134,10 +140,19 @@ async fn a_file_staged_in_chunks_equals_the_file_read_whole() {
         let (whole, split) = stage_both(&h, &key).await;
         let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
         assert!(split.chunks.unwrap() > 10, "{split:?}");
-        assert_eq!(whole.chunks, None);
         assert_eq!((split.rows, &split.columns), (whole.rows, &whole.columns));
         assert_same_staged(&split, &whole, &key, !odd).await;
     }
+
+    // A CSV file without a header, a line of which starts like a Parquet file ("PAR1"): only
+    // the file's own start says what it is, not a chunk's.
+    let headless: String = (0..20_000)
+        .map(|i| format!("PAR{},{}\n", i % 7, rng.gen_range(0..100)))
+        .collect();
+    h.put("incoming/headless/a.csv", &headless).await;
+    let (whole, split) = stage_both(&h, "incoming/headless/a.csv").await;
+    let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
+    assert_same_staged(&split, &whole, "headless", true).await;
 
     // JSON lines: keys in any order, a key missing now and then, nested values.
     let mut lines = String::new();
@@ -157,7 +172,6 @@ async fn a_file_staged_in_chunks_equals_the_file_read_whole() {
     h.put("incoming/lines/a.jsonl", &lines).await;
     let (whole, split) = stage_both(&h, "incoming/lines/a.jsonl").await;
     let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
-    assert!(split.chunks.is_some());
     assert_same_staged(&split, &whole, "lines", true).await;
 }
 
@@ -246,4 +260,48 @@ async fn a_file_that_cannot_be_split_is_read_whole() {
     assert_eq!(split.chunks, None, "read whole");
     assert_eq!(split.rejected_rows(), 1);
     assert_eq!(split.rejected_rows(), whole.rejected_rows());
+}
+
+/// A quoted line break in the last column (text, so that the fast path parses it without a
+/// complaint), its line break on every byte around a chunk boundary: whichever chunk holds the
+/// record's start or its cut-off part, the file is handed back to be read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quoted_line_break_on_any_byte_of_a_boundary_is_found() {
+    let h = Harness::new(&config(&[feed("csv", "")]));
+    let filler = |from: usize, count: usize| -> String {
+        (from..from + count)
+            .map(|i| format!("{i:05},filler text\n"))
+            .collect()
+    };
+    let head = format!("id,note\n{}", filler(10, 900));
+    let tail = filler(20_000, 900);
+    // The pads before and after the record keep the file's size, so its boundaries stay put.
+    let size_with = |pad: usize| {
+        format!(
+            "{head}1,{}\n2,\"x\ny\"\n3,{}\n{tail}",
+            "p".repeat(pad),
+            "q".repeat(40 - pad)
+        )
+    };
+    let size = size_with(0).len() as u64;
+    let chunks = size.div_ceil(SPLIT.chunk_bytes);
+    let boundary = size * (chunks / 2) / chunks;
+    let line_break_at = |pad: usize| (head.len() + 2 + pad + 1 + 4) as u64;
+    let mut tried = 0;
+    for pad in 0..=40 {
+        let at = line_break_at(pad);
+        if at + 3 < boundary || at > boundary + 3 {
+            continue;
+        }
+        tried += 1;
+        let key = format!("incoming/csv/break-{pad}.csv");
+        h.put(&key, size_with(pad)).await;
+        let (whole, split) = stage_both(&h, &key).await;
+        assert_eq!(whole.unwrap().rows, 1803, "{key}");
+        assert!(
+            split.unwrap().is_none(),
+            "{key}: the line break at byte {at}, a boundary at {boundary}, was not found"
+        );
+    }
+    assert_eq!(tried, 7, "every byte from 3 before the boundary to 3 after");
 }

@@ -37,6 +37,17 @@ fn parsed_alike(data_type: &DataType) -> bool {
     )
 }
 
+/// Whether a text value of `raw` holds a line break (only quoted fields can).
+fn holds_a_line_break(raw: &deltalake::arrow::record_batch::RecordBatch) -> bool {
+    use deltalake::arrow::array::{Array, StringArray};
+    raw.columns().iter().any(|column| {
+        column
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .is_some_and(|text| memchr::memchr(b'\n', text.values()).is_some())
+    })
+}
+
 /// The decoder for the file's columns, or `None` when the fast path cannot mean the same as the
 /// exact one: without null strings (arrow-csv always has some), or with a single column (where
 /// the two parsers treat blank lines differently).
@@ -114,11 +125,15 @@ pub(super) fn decode<R: Read>(
                 // broken expectation in a batch where a record spans lines.
                 let positions: Vec<u64> = (line..line + raw.num_rows() as u64).collect();
                 let exact = count_newlines(&batch_bytes) == raw.num_rows() as u64;
-                if exact || !batcher.reads_a_chunk() {
+                if !batcher.reads_a_chunk() {
                     batcher.conform(&raw, &positions, false, exact)
+                } else if exact && !holds_a_line_break(&raw) {
+                    batcher.conform(&raw, &positions, false, true)
                 } else {
                     // A chunk's records must each be one line: the exact path tells a record
-                    // over several lines (unsplittable) from a blank line.
+                    // over several lines (unsplittable) from a blank line. The counts alone can
+                    // match with one (a record cut at the chunk's end, a last line without its
+                    // end), so the values are searched too.
                     Err(crate::Error::internal("a record may span lines"))
                 }
             }

@@ -119,7 +119,8 @@ impl<R: Read> Guarded<R> {
 
     /// What a text file must not hold: a start that says it is something else, or a NUL byte.
     fn not_text(&self, chunk: &[u8]) -> Option<Crossed> {
-        if self.total == 0 {
+        // A chunk of a split file starts mid-file: only the file's own start says what it is.
+        if self.total == 0 && self.line == 1 {
             if let Some(what) = binary_kind(chunk) {
                 return Some(Crossed::not_text(what.to_string(), 1));
             }

@@ -43,11 +43,15 @@ impl<'a, 's> TextBatcher<'a, 's> {
         let columns = match spec.part.fixed() {
             Some(head) if columns.is_empty() || columns == head.columns => head.columns.clone(),
             Some(head) => {
-                return Err(Error::internal(format!(
-                    "a chunk's header ({}) is not its file's ({})",
-                    columns.join(", "),
-                    head.columns.join(", ")
-                )))
+                return Err(Error::Unsplittable {
+                    file: spec.file.to_string(),
+                    position: None,
+                    message: format!(
+                        "a chunk's header ({}) is not its file's ({})",
+                        columns.join(", "),
+                        head.columns.join(", ")
+                    ),
+                })
             }
             None => columns,
         };

@@ -17,6 +17,7 @@
 mod ranges;
 
 use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::SchemaRef;
@@ -58,13 +59,14 @@ pub async fn stage_in_chunks(
         Some(table) => Some(arrow_schema(&table)?),
         None => None,
     };
-    let file = FileToSplit {
-        env,
-        run,
+    let file = Arc::new(FileToSplit {
+        env: env.clone(),
+        run: run.clone(),
         feed: Arc::new(feed.clone()),
         format,
         target_schema,
-    };
+        stop: AtomicBool::new(false),
+    });
     // A head that cannot be read (or a file without records) is the whole read's to report.
     let Ok(Some(head)) = file.head().await else {
         return Ok(None);
@@ -99,9 +101,18 @@ pub async fn stage_in_chunks(
     let table = staging
         .create(&head.plan.schema, &[], staging_commit_info(run))
         .await?;
+    // Each chunk is its own task, so that the chunks' Parquet encoding runs in parallel too.
     let staged: Vec<ChunkOutput> = stream::iter(chunks)
-        .map(|chunk| file.stage_chunk(&table, &head, chunk))
+        .map(|chunk| {
+            let (file, table, head) = (file.clone(), table.clone(), head.clone());
+            tokio::spawn(async move { file.stage_chunk(&table, &head, chunk).await })
+        })
         .buffered(split.workers.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| {
+                ChunkOutput::failed(Error::internal(format!("a chunk's task stopped: {e}")))
+            })
+        })
         .collect()
         .await;
     let count = staged.len() as u64;
@@ -168,12 +179,15 @@ async fn splittable_size(
 }
 
 /// The file being split, and what each of its reads needs.
-struct FileToSplit<'a> {
-    env: &'a Environment,
-    run: &'a RunInput,
+struct FileToSplit {
+    env: Environment,
+    run: RunInput,
     feed: Arc<Feed>,
     format: FileFormat,
     target_schema: Option<SchemaRef>,
+    /// Set once a chunk failed or found the file must be read whole: the chunks after it are
+    /// not read (every chunk that starts later has a higher index, so the failed one decides).
+    stop: AtomicBool,
 }
 
 /// A CSV file's header line, put before every chunk but the first.
@@ -205,7 +219,19 @@ struct ChunkOutput {
     error: Option<Error>,
 }
 
-impl FileToSplit<'_> {
+impl ChunkOutput {
+    fn failed(error: Error) -> ChunkOutput {
+        ChunkOutput {
+            rows: 0,
+            files: Vec::new(),
+            set_aside: false,
+            expectations: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+impl FileToSplit {
     /// A read spec for `part` of the file.
     fn spec(&self, part: Part) -> OwnedSpec {
         OwnedSpec {
@@ -231,8 +257,8 @@ impl FileToSplit<'_> {
             .map_err(|e| Error::internal(format!("the head's reader stopped: {e}")))?
     }
 
-    /// The header line of a CSV file with a header, which must be one line: an odd number of
-    /// quotes leaves a quoted field open at its end.
+    /// The header line of a CSV file with a header, which must be one record: a quoted field
+    /// still open at the line's end runs over to the next line.
     async fn header_line(&self, size: u64) -> Result<Header> {
         if self.format != FileFormat::Csv || !self.feed.csv.header {
             return Ok(Header::Splittable(None));
@@ -247,9 +273,17 @@ impl FileToSplit<'_> {
             .read_until(b'\n', &mut line)
             .await
             .map_err(|e| Error::storage(self.env.storage.display(&self.run.key), e))?;
-        let quote = self.feed.csv.quote_byte();
-        let quotes = line.iter().filter(|&&b| b == quote).count();
-        Ok(if quotes % 2 == 0 {
+        let mut header = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.feed.csv.delimiter_byte())
+            .quote(self.feed.csv.quote_byte())
+            .from_reader(line.as_slice());
+        let mut record = ::csv::ByteRecord::new();
+        // At the end of its input inside quotes, the parser ends the field with the line break.
+        let one_line = matches!(header.read_byte_record(&mut record), Ok(true))
+            && !record.iter().any(|field| field.contains(&b'\n'));
+        Ok(if one_line {
             Header::Splittable(Some(line))
         } else {
             Header::OverSeveralLines
@@ -273,16 +307,17 @@ impl FileToSplit<'_> {
 
     /// Reads one chunk and writes its rows as uncommitted files of the staging `table`.
     async fn stage_chunk(&self, table: &DeltaTable, head: &HeadPlan, chunk: Chunk) -> ChunkOutput {
-        match self.read_and_write(table, head, chunk).await {
-            Ok(output) => output,
-            Err(error) => ChunkOutput {
-                rows: 0,
-                files: Vec::new(),
-                set_aside: false,
-                expectations: Vec::new(),
-                error: Some(error),
-            },
+        if self.stop.load(Ordering::SeqCst) {
+            return ChunkOutput::failed(Error::internal("not read: an earlier chunk decided"));
         }
+        let output = match self.read_and_write(table, head, chunk).await {
+            Ok(output) => output,
+            Err(error) => ChunkOutput::failed(error),
+        };
+        if output.error.is_some() || output.set_aside {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        output
     }
 
     async fn read_and_write(
@@ -334,7 +369,12 @@ impl FileToSplit<'_> {
         let (read, written) = tokio::join!(reading, writing);
         let (read, set_aside, expectations) =
             read.map_err(|e| Error::internal(format!("a chunk's reader stopped: {e}")))?;
-        // A writer that stops closes the channel, which the reader sees as its own error.
+        // A writer that stops closes the channel, which the reader sees as its own error; a
+        // record over several lines is the reader's to tell, whatever the writer did.
+        let read = match read {
+            Err(e) if e.kind() == ErrorKind::Unsplittable => return Err(e),
+            read => read,
+        };
         let files = written?;
         let rows = read?.rows;
         let broke_an_expectation = expectations.iter().any(|e| e.rows > 0);
