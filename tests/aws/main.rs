@@ -5,6 +5,7 @@ mod cloudwatch;
 mod emulator;
 mod lane;
 mod recorder;
+mod split;
 mod statemachine;
 
 mod catalog;

@@ -682,37 +682,13 @@ impl World {
 
     /// Options to read tables as the test, straight from moto: not a call of any function.
     fn reader_options(&self) -> HashMap<String, String> {
-        HashMap::from(
-            [
-                ("AWS_REGION", REGION),
-                ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
-                ("AWS_ALLOW_HTTP", "true"),
-                ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        reader_options(&self.moto)
     }
 
     /// A table as the Python `deltalake` package (an independent reader) reads it: version,
     /// columns and rows as `a|b|c`, ordered by `order_by` (tests/crosscheck.py).
     pub fn read_with_python(&self, table: &str, order_by: &str) -> Value {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-        let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
-        let output = std::process::Command::new(python)
-            .arg(format!("{root}/tests/crosscheck.py"))
-            .arg(format!("s3://{BUCKET}/{table}"))
-            .arg(order_by)
-            .arg(serde_json::to_string(&self.reader_options()).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "the Python reader failed on {table}:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+        read_with_python(&self.moto, &format!("s3://{BUCKET}/{table}"), order_by)
     }
 
     /// The keys under a prefix, as the test sees them.
@@ -811,4 +787,40 @@ pub fn execution_for(message: &Value) -> String {
 pub fn in_run_folder(prefix: &str, key: &str, execution: &str) -> String {
     let (folder, file) = key.rsplit_once('/').unwrap();
     format!("{prefix}{folder}/{execution}/{file}")
+}
+
+/// Options to read tables as the test, straight from moto (delta-rs and the Python reader).
+pub fn reader_options(moto: &Moto) -> HashMap<String, String> {
+    HashMap::from(
+        [
+            ("AWS_REGION", REGION),
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+/// The table at `url` (on moto's S3) as the Python `deltalake` package reads it: version,
+/// columns and rows as `a|b|c`, ordered by `order_by` (tests/crosscheck.py).
+pub fn read_with_python(moto: &Moto, url: &str, order_by: &str) -> Value {
+    let options = reader_options(moto);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = std::process::Command::new(python)
+        .arg(format!("{root}/tests/crosscheck.py"))
+        .arg(url)
+        .arg(order_by)
+        .arg(serde_json::to_string(&options).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Python reader failed on {url}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }

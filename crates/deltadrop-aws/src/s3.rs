@@ -95,6 +95,22 @@ impl S3Bucket {
         }
     }
 
+    /// Streams `upload` of `key`, or the byte `range` of it.
+    async fn get(&self, key: &str, upload: &Upload, range: Option<String>) -> Result<ObjectReader> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(upload.version_id.clone())
+            .set_if_match(etag_condition(upload))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.pinned_error(key, e))?;
+        Ok(Box::new(object.body.into_async_read()))
+    }
+
     /// Maps the answers of a request pinned to an upload: 412 (the ETag condition failed: the
     /// key holds another upload) and 404 (no such key or version) get their own errors.
     /// https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-requests.html
@@ -290,17 +306,23 @@ impl ObjectStorage for S3Bucket {
     }
 
     async fn reader(&self, key: &str, upload: &Upload) -> Result<ObjectReader> {
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(upload.version_id.clone())
-            .set_if_match(etag_condition(upload))
-            .send()
-            .await
-            .map_err(|e| self.pinned_error(key, e))?;
-        Ok(Box::new(object.body.into_async_read()))
+        self.get(key, upload, None).await
+    }
+
+    async fn range_reader(
+        &self,
+        key: &str,
+        upload: &Upload,
+        start: u64,
+        end: u64,
+    ) -> Result<ObjectReader> {
+        if end <= start {
+            return Ok(Box::new(tokio::io::empty()));
+        }
+        // An HTTP range's last byte is inclusive; past the object's end it reads to the end
+        // (GetObject's Range is RFC 9110's: https://www.rfc-editor.org/rfc/rfc9110#name-range).
+        let range = format!("bytes={start}-{}", end - 1);
+        self.get(key, upload, Some(range)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
