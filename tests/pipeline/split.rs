@@ -1,7 +1,7 @@
 //! A large file staged in parallel chunks (`deltadrop run --workers N`) must give the staging
 //! table the file read whole gives: the same rows, types and line numbers, read back by an
-//! independent reader, and the same error naming the same line; a file that cannot be split
-//! (a quoted line break, rows set aside) is read whole.
+//! independent reader, the same rows set aside, and the same error naming the same line; a
+//! file that cannot be split (a quoted line break) or has too many bad rows is read whole.
 
 use deltadrop::delta::{arrow_schema, TableLocation};
 use deltadrop::read::LINE_COLUMN;
@@ -212,12 +212,11 @@ async fn a_bad_value_in_a_late_chunk_fails_the_file_on_its_own_line() {
     );
 }
 
+/// A quoted field with a line break: the file's lines are not its records, so the chunks hand
+/// it back and it is read whole, with the whole read's result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_file_that_cannot_be_split_is_read_whole() {
-    let h = Harness::new(&config(&[
-        feed("csv", ""),
-        feed("rejecting", "on_bad_rows = \"reject\""),
-    ]));
+async fn a_quoted_line_break_makes_the_file_read_whole() {
+    let h = Harness::new(&config(&[feed("csv", "")]));
     let mut rng = StdRng::seed_from_u64(3);
 
     // A quoted field with a line break late in the file: the lines are not the records.
@@ -244,22 +243,58 @@ async fn a_file_that_cannot_be_split_is_read_whole() {
     );
     assert_eq!(split.chunks, None, "read whole");
     assert_same_staged(&split, &whole, "quoted", true).await;
+}
 
-    // A row set aside in a late chunk: the rejects file and its thresholds are the whole read's.
+/// Rows set aside and expectations broken across chunks: the chunks' findings, put together in
+/// file order, are the whole read's (the same rejects file, counts and first lines); past a
+/// threshold the file is read whole, which fails it as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_set_aside_in_chunks_are_the_whole_reads() {
+    let rules = "on_bad_rows = \"reject\"\nmax_rejected_rows = 5\n\
+                 [[feeds.expect]]\nname = \"small\"\ncolumn = \"amount\"\nmax = 900\naction = \"warn\"\n";
+    let h = Harness::new(&config(&[feed("rejecting", rules)]));
+    let mut rng = StdRng::seed_from_u64(5);
+    // Bad rows spread over the file: a ragged one, a value that is not a number, a null key.
     let mut csv = random_csv(&mut rng, 12_000, false);
-    csv.push_str("9,ragged\n");
+    for (at, bad) in [
+        (3, "9,ragged\n"),
+        (6, "10,x,lots,2026-01-01\n"),
+        (9, ",no key,1,2026-01-01\n"),
+    ] {
+        let cut = csv.len() * at / 10;
+        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
+        csv.insert_str(line_start, bad);
+    }
     h.put("incoming/rejecting/a.csv", &csv).await;
     let (whole, split) = stage_both(&h, "incoming/rejecting/a.csv").await;
-    assert!(split.unwrap().is_none(), "a chunk set the row aside");
-    let (whole, split) = (
-        whole.unwrap(),
-        stage_with_workers(&h, "incoming/rejecting/a.csv")
-            .await
-            .unwrap(),
+    let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
+    assert_eq!((split.rejected_rows(), whole.rejected_rows()), (3, 3));
+    assert!(whole.warned_rows() > 10, "{whole:?}");
+    assert_eq!(split.expectations, whole.expectations);
+    let (split_rejects, whole_rejects) = (
+        split.rejects.clone().unwrap(),
+        whole.rejects.clone().unwrap(),
     );
-    assert_eq!(split.chunks, None, "read whole");
-    assert_eq!(split.rejected_rows(), 1);
-    assert_eq!(split.rejected_rows(), whole.rejected_rows());
+    assert_eq!(split_rejects.by_reason, whole_rejects.by_reason);
+    assert_eq!(split_rejects.first, whole_rejects.first);
+    let file = |key: &str| std::fs::read_to_string(h.path(key)).unwrap();
+    assert_eq!(file(&split_rejects.file), file(&whole_rejects.file));
+    assert_same_staged(&split, &whole, "rejecting", true).await;
+
+    // Six bad rows, one more than max_rejected_rows, none two in a chunk: read whole, refused.
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    for at in 1..=6 {
+        let cut = csv.len() * at / 7;
+        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
+        csv.insert_str(line_start, "9,ragged\n");
+    }
+    h.put("incoming/rejecting/b.csv", &csv).await;
+    let (whole, split) = stage_both(&h, "incoming/rejecting/b.csv").await;
+    assert!(whole.unwrap_err().starts_with("TooManyBadRows"));
+    assert!(
+        split.unwrap().is_none(),
+        "more than max_rejected_rows: read whole"
+    );
 }
 
 /// A quoted line break in the last column (text, so that the fast path parses it without a

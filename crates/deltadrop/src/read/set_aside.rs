@@ -215,6 +215,28 @@ impl SetAside {
         ))
     }
 
+    /// Adds what a reader of another part of the same file set aside and found (a chunk of a
+    /// split file, read in file order): its rows, and its rows that broke each expectation.
+    pub fn absorb(&self, other: SetAside) {
+        let other = other.collected.into_inner();
+        let mut collected = self.collected.borrow_mut();
+        collected.rows.extend(other.rows);
+        if collected.outcomes.is_empty() {
+            collected.outcomes = other.outcomes;
+            return;
+        }
+        for (mine, theirs) in collected.outcomes.iter_mut().zip(other.outcomes) {
+            mine.rows += theirs.rows;
+            let room = SAMPLE_ROWS.saturating_sub(mine.first.len());
+            mine.first.extend(theirs.first.into_iter().take(room));
+        }
+    }
+
+    /// Rows set aside so far.
+    pub fn rows(&self) -> u64 {
+        self.collected.borrow().rows.len() as u64
+    }
+
     /// What the feed's expectations found (empty for a feed without any).
     pub fn expectations(&self) -> Vec<ExpectationOutcome> {
         self.collected.borrow().outcomes.clone()

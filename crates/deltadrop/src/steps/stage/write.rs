@@ -187,7 +187,7 @@ async fn stage_as(
 /// Writes the rows set aside as the rejects file beside the run's quarantine folder
 /// (`<quarantine>/<folder>/<run id>/<file>.rejects.jsonl`): their summary, or `None` when no
 /// row was set aside.
-async fn keep_rejects(
+pub(super) async fn keep_rejects(
     env: &Environment,
     run: &RunInput,
     rejected: Option<(Vec<u8>, RejectsSummary)>,

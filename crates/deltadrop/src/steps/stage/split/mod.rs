@@ -11,8 +11,10 @@
 //! Only what splits at line ends is split: an uncompressed CSV or JSON lines file with an upload
 //! id (a content hash cannot be computed in parts), of a feed without a `unique` expectation
 //! (which needs every value of the file). The file is read whole instead when a chunk finds a
-//! record over several lines (a quoted CSV field with a line break: `Unsplittable`), or rows set
-//! aside or breaking an expectation: the rejects file and the thresholds are the whole read's.
+//! record over several lines (a quoted CSV field with a line break: `Unsplittable`), or when the
+//! file has more bad rows than the feed allows (the whole read stops where it always stops).
+//! Below the thresholds, the rows the chunks set aside and what their expectations found are put
+//! together in file order: one rejects file, the whole read's.
 
 mod ranges;
 
@@ -31,7 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use self::ranges::{byte_ranges, count_lines, first_lines, AlignedLines, RangeLines};
-use super::write::{commit_files, remove, staging_commit_info, StagingLayout, STAGING_FILE_BYTES};
+use super::write::{
+    commit_files, keep_rejects, remove, staging_commit_info, StagingLayout, STAGING_FILE_BYTES,
+};
 use super::StageOutput;
 use crate::bounded::listed;
 use crate::config::{Compression, Feed, FileFormat};
@@ -39,7 +43,7 @@ use crate::delta::arrow_schema;
 use crate::environment::{Environment, Split};
 use crate::error::{Error, ErrorKind, Result};
 use crate::read::{read_file, read_head, ChunkSpec, HeadPlan, Part, ReadSpec, SetAside};
-use crate::rejects::ExpectationOutcome;
+use crate::steps::upsert::identity_of;
 use crate::steps::RunInput;
 
 /// Stages `run`'s file in chunks when it is large and splittable; `None` (nothing staged) when
@@ -116,7 +120,14 @@ pub async fn stage_in_chunks(
         .collect()
         .await;
     let count = staged.len() as u64;
-    let staged = match settle(staged) {
+    let verdict = |set_aside: &SetAside, loaded: u64| {
+        if set_aside.rows() > feed.max_rejected_rows {
+            return Err(Error::internal("more rows set aside than the feed allows"));
+        }
+        file.spec(Part::Whole)
+            .read(|spec| set_aside.verdict(&spec, loaded))
+    };
+    let staged = match settle(staged, verdict) {
         Settled::Staged(staged) => staged,
         Settled::ReadWhole => {
             remove(&staging).await;
@@ -127,10 +138,24 @@ pub async fn stage_in_chunks(
             return Err(e);
         }
     };
-    if let Err(e) = commit_files(&table, staged.files, &staging).await {
-        remove(&staging).await;
-        return Err(e);
-    }
+    let expectations = staged.set_aside.expectations();
+    let upload = identity_of(run, None).unwrap_or_default();
+    let committed = match staged.set_aside.into_file(&upload) {
+        Ok(rejected) => match keep_rejects(env, run, rejected).await {
+            Ok(rejects) => commit_files(&table, staged.files, &staging)
+                .await
+                .map(|()| rejects),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let rejects = match committed {
+        Ok(rejects) => rejects,
+        Err(e) => {
+            remove(&staging).await;
+            return Err(e);
+        }
+    };
     tracing::info!(chunks = count, rows = staged.rows, "staged in chunks");
     Ok(Some(StageOutput {
         rows: staged.rows,
@@ -146,8 +171,8 @@ pub async fn stage_in_chunks(
         keys_strictly_increasing: false,
         lane: crate::storage::lane_id(&target.name()),
         target_table: target.name(),
-        rejects: None,
-        expectations: staged.expectations,
+        rejects,
+        expectations,
         chunks: Some(count),
     }))
 }
@@ -213,9 +238,8 @@ struct ChunkOutput {
     rows: u64,
     /// Its Parquet files in the staging table's folder, not committed.
     files: Vec<Add>,
-    /// Rows set aside or breaking an expectation: the file is read whole.
-    set_aside: bool,
-    expectations: Vec<ExpectationOutcome>,
+    /// The rows it set aside, and what the expectations found in it.
+    set_aside: SetAside,
     error: Option<Error>,
 }
 
@@ -224,8 +248,7 @@ impl ChunkOutput {
         ChunkOutput {
             rows: 0,
             files: Vec::new(),
-            set_aside: false,
-            expectations: Vec::new(),
+            set_aside: SetAside::default(),
             error: Some(error),
         }
     }
@@ -314,7 +337,7 @@ impl FileToSplit {
             Ok(output) => output,
             Err(error) => ChunkOutput::failed(error),
         };
-        if output.error.is_some() || output.set_aside {
+        if output.error.is_some() {
             self.stop.store(true, Ordering::SeqCst);
         }
         output
@@ -349,9 +372,7 @@ impl FileToSplit {
                         .blocking_send(batch)
                         .map_err(|_| Error::internal("the chunk's writer stopped"))
                 });
-                let expectations = spec.rejects.expectations();
-                let set_aside = spec.rejects.into_file("").map(|rows| rows.is_some());
-                (read, set_aside, expectations)
+                (read, spec.rejects)
             })
         });
         let staging_name = table.table_url().to_string();
@@ -367,7 +388,7 @@ impl FileToSplit {
             writer.flush().await.map_err(error)
         };
         let (read, written) = tokio::join!(reading, writing);
-        let (read, set_aside, expectations) =
+        let (read, set_aside) =
             read.map_err(|e| Error::internal(format!("a chunk's reader stopped: {e}")))?;
         // A writer that stops closes the channel, which the reader sees as its own error; a
         // record over several lines is the reader's to tell, whatever the writer did.
@@ -377,12 +398,10 @@ impl FileToSplit {
         };
         let files = written?;
         let rows = read?.rows;
-        let broke_an_expectation = expectations.iter().any(|e| e.rows > 0);
         Ok(ChunkOutput {
             rows,
             files,
-            set_aside: set_aside? || broke_an_expectation,
-            expectations,
+            set_aside,
             error: None,
         })
     }
@@ -417,24 +436,27 @@ impl OwnedSpec {
 struct Staged {
     rows: u64,
     files: Vec<Add>,
-    expectations: Vec<ExpectationOutcome>,
+    /// The rows the chunks set aside and what their expectations found, in file order.
+    set_aside: SetAside,
 }
 
 enum Settled {
     Staged(Staged),
-    /// The file must be read whole (a record over several lines, rows set aside).
+    /// The file must be read whole: a record over several lines, or more bad rows than the
+    /// feed allows (the whole read stops at the same row and writes the same rejects file).
     ReadWhole,
     /// The file's first error: the lowest chunk's (every chunk before it read its lines
     /// right, so its error is the one the whole read meets first).
     Failed(Error),
 }
 
-/// The chunks' outcome, in file order.
-fn settle(chunks: Vec<ChunkOutput>) -> Settled {
+/// The chunks' outcome, in file order; `verdict` judges the rows set aside and the expectations'
+/// findings of the whole file, as the whole read does once it read the file.
+fn settle(chunks: Vec<ChunkOutput>, verdict: impl FnOnce(&SetAside, u64) -> Result<()>) -> Settled {
     let mut staged = Staged {
         rows: 0,
         files: Vec::new(),
-        expectations: Vec::new(),
+        set_aside: SetAside::default(),
     };
     for chunk in chunks {
         if let Some(error) = chunk.error {
@@ -445,14 +467,12 @@ fn settle(chunks: Vec<ChunkOutput>) -> Settled {
                 _ => Settled::Failed(error),
             };
         }
-        if chunk.set_aside {
-            return Settled::ReadWhole;
-        }
         staged.rows += chunk.rows;
         staged.files.extend(chunk.files);
-        if staged.expectations.is_empty() {
-            staged.expectations = chunk.expectations;
-        }
+        staged.set_aside.absorb(chunk.set_aside);
     }
-    Settled::Staged(staged)
+    match verdict(&staged.set_aside, staged.rows) {
+        Ok(()) => Settled::Staged(staged),
+        Err(_) => Settled::ReadWhole,
+    }
 }
