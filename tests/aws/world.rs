@@ -118,6 +118,14 @@ pub const STATE_LIMIT_BYTES: usize = 256 * 1024;
 /// that a file whose answer was lost is sent again within the test.
 pub const TEST_HEARTBEAT_SECONDS: u64 = 60;
 
+/// How long the test waits for one execution. The longest legitimate one is a file whose every
+/// answer is lost: four Upsert attempts, each ended by the missed heartbeat, with the state
+/// machine's 10-second wait between them (about 275 s, measured). A scenario's executions run
+/// together and are waited for one after another, each wait with this budget from when it
+/// begins: the budget must hold the longest execution whole, in whatever order they come. (It
+/// was 240 s: the likely cause of a CI failure at the end of that scenario.)
+pub const EXECUTION_WAIT_SECONDS: u64 = 4 * (TEST_HEARTBEAT_SECONDS + 10) + 120;
+
 /// How an execution ended.
 pub struct Finished {
     pub name: String,
@@ -540,7 +548,7 @@ impl World {
     }
 
     pub async fn wait(&self, arn: &str) -> (String, Option<String>, Value) {
-        for _ in 0..960 {
+        for _ in 0..EXECUTION_WAIT_SECONDS * 4 {
             let execution = self
                 .sfn
                 .describe_execution()
@@ -558,7 +566,7 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("execution {arn} did not finish in 240 s");
+        panic!("execution {arn} did not finish in {EXECUTION_WAIT_SECONDS} s");
     }
 
     pub async fn trigger(&self, batch: &Value) -> Value {
