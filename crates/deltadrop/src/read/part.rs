@@ -65,8 +65,4 @@ impl Part {
             Part::Whole | Part::Head(_) => None,
         }
     }
-
-    pub(crate) fn is_chunk(&self) -> bool {
-        matches!(self, Part::Chunk(_))
-    }
 }

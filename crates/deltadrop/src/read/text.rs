@@ -80,7 +80,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
 
     /// Whether this reads a chunk of a split file, whose records must each be one line.
     pub fn reads_a_chunk(&self) -> bool {
-        self.spec.part.is_chunk()
+        self.spec.part.fixed().is_some()
     }
 
     /// The file's columns, in file order.

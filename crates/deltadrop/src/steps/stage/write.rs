@@ -31,7 +31,7 @@ use crate::steps::RunInput;
 
 /// Staging files roll over at this size, so no single object grows with the input. The writer
 /// holds the file being written in memory: this bounds the stage's memory.
-pub(super) const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
+const STAGING_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The largest target file size whose staged files a first load may adopt. The upsert copies
 /// each file with one S3 CopyObject, which copies at most 5 GB ("You create a copy of your
@@ -270,7 +270,20 @@ impl StagingLayout {
         }
     }
 
-    pub(super) fn writer_properties(&self) -> WriterProperties {
+    /// A writer of staging files into `table` (at `location`) in this layout.
+    pub(super) fn writer(
+        &self,
+        table: &DeltaTable,
+        location: &TableLocation,
+    ) -> Result<RecordBatchWriter> {
+        let writer =
+            RecordBatchWriter::for_table(table).map_err(|e| Error::delta(location.name(), e))?;
+        Ok(writer
+            .with_target_file_size(self.file_bytes())
+            .with_writer_properties(self.writer_properties()))
+    }
+
+    fn writer_properties(&self) -> WriterProperties {
         let plain = WriterProperties::builder()
             .set_compression(ParquetCompression::SNAPPY)
             .set_statistics_enabled(EnabledStatistics::None);
@@ -356,11 +369,7 @@ impl StagingWriter {
         };
         let schema = first.schema();
         let table = location.create(&schema, &partition_columns, info).await?;
-        let error = |e: deltalake::DeltaTableError| Error::delta(location.name(), e);
-        let writer = RecordBatchWriter::for_table(&table)
-            .map_err(error)?
-            .with_target_file_size(layout.file_bytes())
-            .with_writer_properties(layout.writer_properties());
+        let writer = layout.writer(&table, location)?;
         let files = if partition_columns.is_empty() {
             StagingFiles::Plain(Box::new(writer))
         } else {

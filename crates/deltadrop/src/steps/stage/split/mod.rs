@@ -25,7 +25,7 @@ use std::sync::Arc;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Add;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::DeltaWriter;
 use deltalake::DeltaTable;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::io::AsyncBufReadExt;
@@ -33,13 +33,11 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use self::ranges::{byte_ranges, count_lines, first_lines, AlignedLines, RangeLines};
-use super::write::{
-    commit_files, keep_rejects, remove, staging_commit_info, StagingLayout, STAGING_FILE_BYTES,
-};
+use super::write::{commit_files, keep_rejects, remove, staging_commit_info, StagingLayout};
 use super::StageOutput;
 use crate::bounded::listed;
 use crate::config::{Compression, Feed, FileFormat};
-use crate::delta::arrow_schema;
+use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::{Environment, Split};
 use crate::error::{Error, ErrorKind, Result};
 use crate::read::{read_file, read_head, ChunkSpec, HeadPlan, Part, ReadSpec, SetAside};
@@ -69,6 +67,7 @@ pub async fn stage_in_chunks(
         feed: Arc::new(feed.clone()),
         format,
         target_schema,
+        staging: env.staging_table(&run.run_id)?,
         stop: AtomicBool::new(false),
     });
     // A head that cannot be read (or a file without records) is the whole read's to report.
@@ -101,7 +100,7 @@ pub async fn stage_in_chunks(
         })
         .collect();
 
-    let staging = env.staging_table(&run.run_id)?;
+    let staging = &file.staging;
     let table = staging
         .create(&head.plan.schema, &[], staging_commit_info(run))
         .await?;
@@ -130,11 +129,11 @@ pub async fn stage_in_chunks(
     let staged = match settle(staged, verdict) {
         Settled::Staged(staged) => staged,
         Settled::ReadWhole => {
-            remove(&staging).await;
+            remove(staging).await;
             return Ok(None);
         }
         Settled::Failed(e) => {
-            remove(&staging).await;
+            remove(staging).await;
             return Err(e);
         }
     };
@@ -142,7 +141,7 @@ pub async fn stage_in_chunks(
     let upload = identity_of(run, None).unwrap_or_default();
     let committed = match staged.set_aside.into_file(&upload) {
         Ok(rejected) => match keep_rejects(env, run, rejected).await {
-            Ok(rejects) => commit_files(&table, staged.files, &staging)
+            Ok(rejects) => commit_files(&table, staged.files, staging)
                 .await
                 .map(|()| rejects),
             Err(e) => Err(e),
@@ -152,7 +151,7 @@ pub async fn stage_in_chunks(
     let rejects = match committed {
         Ok(rejects) => rejects,
         Err(e) => {
-            remove(&staging).await;
+            remove(staging).await;
             return Err(e);
         }
     };
@@ -210,6 +209,8 @@ struct FileToSplit {
     feed: Arc<Feed>,
     format: FileFormat,
     target_schema: Option<SchemaRef>,
+    /// The run's staging table, which the chunks write into.
+    staging: TableLocation,
     /// Set once a chunk failed or found the file must be read whole: the chunks after it are
     /// not read (every chunk that starts later has a higher index, so the failed one decides).
     stop: AtomicBool,
@@ -375,13 +376,9 @@ impl FileToSplit {
                 (read, spec.rejects)
             })
         });
-        let staging_name = table.table_url().to_string();
         let writing = async {
-            let error = |e: deltalake::DeltaTableError| Error::delta(&staging_name, e);
-            let mut writer = RecordBatchWriter::for_table(table)
-                .map_err(error)?
-                .with_target_file_size(STAGING_FILE_BYTES)
-                .with_writer_properties(StagingLayout::MergeSource.writer_properties());
+            let error = |e: deltalake::DeltaTableError| Error::delta(self.staging.name(), e);
+            let mut writer = StagingLayout::MergeSource.writer(table, &self.staging)?;
             while let Some(batch) = receiver.recv().await {
                 writer.write(batch).await.map_err(error)?;
             }
