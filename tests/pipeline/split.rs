@@ -5,8 +5,9 @@
 
 use deltadrop::delta::{arrow_schema, TableLocation};
 use deltadrop::read::LINE_COLUMN;
+use deltadrop::steps::stage::chunks::{self, ChildResult, ChunkPlan, ChunksCommitted};
 use deltadrop::steps::stage::stage_in_chunks;
-use deltadrop::steps::{stage, StageOutput};
+use deltadrop::steps::{stage, Failure, RunInput, StageOutput};
 use deltadrop::{Environment, Split};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -339,4 +340,142 @@ async fn a_quoted_line_break_on_any_byte_of_a_boundary_is_found() {
         );
     }
     assert_eq!(tried, 7, "every byte from 3 before the boundary to 3 after");
+}
+
+/// A child's result as the Map hands it to the step after it: its output, or the failure its
+/// Catch caught, through JSON as in the execution's state.
+fn child<T: serde::Serialize + serde::de::DeserializeOwned>(
+    result: deltadrop::Result<T>,
+) -> Option<ChildResult<T>> {
+    let result = match result {
+        Ok(done) => ChildResult::Done(done),
+        Err(e) => ChildResult::Failed {
+            failure: Failure::from(&e),
+        },
+    };
+    serde_json::from_value(serde_json::to_value(result).unwrap()).unwrap()
+}
+
+/// Stages `key` as the state machine's chunked route does: PlanChunks, a CountLines child per
+/// range, NumberChunks, a StageChunks child per chunk (in parallel, each with only what its
+/// input names), CommitChunks. `None`: the file is to be read whole.
+async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, String> {
+    let message = |e: deltadrop::Error| format!("{}: {e}", e.name());
+    let run: RunInput = h.run_input(key).await;
+    let env = &h.env;
+    let ranges = match chunks::plan_chunks(env, &run).await.map_err(message)? {
+        ChunkPlan::Split { ranges, .. } => ranges,
+        ChunkPlan::ReadWhole { .. } => return Ok(None),
+    };
+    let counts = futures::future::join_all(
+        ranges
+            .iter()
+            .map(|&range| chunks::count_chunk_lines(env, &run, range)),
+    )
+    .await;
+    let numbered = chunks::number_chunks(env, &run, counts.into_iter().map(child).collect())
+        .await
+        .map_err(message)?;
+    let staged = futures::future::join_all(
+        numbered
+            .items
+            .iter()
+            .map(|&item| chunks::stage_chunk(env, &run, item)),
+    )
+    .await;
+    match chunks::commit_chunks(env, &run, staged.into_iter().map(child).collect())
+        .await
+        .map_err(message)?
+    {
+        ChunksCommitted::Staged(output) => Ok(Some(output)),
+        ChunksCommitted::ReadWhole { .. } => Ok(None),
+    }
+}
+
+/// The states of the chunked route, each an invocation that knows only its input, stage a file
+/// as the whole read does: the same rows, lines and rows set aside; a failed chunk fails the
+/// file with the whole read's error, under its name, and leaves no staging files; a quoted
+/// line break sends the file to the whole read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_state_machines_chunk_steps_stage_a_file_as_the_whole_read() {
+    let route = "[feeds.route]\nparallel_stage_from_mb = 1\nchunk_mb = 0.0625\n";
+    let rules = format!(
+        "on_bad_rows = \"reject\"\nmax_rejected_rows = 5\n{route}\
+         [[feeds.expect]]\nname = \"small\"\ncolumn = \"amount\"\nmax = 900\naction = \"warn\"\n"
+    );
+    let h = Harness::new(&config(&[feed("csv", route), feed("rejecting", &rules)]));
+    let mut rng = StdRng::seed_from_u64(23);
+
+    let csv = random_csv(&mut rng, 12_000, false);
+    h.put("incoming/csv/a.csv", &csv).await;
+    let whole = stage(&h.env, &h.run_input("incoming/csv/a.csv").await)
+        .await
+        .unwrap();
+    let split = stage_by_steps(&h, "incoming/csv/a.csv")
+        .await
+        .unwrap()
+        .expect("staged in chunks");
+    assert!(split.chunks.unwrap() >= 5, "{split:?}");
+    assert_eq!((split.rows, &split.columns), (whole.rows, &whole.columns));
+    assert_same_staged(&split, &whole, "by steps", true).await;
+
+    // Bad rows in three chunks, and a warn expectation: one rejects file, the whole read's.
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    for (at, bad) in [
+        (3, "9,ragged\n"),
+        (6, "10,x,lots,2026-01-01\n"),
+        (9, ",no key,1,2026-01-01\n"),
+    ] {
+        let cut = csv.len() * at / 10;
+        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
+        csv.insert_str(line_start, bad);
+    }
+    h.put("incoming/rejecting/a.csv", &csv).await;
+    let whole = stage(&h.env, &h.run_input("incoming/rejecting/a.csv").await)
+        .await
+        .unwrap();
+    let split = stage_by_steps(&h, "incoming/rejecting/a.csv")
+        .await
+        .unwrap()
+        .expect("staged in chunks");
+    assert_eq!((split.rejected_rows(), whole.rejected_rows()), (3, 3));
+    assert_eq!(split.expectations, whole.expectations);
+    let (split_rejects, whole_rejects) = (
+        split.rejects.clone().unwrap(),
+        whole.rejects.clone().unwrap(),
+    );
+    let file = |key: &str| std::fs::read_to_string(h.path(key)).unwrap();
+    assert_eq!(file(&split_rejects.file), file(&whole_rejects.file));
+    assert_same_staged(&split, &whole, "rejecting by steps", true).await;
+
+    // A bad value in a late chunk: the whole read's error, under its own name (in a bucket of
+    // its own, whose staging folder must be left empty).
+    let h = Harness::new(&config(&[feed("csv", route)]));
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    let line_start = csv[..csv.len() * 9 / 10].rfind('\n').unwrap() + 1;
+    csv.insert_str(line_start, "17,late,not a number,2026-01-01\n");
+    h.put("incoming/csv/bad.csv", &csv).await;
+    let whole = stage(&h.env, &h.run_input("incoming/csv/bad.csv").await)
+        .await
+        .map_err(|e| format!("{}: {e}", e.name()))
+        .unwrap_err();
+    assert!(whole.starts_with("InvalidValue: "), "{whole}");
+    assert_eq!(
+        stage_by_steps(&h, "incoming/csv/bad.csv")
+            .await
+            .unwrap_err(),
+        whole
+    );
+    assert!(h.staging_is_empty(), "a failed chunk left staging files");
+
+    // A quoted line break: read whole.
+    let mut csv = random_csv(&mut rng, 12_000, false);
+    let line_start = csv[..csv.len() / 2].rfind('\n').unwrap() + 1;
+    csv.insert_str(line_start, "5,\"two\nlines\",1,2026-01-01\n");
+    h.put("incoming/csv/broken.csv", &csv).await;
+    assert_eq!(
+        stage_by_steps(&h, "incoming/csv/broken.csv").await,
+        Ok(None)
+    );
+    assert!(h.staging_is_empty(), "a file read whole left staging files");
 }

@@ -9,6 +9,8 @@ use std::future::Future;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
 #[cfg(feature = "delta")]
+use deltadrop::steps::stage::chunks;
+#[cfg(feature = "delta")]
 use deltadrop::steps::StageOutput;
 use deltadrop::steps::{
     self, ArchiveOutput, Failure, NotifyOutput, QuarantineOutput, Report, RunInput,
@@ -94,11 +96,68 @@ pub trait Handler {
     }
 }
 
-/// The Stage state's input: the execution input.
+/// The stage function's input: the run, and which part of the stage to do (none: the whole
+/// file, as the Stage state asks). The other actions are the states of the chunked stage
+/// ([`deltadrop::steps::stage::chunks`]).
+#[cfg(feature = "delta")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
     /// The run the trigger started.
     pub run: RunInput,
+    /// What to do (`"plan_chunks"`, `{"count_lines": {...}}`...).
+    #[serde(default)]
+    pub action: StageAction,
+}
+
+/// What the stage function is asked to do.
+#[cfg(feature = "delta")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageAction {
+    /// The Stage state: read the whole file.
+    #[default]
+    Whole,
+    /// PlanChunks: decide whether to split the file, and prepare its chunks.
+    PlanChunks,
+    /// A child of CountLines: count one byte range's newlines.
+    CountLines(chunks::ByteRange),
+    /// NumberChunks: each chunk's first line, from CountLines' results.
+    NumberChunks(Vec<Option<chunks::ChildResult<chunks::RangeLines>>>),
+    /// A child of StageChunks: stage one chunk.
+    StageChunk(chunks::ChunkItem),
+    /// CommitChunks: put StageChunks' results together in one commit.
+    CommitChunks(Vec<Option<chunks::ChildResult<chunks::ChunkReport>>>),
+}
+
+/// What the stage function answers, for whichever action it did.
+#[cfg(feature = "delta")]
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StageResponse {
+    /// The Stage state's output.
+    Staged(StageOutput),
+    /// PlanChunks' output.
+    Planned(chunks::ChunkPlan),
+    /// A CountLines child's output.
+    Counted(chunks::RangeLines),
+    /// NumberChunks' output.
+    Numbered(chunks::NumberedChunks),
+    /// A StageChunks child's output.
+    ChunkStaged(chunks::ChunkReport),
+    /// CommitChunks' output (the Stage state's, or why the file is read whole).
+    Committed(chunks::ChunksCommitted),
+}
+
+#[cfg(feature = "delta")]
+impl StageResponse {
+    /// The staging table's summary, when this action staged the file.
+    fn staged(&self) -> Option<&StageOutput> {
+        match self {
+            StageResponse::Staged(output)
+            | StageResponse::Committed(chunks::ChunksCommitted::Staged(output)) => Some(output),
+            _ => None,
+        }
+    }
 }
 
 /// The Archive state's input.
@@ -283,15 +342,38 @@ impl Handler for TriggerHandler {
 impl Handler for StageHandler {
     const FUNCTION: Function = Function::Stage;
     type Request = StageRequest;
-    type Output = StageOutput;
+    type Output = StageResponse;
 
-    async fn handle(ctx: &AwsContext, request: StageRequest) -> Result<StageOutput, Error> {
-        let output = steps::stage(&ctx.environment().await?, &request.run).await?;
-        crate::metrics::emit_expectations(&request.run.feed, &output.expectations);
-        Ok(output)
+    async fn handle(ctx: &AwsContext, request: StageRequest) -> Result<StageResponse, Error> {
+        let (env, run) = (&ctx.environment().await?, &request.run);
+        let response = match request.action {
+            StageAction::Whole => StageResponse::Staged(steps::stage(env, run).await?),
+            StageAction::PlanChunks => StageResponse::Planned(chunks::plan_chunks(env, run).await?),
+            StageAction::CountLines(range) => {
+                StageResponse::Counted(chunks::count_chunk_lines(env, run, range).await?)
+            }
+            StageAction::NumberChunks(counts) => {
+                let counts = counts.into_iter().map(caught).collect();
+                StageResponse::Numbered(chunks::number_chunks(env, run, counts).await?)
+            }
+            StageAction::StageChunk(item) => {
+                StageResponse::ChunkStaged(chunks::stage_chunk(env, run, item).await?)
+            }
+            StageAction::CommitChunks(results) => {
+                let results = results.into_iter().map(caught).collect();
+                StageResponse::Committed(chunks::commit_chunks(env, run, results).await?)
+            }
+        };
+        if let Some(output) = response.staged() {
+            crate::metrics::emit_expectations(&run.feed, &output.expectations);
+        }
+        Ok(response)
     }
 
-    fn metrics(output: &StageOutput) -> Vec<(&'static str, f64)> {
+    fn metrics(response: &StageResponse) -> Vec<(&'static str, f64)> {
+        let Some(output) = response.staged() else {
+            return Vec::new();
+        };
         let mut values = vec![
             ("RowsStaged", output.rows as f64),
             ("BytesStaged", output.bytes as f64),
@@ -369,6 +451,17 @@ pub fn from_step_functions(mut failure: Failure) -> Failure {
         failure.cause = message;
     }
     failure
+}
+
+/// A Map child's result, with the failure it caught read as [`from_step_functions`] reads one.
+#[cfg(feature = "delta")]
+fn caught<T>(result: Option<chunks::ChildResult<T>>) -> Option<chunks::ChildResult<T>> {
+    result.map(|result| match result {
+        chunks::ChildResult::Failed { failure } => chunks::ChildResult::Failed {
+            failure: from_step_functions(failure),
+        },
+        done => done,
+    })
 }
 
 /// The error Lambda reports: `error_type` is the stable name Step Functions matches.

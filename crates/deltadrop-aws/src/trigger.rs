@@ -64,6 +64,9 @@ pub struct S3ObjectRef {
     /// Grows with every PUT or DELETE of the key (same upload, same sequencer).
     #[serde(default)]
     pub sequencer: Option<String>,
+    /// The object's size in bytes: it decides the file's route ([`deltadrop::route`]).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// What the trigger did with one notified object.
@@ -206,7 +209,12 @@ impl Trigger<'_> {
                     continue;
                 }
             };
-            let input = serde_json::json!({ "run": run }).to_string();
+            // The feed exists: run_for_record found it.
+            let route = config
+                .feed_named(&run.feed)
+                .map(|feed| deltadrop::route::route(feed, &run.key, record.s3.object.size))
+                .map_err(|e| e.to_string())?;
+            let input = serde_json::json!({ "run": run, "route": route }).to_string();
             let started = self
                 .sfn
                 .start_execution()

@@ -134,6 +134,9 @@ pub struct Feed {
     /// How many staged files the table's commit lane merges in one commit (`[feeds.batch]`).
     #[serde(default)]
     pub batch: BatchBounds,
+    /// Where its files are staged on AWS (`[feeds.route]`).
+    #[serde(default)]
+    pub route: RouteBounds,
     /// Which emails a load sends: `each` (default), `failures`, or `digest`.
     #[serde(default)]
     pub notify: NotifyMode,
@@ -202,6 +205,53 @@ fn default_max_rejected_rows() -> u64 {
 
 fn default_max_rejected_percent() -> f64 {
     10.0
+}
+
+/// Where a feed's files are staged on AWS (`[feeds.route]`): the trigger decides from the size
+/// the S3 event gives, and puts the route in the execution's input.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteBounds {
+    /// An uncompressed CSV or JSON lines file of at least this many MiB is staged in parallel
+    /// chunks, one Lambda invocation each (the state machine's Distributed Map); 0: never.
+    pub parallel_stage_from_mb: u64,
+    /// The size of one such chunk, in MiB (a fraction is allowed: `0.25`).
+    pub chunk_mb: f64,
+}
+
+impl Default for RouteBounds {
+    fn default() -> Self {
+        RouteBounds {
+            // One function stages about 150 MB/s per vCPU at best (docs/benchmarks.md), and
+            // one S3 GET stream is often slower: from 2 GiB, chunks finish sooner.
+            parallel_stage_from_mb: 2048,
+            // Long enough that a chunk's work outweighs its invocation (about 2 s of reading).
+            chunk_mb: 256.0,
+        }
+    }
+}
+
+impl RouteBounds {
+    /// `parallel_stage_from_mb` in bytes (`None`: never).
+    pub fn parallel_stage_from_bytes(&self) -> Option<u64> {
+        (self.parallel_stage_from_mb > 0)
+            .then(|| self.parallel_stage_from_mb.saturating_mul(1024 * 1024))
+    }
+
+    /// `chunk_mb` in bytes.
+    pub fn chunk_bytes(&self) -> u64 {
+        ((self.chunk_mb * 1024.0 * 1024.0) as u64).max(1)
+    }
+
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<()> {
+        if !(self.chunk_mb.is_finite() && self.chunk_mb > 0.0) {
+            return Err(Error::config(
+                field("route.chunk_mb"),
+                "expected a number of MiB above 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Bounds on one commit of a table's lane (`[feeds.batch]`): the lane merges every ready staged
@@ -665,6 +715,7 @@ impl Feed {
         self.limits.validate(field)?;
         self.maintenance.validate(field)?;
         self.batch.validate(field)?;
+        self.route.validate(field)?;
         nonempty("table", &self.table)?;
         if is_glob(&self.incoming) {
             glob::Pattern::new(&self.incoming)

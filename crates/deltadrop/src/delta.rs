@@ -124,6 +124,25 @@ impl TableLocation {
     }
 }
 
+/// Serde for an arrow [`SchemaRef`] (`#[serde(with = "crate::delta::serde_schema")]`): a split
+/// file's plan is handed to the invocations that read its chunks.
+pub mod serde_schema {
+    use std::sync::Arc;
+
+    use deltalake::arrow::datatypes::{Schema, SchemaRef};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the schema.
+    pub fn serialize<S: Serializer>(schema: &SchemaRef, to: S) -> Result<S::Ok, S::Error> {
+        schema.as_ref().serialize(to)
+    }
+
+    /// Reads a schema.
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<SchemaRef, D::Error> {
+        Schema::deserialize(from).map(Arc::new)
+    }
+}
+
 /// The table's arrow schema.
 pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
     let state = table

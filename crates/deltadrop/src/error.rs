@@ -264,6 +264,17 @@ pub enum Error {
         message: String,
     },
 
+    /// An error that one of a split file's chunks met in its own invocation, passed on under its
+    /// own name by the step that puts the chunks together (on AWS each chunk is a Lambda
+    /// invocation of a Distributed Map: its error arrives as a name and a message).
+    #[error("{message}")]
+    Relayed {
+        /// The chunk's error's kind.
+        kind: ErrorKind,
+        /// The chunk's error's message (it names the file and line).
+        message: String,
+    },
+
     /// Something inside deltadrop failed that no input explains (a panicked reader thread, a
     /// value that would not serialize): a bug.
     #[error("internal error: {message}")]
@@ -444,6 +455,7 @@ impl Error {
             Error::MailError { .. } => ErrorKind::MailError,
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
             Error::InternalError { .. } => ErrorKind::InternalError,
+            Error::Relayed { kind, .. } => *kind,
         }
     }
 

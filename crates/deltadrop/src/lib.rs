@@ -37,6 +37,7 @@ pub mod rejects;
 pub mod replay;
 #[cfg(feature = "merge")]
 pub mod replay_rejects;
+pub mod route;
 #[cfg(feature = "merge")]
 pub mod run;
 #[cfg(feature = "merge")]

@@ -55,6 +55,17 @@ pub(crate) fn read(
             return batcher.finish();
         }
     }
+    // A chunk reads the lines of the file's sample on the exact path, in one batch, as the
+    // whole read does: a value it reports (a broken expectation's) is then the one the file
+    // wrote, not its typed form.
+    if let Some(head) = spec.part.fixed() {
+        while lines_before + exact.reader.position().line() <= head.plan.sample_last_line {
+            if !exact.push_next(&mut batcher)? {
+                return batcher.finish();
+            }
+        }
+        batcher.end_batch()?;
+    }
     let resume = exact.reader.position().clone();
     let resume_line = lines_before + resume.line();
     drop(exact);

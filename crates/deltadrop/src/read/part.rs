@@ -20,8 +20,9 @@ pub enum Part {
 }
 
 /// What the head of a file fixed: the plan (the staging columns and their types) and the file's
-/// columns in the order the reader met them.
-#[derive(Debug, Clone)]
+/// columns in the order the reader met them. It serializes, so that the chunks of a split file
+/// read in other invocations use the plan its head fixed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HeadPlan {
     pub(crate) plan: Plan,
     pub(crate) columns: Vec<String>,

@@ -15,14 +15,19 @@ use crate::error::{Error, Result};
 /// last row wins") and is never written to the target.
 pub const LINE_COLUMN: &str = "_deltadrop_line";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Plan {
     /// Data columns, then the change-type column (when configured), then [`LINE_COLUMN`].
+    #[serde(with = "crate::delta::serde_schema")]
     pub schema: SchemaRef,
     /// File columns the target table does not have.
     pub new_columns: Vec<String>,
     /// Records in the sample that fixed the plan (the first batch).
     pub sample_rows: u64,
+    /// The file line of the sample's last record: a chunk reads the sample's lines as the
+    /// whole read does (the exact path, which reports values as the file wrote them).
+    #[serde(default)]
+    pub sample_last_line: u64,
 }
 
 /// Builds the plan. `fixed_columns` says whether the format has a fixed column list (CSV,
@@ -184,5 +189,6 @@ pub(crate) fn make_plan(
         schema: Arc::new(Schema::new(fields)),
         new_columns,
         sample_rows: 0,
+        sample_last_line: 0,
     })
 }

@@ -232,6 +232,24 @@ impl SetAside {
         }
     }
 
+    /// The rows set aside and what the expectations found, to pass on to another invocation
+    /// (a chunk read by its own Lambda invocation); [`SetAside::from_parts`] takes them back.
+    pub fn into_parts(self) -> (Vec<RejectedRow>, Vec<ExpectationOutcome>) {
+        let collected = self.collected.into_inner();
+        (collected.rows, collected.outcomes)
+    }
+
+    /// What [`SetAside::into_parts`] gave, to [`SetAside::absorb`] in file order.
+    pub fn from_parts(rows: Vec<RejectedRow>, outcomes: Vec<ExpectationOutcome>) -> SetAside {
+        SetAside {
+            collected: RefCell::new(Collected {
+                rows,
+                checks: None,
+                outcomes,
+            }),
+        }
+    }
+
     /// Rows set aside so far.
     pub fn rows(&self) -> u64 {
         self.collected.borrow().rows.len() as u64

@@ -150,6 +150,11 @@ impl<'a, 's> TextBatcher<'a, 's> {
         Ok(())
     }
 
+    /// Ends the batch being collected: the next record starts a new one.
+    pub fn end_batch(&mut self) -> Result<()> {
+        self.flush()
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.positions.is_empty() {
             return Ok(());
@@ -182,6 +187,7 @@ impl<'a, 's> TextBatcher<'a, 's> {
                 &new_column_type,
             )?;
             plan.sample_rows = raw.num_rows() as u64;
+            plan.sample_last_line = self.positions.last().copied().unwrap_or(0);
             if let Part::Head(found) = &self.spec.part {
                 // The head's read is done: [`super::read_head`] takes the plan and ignores the
                 // error that stops the parser.

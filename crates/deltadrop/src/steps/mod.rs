@@ -127,6 +127,20 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
+impl Failure {
+    /// The error this failure names, passed on under its name (a name deltadrop does not
+    /// define, such as `States.Timeout`, becomes an `InternalError` that quotes it).
+    pub fn into_error(self) -> Error {
+        match self.error {
+            FailureName::Kind(kind) => Error::Relayed {
+                kind,
+                message: self.cause,
+            },
+            FailureName::Other(name) => Error::internal(format!("{name}: {}", self.cause)),
+        }
+    }
+}
+
 impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         Failure {

@@ -14,7 +14,7 @@ mod write;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "delta")]
-pub use split::stage_in_chunks;
+pub use split::{stage_in_chunks, steps as chunks};
 #[cfg(feature = "delta")]
 pub use write::stage;
 

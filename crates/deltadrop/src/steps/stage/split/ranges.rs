@@ -16,7 +16,7 @@ pub fn byte_ranges(size: u64, chunk_bytes: u64) -> Vec<(u64, u64)> {
 }
 
 /// The newlines of one byte range, counted (the first phase of a split stage).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RangeLines {
     /// Newline bytes in the range.
     pub newlines: u64,

@@ -1,0 +1,113 @@
+//! Where a file's stage runs on AWS: one Lambda invocation reading it whole, or parallel chunks
+//! (the state machine's Distributed Map). The trigger decides from the size the S3 event gives
+//! and the feed's `[feeds.route]`, and puts the route in the execution's input, where the
+//! console shows it; the state machine's first state follows it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Compression, Feed, FileFormat};
+
+/// Which stage a file takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRoute {
+    /// The Stage state: one invocation reads the whole file.
+    Function,
+    /// PlanChunks, CountLines, StageChunks, CommitChunks: an invocation per chunk.
+    Chunks,
+}
+
+/// A file's route, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Where the file is staged.
+    pub stage: StageRoute,
+    /// Why, for the operator reading the execution's input.
+    pub why: String,
+}
+
+/// The route of `key`, a file of `feed` of `size` bytes (as the S3 event gives it; `None`
+/// when the event does not say).
+pub fn route(feed: &Feed, key: &str, size: Option<u64>) -> Route {
+    let whole = |why: String| Route {
+        stage: StageRoute::Function,
+        why,
+    };
+    let Some(from) = feed.route.parallel_stage_from_bytes() else {
+        return whole("the feed's route.parallel_stage_from_mb is 0".into());
+    };
+    let splittable = matches!(
+        feed.format_for(key),
+        Ok(FileFormat::Csv | FileFormat::Jsonl)
+    );
+    if !splittable || Compression::from_key(key) != Compression::None {
+        return whole("only uncompressed CSV and JSON lines files are split".into());
+    }
+    let Some(size) = size else {
+        return whole("the event gives no size".into());
+    };
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    if size < from {
+        return whole(format!(
+            "{:.1} MiB, under the feed's route.parallel_stage_from_mb ({})",
+            mib(size),
+            feed.route.parallel_stage_from_mb
+        ));
+    }
+    Route {
+        stage: StageRoute::Chunks,
+        why: format!(
+            "{:.1} MiB, from the feed's route.parallel_stage_from_mb ({}): chunks of about {} MiB",
+            mib(size),
+            feed.route.parallel_stage_from_mb,
+            feed.route.chunk_mb
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn feed(route: &str) -> Feed {
+        let text = format!(
+            "[[feeds]]\nname = \"o\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n{route}"
+        );
+        Config::from_toml(&text, "test").unwrap().feeds.remove(0)
+    }
+
+    #[test]
+    fn large_uncompressed_text_files_take_the_chunks_and_the_rest_one_function() {
+        let feed = feed("[feeds.route]\nparallel_stage_from_mb = 1\nchunk_mb = 1\n");
+        let mib = 1024 * 1024;
+        let stage = |key: &str, size: Option<u64>| route(&feed, key, size).stage;
+        assert_eq!(stage("in/a.csv", Some(mib)), StageRoute::Chunks);
+        assert_eq!(stage("in/a.jsonl", Some(5 * mib)), StageRoute::Chunks);
+        assert_eq!(stage("in/a.csv", Some(mib - 1)), StageRoute::Function);
+        assert_eq!(stage("in/a.csv.gz", Some(5 * mib)), StageRoute::Function);
+        assert_eq!(stage("in/a.parquet", Some(5 * mib)), StageRoute::Function);
+        assert_eq!(stage("in/a.json", Some(5 * mib)), StageRoute::Function);
+        assert_eq!(stage("in/a.csv", None), StageRoute::Function);
+        let why = route(&feed, "in/a.csv", Some(3 * mib)).why;
+        assert!(
+            why.contains("3.0 MiB") && why.contains("parallel_stage_from_mb (1)"),
+            "{why}"
+        );
+
+        let off = crate::config::Config::from_toml(
+            "[[feeds]]\nname = \"o\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n[feeds.route]\nparallel_stage_from_mb = 0\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            route(&off.feeds[0], "in/a.csv", Some(u64::MAX)).stage,
+            StageRoute::Function
+        );
+        assert_eq!(
+            self::feed("").route.parallel_stage_from_mb,
+            2048,
+            "the documented default"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The chunked stage as states of the state machine (docs/aws.md, "Routes"): each function below
+//! is one Lambda invocation, and everything a later one needs is stored beside the run's staging
+//! table (`_chunks/` in its folder), so the state carries only small lists.
+//!
+//! PlanChunks ([`plan_chunks`]) decides, reads the head and creates the staging table;
+//! CountLines, a Distributed Map, counts each byte range's newlines ([`count_chunk_lines`]);
+//! NumberChunks ([`number_chunks`]) turns the counts into each chunk's first line; StageChunks,
+//! a Distributed Map, reads and writes each chunk without a commit ([`stage_chunk`]); and
+//! CommitChunks ([`commit_chunks`]) puts them together in one commit, as the local stage does.
+//!
+//! A Map's child that fails is caught by the child itself, which answers `{index, failure}`:
+//! moto's Map succeeds with `null` for a failed child, AWS's fails as a whole, and neither says
+//! which chunk failed. The step after each Map fails the file with the first chunk's error.
+
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::Add;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use super::ranges::RangeLines;
+
+use super::chunk::{ChunkOutput, FileToSplit};
+use super::ranges::first_lines;
+use super::settle::Finished;
+use super::{prepare, Decision, Prepared};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::read::{HeadPlan, SetAside};
+use crate::rejects::{ExpectationOutcome, RejectedRow};
+use crate::steps::stage::StageOutput;
+use crate::steps::{Failure, RunInput};
+
+/// Bytes `start..end` of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    /// The range's first byte.
+    pub start: u64,
+    /// One past its last byte.
+    pub end: u64,
+}
+
+/// PlanChunks' output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChunkPlan {
+    /// The file is split: CountLines maps over `ranges`.
+    Split {
+        /// The file's size.
+        bytes: u64,
+        /// How many chunks.
+        chunks: u64,
+        /// Each chunk's bytes, in file order.
+        ranges: Vec<ByteRange>,
+    },
+    /// The file is read whole by the Stage state, for this reason.
+    ReadWhole {
+        /// Why it is not split.
+        read_whole: String,
+    },
+}
+
+/// What a child of CountLines or StageChunks answers: its result, or the failure it caught.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChildResult<T> {
+    /// The child failed after its retries.
+    Failed {
+        /// What Step Functions caught (the handler turns a Lambda error's `Cause` into its
+        /// message).
+        failure: Failure,
+    },
+    /// The child's result.
+    Done(T),
+}
+
+/// One chunk, as StageChunks maps over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkItem {
+    /// The chunk's place in the file (0 first).
+    pub index: usize,
+    /// The file line its first line is.
+    pub first_line: u64,
+}
+
+/// NumberChunks' output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberedChunks {
+    /// Every chunk, in file order.
+    pub items: Vec<ChunkItem>,
+}
+
+/// What one child of StageChunks staged (its files and rows set aside are stored beside the
+/// staging table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    /// The chunk's place in the file.
+    pub index: usize,
+    /// Rows written.
+    pub rows: u64,
+    /// Parquet files written, not committed.
+    pub files: usize,
+    /// Rows set aside (a feed with `on_bad_rows = "reject"`).
+    #[serde(default)]
+    pub rows_set_aside: u64,
+}
+
+/// CommitChunks' output: the Stage state's, or the reason to read the file whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChunksCommitted {
+    /// The staging table holds the file's rows.
+    Staged(StageOutput),
+    /// Nothing staged: the Stage state reads the file whole.
+    ReadWhole {
+        /// Why.
+        read_whole: String,
+    },
+}
+
+/// What PlanChunks stores for the invocations after it.
+#[derive(Serialize, Deserialize)]
+struct StoredPlan {
+    size: u64,
+    ranges: Vec<(u64, u64)>,
+    head: HeadPlan,
+    header: Option<Vec<u8>>,
+    target_schema: Option<Schema>,
+}
+
+/// What one chunk's invocation stores for CommitChunks.
+#[derive(Serialize, Deserialize)]
+struct ChunkManifest {
+    rows: u64,
+    files: Vec<Add>,
+    rejected: Vec<RejectedRow>,
+    expectations: Vec<ExpectationOutcome>,
+}
+
+/// PlanChunks: decides whether the file is split (in chunks of the feed's `route.chunk_mb`),
+/// and creates the staging table the chunks write into.
+pub async fn plan_chunks(env: &Environment, run: &RunInput) -> Result<ChunkPlan> {
+    run.validate()?;
+    let feed = env.config.feed_named(&run.feed)?;
+    let prepared = match prepare(env, run, feed.route.chunk_bytes()).await? {
+        Decision::Split(prepared) => prepared,
+        Decision::ReadWhole(why) => return Ok(ChunkPlan::ReadWhole { read_whole: why }),
+    };
+    // A PlanChunks retried after it created the table starts again.
+    prepared.file.staging.remove().await?;
+    prepared.create_staging().await?;
+    let stored = StoredPlan {
+        size: prepared.size,
+        ranges: prepared.ranges.clone(),
+        head: prepared.head.clone(),
+        header: prepared.header.clone(),
+        target_schema: prepared.file.target_schema.as_deref().cloned(),
+    };
+    put_json(env, &plan_key(env, run), &stored).await?;
+    Ok(ChunkPlan::Split {
+        bytes: prepared.size,
+        chunks: prepared.ranges.len() as u64,
+        ranges: prepared
+            .ranges
+            .iter()
+            .map(|&(start, end)| ByteRange { start, end })
+            .collect(),
+    })
+}
+
+/// A child of CountLines: the newlines of one byte range.
+pub async fn count_chunk_lines(
+    env: &Environment,
+    run: &RunInput,
+    range: ByteRange,
+) -> Result<RangeLines> {
+    let feed = env.config.feed_named(&run.feed)?;
+    FileToSplit::new(env, run, feed, None)?
+        .count_lines((range.start, range.end))
+        .await
+}
+
+/// NumberChunks: each chunk's first line, from CountLines' results (`None`: a child that
+/// answered nothing); the first failed count fails the file.
+pub async fn number_chunks(
+    env: &Environment,
+    run: &RunInput,
+    counts: Vec<Option<ChildResult<RangeLines>>>,
+) -> Result<NumberedChunks> {
+    let prepared = load(env, run).await?;
+    if counts.len() != prepared.ranges.len() {
+        return Err(Error::InvalidInput {
+            message: format!(
+                "{} line counts for {} chunks",
+                counts.len(),
+                prepared.ranges.len()
+            ),
+        });
+    }
+    let mut lines = Vec::with_capacity(counts.len());
+    for (index, count) in counts.into_iter().enumerate() {
+        match count {
+            Some(ChildResult::Done(count)) => lines.push(count),
+            failed => {
+                prepared.file.staging.remove().await?;
+                return Err(child_error(index, failed));
+            }
+        }
+    }
+    let items = first_lines(&lines)
+        .into_iter()
+        .enumerate()
+        .map(|(index, first_line)| ChunkItem { index, first_line })
+        .collect();
+    Ok(NumberedChunks { items })
+}
+
+/// A child of StageChunks: reads one chunk and writes its rows as uncommitted files of the
+/// staging table. A retried chunk writes new files; only the last attempt's are committed.
+pub async fn stage_chunk(
+    env: &Environment,
+    run: &RunInput,
+    item: ChunkItem,
+) -> Result<ChunkReport> {
+    let prepared = load(env, run).await?;
+    if item.index >= prepared.ranges.len() {
+        return Err(Error::InvalidInput {
+            message: format!(
+                "chunk {} of a file in {}",
+                item.index,
+                prepared.ranges.len()
+            ),
+        });
+    }
+    let file = &prepared.file;
+    let table = file.staging.open().await?.ok_or_else(|| {
+        Error::internal(format!("the staging table {} is gone", file.staging.name()))
+    })?;
+    let chunk = prepared.chunk(item.index, item.first_line);
+    let output = file.stage_chunk(&table, &prepared.head, chunk).await;
+    if let Some(error) = output.error {
+        return Err(error);
+    }
+    let (rejected, expectations) = output.set_aside.into_parts();
+    let report = ChunkReport {
+        index: item.index,
+        rows: output.rows,
+        files: output.files.len(),
+        rows_set_aside: rejected.len() as u64,
+    };
+    let manifest = ChunkManifest {
+        rows: output.rows,
+        files: output.files,
+        rejected,
+        expectations,
+    };
+    put_json(env, &manifest_key(env, run, item.index), &manifest).await?;
+    Ok(report)
+}
+
+/// CommitChunks: the chunks' results in file order, judged and committed as the staging table
+/// in one commit (or the first chunk's error, or the reason to read the file whole).
+pub async fn commit_chunks(
+    env: &Environment,
+    run: &RunInput,
+    results: Vec<Option<ChildResult<ChunkReport>>>,
+) -> Result<ChunksCommitted> {
+    let prepared = load(env, run).await?;
+    let staging = &prepared.file.staging;
+    let table = staging
+        .open()
+        .await?
+        .ok_or_else(|| Error::internal(format!("the staging table {} is gone", staging.name())))?;
+    let mut outputs = Vec::with_capacity(results.len());
+    for (index, result) in results.into_iter().enumerate() {
+        outputs.push(match result {
+            Some(ChildResult::Done(report)) if report.index == index => {
+                let manifest: ChunkManifest =
+                    read_json(env, &manifest_key(env, run, index)).await?;
+                ChunkOutput {
+                    rows: manifest.rows,
+                    files: manifest.files,
+                    set_aside: SetAside::from_parts(manifest.rejected, manifest.expectations),
+                    error: None,
+                }
+            }
+            Some(ChildResult::Done(report)) => ChunkOutput::failed(Error::InvalidInput {
+                message: format!("chunk {index}'s result is chunk {}'s", report.index),
+            }),
+            failed => ChunkOutput::failed(child_error(index, failed)),
+        });
+    }
+    if outputs.len() != prepared.ranges.len() {
+        outputs.push(ChunkOutput::failed(Error::InvalidInput {
+            message: format!(
+                "{} chunk results for {} chunks",
+                outputs.len(),
+                prepared.ranges.len()
+            ),
+        }));
+    }
+    Ok(match prepared.finish(&table, outputs).await? {
+        Finished::Staged(output) => ChunksCommitted::Staged(output),
+        Finished::ReadWhole(why) => ChunksCommitted::ReadWhole { read_whole: why },
+    })
+}
+
+/// The error of a Map child that failed (or answered nothing), under its own name.
+fn child_error<T>(index: usize, result: Option<ChildResult<T>>) -> Error {
+    match result {
+        Some(ChildResult::Failed { failure }) => failure.into_error(),
+        _ => Error::internal(format!("chunk {index} answered nothing")),
+    }
+}
+
+/// The file as PlanChunks prepared it.
+async fn load(env: &Environment, run: &RunInput) -> Result<Prepared> {
+    let stored: StoredPlan = read_json(env, &plan_key(env, run)).await?;
+    let feed = env.config.feed_named(&run.feed)?;
+    let target_schema = stored.target_schema.map(SchemaRef::new);
+    Ok(Prepared {
+        file: Arc::new(FileToSplit::new(env, run, feed, target_schema)?),
+        head: stored.head,
+        header: stored.header,
+        size: stored.size,
+        ranges: stored.ranges,
+    })
+}
+
+fn plan_key(env: &Environment, run: &RunInput) -> String {
+    format!("{}_chunks/plan.json", env.staging_prefix(&run.run_id))
+}
+
+fn manifest_key(env: &Environment, run: &RunInput, index: usize) -> String {
+    format!(
+        "{}_chunks/chunk-{index:05}.json",
+        env.staging_prefix(&run.run_id)
+    )
+}
+
+async fn put_json<T: Serialize>(env: &Environment, key: &str, value: &T) -> Result<()> {
+    let body = serde_json::to_vec(value).map_err(|e| Error::internal(e.to_string()))?;
+    env.storage.put(key, body).await
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(env: &Environment, key: &str) -> Result<T> {
+    let body = env.storage.read_all(key).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::internal(format!("{}: {e}", env.storage.display(key))))
+}
