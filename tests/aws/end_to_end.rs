@@ -64,6 +64,9 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     // Last before the IAM check: once a multipart upload has completed, moto's
     // /moto-api/data.json (where the emails are read) answers 500.
     scenario!(a_copy_in_parts_keeps_the_bytes_and_the_tags(&world));
+    scenario!(a_large_file_is_staged_in_chunks_by_the_distributed_maps(
+        &world
+    ));
     scenario!(every_call_is_one_the_function_policy_allows(&world));
     scenario!(every_alarm_fires_in_some_scenario(&world, &maintenance));
 }
@@ -1267,6 +1270,80 @@ async fn the_watch_names_a_file_nobody_loaded(world: &World) {
 
 /// moto enforces no IAM: every call each function made above is checked against that
 /// function's policy in template.yaml by tests/iam/check_calls.py.
+/// A file over its feed's `route.parallel_stage_from_mb` is staged in chunks by the Distributed
+/// Maps, one invocation per chunk, and loads the table the same file staged whole loads (read
+/// by the Python `deltalake` package); a bad value in a late chunk fails the file with that
+/// chunk's error, on its line in the file, and the file is quarantined whole.
+async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World) {
+    // About 1.4 MiB, repeated keys (the last row wins), quoted commas.
+    let csv: String = std::iter::once("order_id,status,amount\n".to_string())
+        .chain((0..60_000).map(|i| {
+            let key = (i * 7919) % 25_000;
+            format!("{key},\"state, {}\",{}.5\n", i % 13, i % 1000)
+        }))
+        .collect();
+    let chunked = world.drop_file("incoming/chunked/large.csv", &csv).await;
+    assert_eq!(chunked.status, "SUCCEEDED", "{:#}", chunked.output);
+    assert_eq!(
+        chunked.output["route"]["stage"], "chunks",
+        "{:#}",
+        chunked.output
+    );
+    assert_eq!(
+        chunked.output["stage"]["chunks"],
+        json!(6),
+        "{:#}",
+        chunked.output
+    );
+    assert_eq!(chunked.output["stage"]["rows"], json!(60_000));
+    let whole = world.drop_file("incoming/unchunked/large.csv", &csv).await;
+    assert_eq!(whole.status, "SUCCEEDED", "{:#}", whole.output);
+    assert_eq!(
+        whole.output["route"]["stage"], "function",
+        "{:#}",
+        whole.output
+    );
+    let table = world.read_with_python("tables/chunked", "order_id");
+    assert_eq!(table["rows"].as_array().unwrap().len(), 25_000, "{table}");
+    assert_eq!(
+        table,
+        world.read_with_python("tables/unchunked", "order_id")
+    );
+
+    let mut bad = csv.clone();
+    let line_start = bad[..bad.len() * 9 / 10].rfind('\n').unwrap() + 1;
+    bad.insert_str(line_start, "7,late,not a number\n");
+    let line = bad[..line_start].matches('\n').count() + 1;
+    let failed = world.drop_file("incoming/chunked/bad.csv", &bad).await;
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_deref()),
+        ("FAILED", Some("InvalidValue")),
+        "{:#}",
+        failed.output
+    );
+    let quarantined = in_run_folder("quarantine/", "incoming/chunked/bad.csv", &failed.name);
+    let report: Value =
+        serde_json::from_str(&world.read(&format!("{quarantined}.error.json")).await).unwrap();
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("line {line}, column 'amount'")),
+        "{report}"
+    );
+    assert_eq!(
+        world.read_with_python("tables/chunked", "order_id"),
+        table,
+        "the failed file changed the table"
+    );
+    let staging = world
+        .keys(&format!("_deltadrop/staging/{}/", failed.name))
+        .await;
+    assert_eq!(
+        staging,
+        Vec::<String>::new(),
+        "the failed file's chunks were left"
+    );
+}
+
 async fn every_call_is_one_the_function_policy_allows(world: &World) {
     let calls = world.recorder.calls();
     for function in Function::ALL {

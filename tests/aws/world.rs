@@ -86,6 +86,23 @@ column = "qty"
 max = 4
 action = "warn"
 
+# The same files staged in chunks (over 1 MiB, chunks of a quarter MiB) and whole.
+[[feeds]]
+name = "chunked"
+incoming = "incoming/chunked/"
+table = "tables/chunked"
+keys = ["order_id"]
+
+[feeds.route]
+parallel_stage_from_mb = 1
+chunk_mb = 0.25
+
+[[feeds]]
+name = "unchunked"
+incoming = "incoming/unchunked/"
+table = "tables/unchunked"
+keys = ["order_id"]
+
 [[feeds]]
 name = "Catalogued-Orders"
 incoming = "incoming/catalogued/"

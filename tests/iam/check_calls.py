@@ -249,6 +249,8 @@ class Resolver:
                 return self._state_machine_arn(where)
             if self._is_role(logical_id):
                 return self.settings.role_arn(logical_id)
+        if attribute == "Name" and logical_id == self.settings.state_machine_resource:
+            return self._state_machine_arn(where).rsplit(":", 1)[1]
         raise UnknownIntrinsicError(f"{where}: cannot resolve Fn::GetAtt {logical_id}.{attribute}")
 
     def sub(self, argument: Any, where: str) -> str:

@@ -475,7 +475,18 @@ def test_the_timed_out_executions_alarm_can_fire():
 
     tasks = sum(longest(st) for name, st in states.items() if st["Type"] == "Task" and name != "Upsert")
     lane = 4 * states["Upsert"]["TimeoutSeconds"] + 40 * states["WaitForEarlierFile"]["Seconds"]
-    assert asl["TimeoutSeconds"] >= lane + tasks
+    # A Distributed Map runs its children MaxConcurrency at a time: the most chunks a file is cut
+    # into (MAX_CHUNKS in the chunked stage's source) take that many waves of its longest child.
+    source = (ROOT / "crates/deltadrop/src/steps/stage/split/mod.rs").read_text()
+    max_chunks = int(re.search(r"pub const MAX_CHUNKS: u64 = (\d+);", source).group(1))
+    maps = 0
+    for state in states.values():
+        if state["Type"] == "Map":
+            children = state["ItemProcessor"]["States"].values()
+            waves = -(-max_chunks // state["MaxConcurrency"])
+            maps += waves * max(longest(st) for st in children if st["Type"] == "Task")
+    assert maps > 0
+    assert asl["TimeoutSeconds"] >= lane + tasks + maps
     alarm = props("TimedOutExecutionsAlarm")
     assert alarm["MetricName"] == "ExecutionsTimedOut"
     assert alarm["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "PipelineStateMachine"}}]

@@ -3,6 +3,7 @@
 //! from one, so that a key's partition never changes and the MERGE may match partition by
 //! partition (only the partitions a file touches are read and rewritten).
 
+#[cfg(feature = "delta")]
 use std::sync::Arc;
 
 use serde::Deserialize;
