@@ -47,6 +47,10 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     scenario!(bad_rows_are_set_aside_in_a_rejects_file_and_the_rest_loads(
         &world
     ));
+    // Before the watch's scenario, which leaves a notification in the queue.
+    scenario!(a_large_file_is_staged_in_chunks_by_the_distributed_maps(
+        &world
+    ));
     scenario!(crate::catalog::tables_are_registered_in_the_glue_catalog(
         &world
     ));
@@ -64,9 +68,6 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     // Last before the IAM check: once a multipart upload has completed, moto's
     // /moto-api/data.json (where the emails are read) answers 500.
     scenario!(a_copy_in_parts_keeps_the_bytes_and_the_tags(&world));
-    scenario!(a_large_file_is_staged_in_chunks_by_the_distributed_maps(
-        &world
-    ));
     scenario!(every_call_is_one_the_function_policy_allows(&world));
     scenario!(every_alarm_fires_in_some_scenario(&world, &maintenance));
 }

@@ -270,6 +270,14 @@ pub async fn commit_chunks(
         .open()
         .await?
         .ok_or_else(|| Error::internal(format!("the staging table {} is gone", staging.name())))?;
+    // A CommitChunks retried after its commit (a Lambda error on the way back) must not add
+    // the chunks' files twice: it fails the file instead (quarantined, nothing loaded).
+    if table.version().unwrap_or(0) > 0 {
+        return Err(Error::internal(format!(
+            "the staging table {} was committed by an earlier attempt of CommitChunks",
+            staging.name()
+        )));
+    }
     let mut outputs = Vec::with_capacity(results.len());
     for (index, result) in results.into_iter().enumerate() {
         outputs.push(match result {
