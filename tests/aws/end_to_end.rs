@@ -918,10 +918,13 @@ async fn answers_refused_as_gone_are_dropped_and_the_files_sent_again(world: &Wo
                     .await
             );
         } else {
-            // Attempt 2 after a timeout: the merger dropped the refused answer (had it handed
-            // the message back, its redelivery would have answered attempt 1 with
-            // already_applied).
-            assert_eq!(run.output["lane"]["attempt"], 2, "{:#}", run.output["lane"]);
+            // Attempt 2 or later after a timeout: the merger dropped the refused answer (had it
+            // handed the message back, its redelivery would have answered attempt 1 with
+            // already_applied). A later one when attempt 2 timed out as well: on a loaded
+            // machine (the whole suite on 2 cores) one run ended at attempt 3 after a
+            // States.Timeout of attempt 2.
+            let attempt = run.output["lane"]["attempt"].as_u64().unwrap();
+            assert!((2..=4).contains(&attempt), "{:#}", run.output["lane"]);
         }
     }
     let rows = world.rows().await;

@@ -168,12 +168,9 @@ fn exactly_the_transient_kinds_are_retried() {
             );
             retried.insert(kind.name());
         }
-        // CommitChunks passes a chunk's error on under its own name and drops the staging table
-        // when it fails: retrying would only repeat it (docs/aws.md, "Routes").
-        let relays_chunk_errors = name == "CommitChunks";
         for always in ["StorageError", "DeltaError"] {
             assert!(
-                relays_chunk_errors || names.iter().any(|n| n == always),
+                names.iter().any(|n| n == always),
                 "{name} does not retry {always}"
             );
         }

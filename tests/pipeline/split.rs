@@ -79,6 +79,21 @@ fn random_csv(rng: &mut StdRng, rows: usize, odd: bool) -> String {
     csv
 }
 
+/// `csv` with bad rows spread over it, at 30, 60 and 90% of its bytes: a ragged one, a value
+/// that is not a number, a null key.
+fn with_three_bad_rows(mut csv: String) -> String {
+    for (at, bad) in [
+        (3, "9,ragged\n"),
+        (6, "10,x,lots,2026-01-01\n"),
+        (9, ",no key,1,2026-01-01\n"),
+    ] {
+        let cut = csv.len() * at / 10;
+        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
+        csv.insert_str(line_start, bad);
+    }
+    csv
+}
+
 /// The two staging tables hold the same rows in the same order (what the MERGE's "the last row
 /// wins" goes by); with `lines_exact`, on the same lines too. Else the first difference. (Lines
 /// are exact unless a CSV batch read on the fast path holds a blank line: then its rows are
@@ -255,17 +270,7 @@ async fn rows_set_aside_in_chunks_are_the_whole_reads() {
                  [[feeds.expect]]\nname = \"small\"\ncolumn = \"amount\"\nmax = 900\naction = \"warn\"\n";
     let h = Harness::new(&config(&[feed("rejecting", rules)]));
     let mut rng = StdRng::seed_from_u64(5);
-    // Bad rows spread over the file: a ragged one, a value that is not a number, a null key.
-    let mut csv = random_csv(&mut rng, 12_000, false);
-    for (at, bad) in [
-        (3, "9,ragged\n"),
-        (6, "10,x,lots,2026-01-01\n"),
-        (9, ",no key,1,2026-01-01\n"),
-    ] {
-        let cut = csv.len() * at / 10;
-        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
-        csv.insert_str(line_start, bad);
-    }
+    let csv = with_three_bad_rows(random_csv(&mut rng, 12_000, false));
     h.put("incoming/rejecting/a.csv", &csv).await;
     let (whole, split) = stage_both(&h, "incoming/rejecting/a.csv").await;
     let (whole, split) = (whole.unwrap(), split.unwrap().expect("staged in chunks"));
@@ -358,12 +363,23 @@ fn child<T: serde::Serialize + serde::de::DeserializeOwned>(
 
 /// Stages `key` as the state machine's chunked route does: PlanChunks, a CountLines child per
 /// range, NumberChunks, a StageChunks child per chunk (in parallel, each with only what its
-/// input names), CommitChunks. `None`: the file is to be read whole.
+/// input names), CommitChunks, and CommitChunks again (a retry must answer the same, and not
+/// add the files twice); a failed file then goes through the Quarantine state's step. `None`:
+/// the file is to be read whole.
 async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, String> {
-    let message = |e: deltadrop::Error| format!("{}: {e}", e.name());
     let run: RunInput = h.run_input(key).await;
-    let env = &h.env;
-    let ranges = match chunks::plan_chunks(env, &run).await.map_err(message)? {
+    let staged = chunk_steps(h, &run).await;
+    if let Err(e) = &staged {
+        deltadrop::steps::quarantine(&h.env, &run, &Failure::from(e))
+            .await
+            .unwrap();
+    }
+    staged.map_err(|e| format!("{}: {e}", e.name()))
+}
+
+async fn chunk_steps(h: &Harness, run: &RunInput) -> deltadrop::Result<Option<StageOutput>> {
+    let (env, run) = (&h.env, run.clone());
+    let ranges = match chunks::plan_chunks(env, &run).await? {
         ChunkPlan::Split { ranges, .. } => ranges,
         ChunkPlan::ReadWhole { .. } => return Ok(None),
     };
@@ -373,9 +389,8 @@ async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, S
             .map(|&range| chunks::count_chunk_lines(env, &run, range)),
     )
     .await;
-    let numbered = chunks::number_chunks(env, &run, counts.into_iter().map(child).collect())
-        .await
-        .map_err(message)?;
+    let numbered =
+        chunks::number_chunks(env, &run, counts.into_iter().map(child).collect()).await?;
     let staged = futures::future::join_all(
         numbered
             .items
@@ -383,10 +398,24 @@ async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, S
             .map(|&item| chunks::stage_chunk(env, &run, item)),
     )
     .await;
-    match chunks::commit_chunks(env, &run, staged.into_iter().map(child).collect())
-        .await
-        .map_err(message)?
-    {
+    let results: Vec<_> = staged.into_iter().map(child).collect();
+    let committed = chunks::commit_chunks(env, &run, results.clone()).await;
+    if !matches!(committed, Ok(ChunksCommitted::ReadWhole { .. })) {
+        let retried = chunks::commit_chunks(env, &run, results).await;
+        let text = |r: &deltadrop::Result<ChunksCommitted>| match r {
+            Ok(committed) => serde_json::to_string(committed).unwrap(),
+            Err(e) => format!("{}: {e}", e.name()),
+        };
+        assert_eq!(text(&retried), text(&committed), "CommitChunks retried");
+    }
+    if let Ok(ChunksCommitted::Staged(output)) = &committed {
+        // Created by PlanChunks, then the chunks' one commit: the retry committed nothing.
+        let table = output.staging_table.as_deref().unwrap();
+        let location = TableLocation::new(url::Url::parse(table).unwrap(), Default::default());
+        let version = location.open().await.unwrap().unwrap().version();
+        assert_eq!(version, Some(1), "the staging table's commits");
+    }
+    match committed? {
         ChunksCommitted::Staged(output) => Ok(Some(output)),
         ChunksCommitted::ReadWhole { .. } => Ok(None),
     }
@@ -420,16 +449,7 @@ async fn the_state_machines_chunk_steps_stage_a_file_as_the_whole_read() {
     assert_same_staged(&split, &whole, "by steps", true).await;
 
     // Bad rows in three chunks, and a warn expectation: one rejects file, the whole read's.
-    let mut csv = random_csv(&mut rng, 12_000, false);
-    for (at, bad) in [
-        (3, "9,ragged\n"),
-        (6, "10,x,lots,2026-01-01\n"),
-        (9, ",no key,1,2026-01-01\n"),
-    ] {
-        let cut = csv.len() * at / 10;
-        let line_start = csv[..cut].rfind('\n').unwrap() + 1;
-        csv.insert_str(line_start, bad);
-    }
+    let csv = with_three_bad_rows(random_csv(&mut rng, 12_000, false));
     h.put("incoming/rejecting/a.csv", &csv).await;
     let whole = stage(&h.env, &h.run_input("incoming/rejecting/a.csv").await)
         .await
@@ -466,7 +486,10 @@ async fn the_state_machines_chunk_steps_stage_a_file_as_the_whole_read() {
             .unwrap_err(),
         whole
     );
-    assert!(h.staging_is_empty(), "a failed chunk left staging files");
+    assert!(
+        h.staging_is_empty(),
+        "a failed chunk left staging files past the Quarantine state"
+    );
 
     // A quoted line break: read whole.
     let mut csv = random_csv(&mut rng, 12_000, false);

@@ -2,6 +2,7 @@
 //! (so `scripts/bench` can record each one's time and peak memory). Prints one JSON line.
 
 mod burst;
+mod chunk_steps;
 mod copy;
 mod spill;
 
@@ -66,6 +67,24 @@ enum Command {
     /// deltadrop's stage step: the CSV into a staging Delta table, for a target table that
     /// exists (created from the file's first row, untimed): the stage of every file but a
     /// table's first (which `upsert` into an empty work folder measures).
+    /// The chunked stage as the state machine runs it, each chunk's work in a process of its
+    /// own (as each is a Lambda invocation on AWS), `workers` at a time.
+    ChunkSteps {
+        file: PathBuf,
+        work: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// The chunk size in MiB (`[feeds.route] chunk_mb`).
+        #[arg(long, default_value_t = 256.0)]
+        chunk_mb: f64,
+    },
+    /// One child of `chunk-steps`: a CountLines or StageChunks request (JSON), answered on
+    /// stdout.
+    ChunkChild {
+        work: PathBuf,
+        chunk_mb: f64,
+        request: String,
+    },
     Stage {
         file: PathBuf,
         work: PathBuf,
@@ -181,6 +200,8 @@ action = "warn"
 #[derive(Default, Clone, Copy)]
 struct Layout {
     target_file_mb: Option<u64>,
+    /// `[feeds.route] chunk_mb`: the chunks of the state machine's chunked route.
+    chunk_mb: Option<f64>,
     partition_by_date: bool,
     checked: bool,
     change_data_feed: bool,
@@ -208,6 +229,9 @@ fn environment(work: &Path, layout: Layout) -> BenchResult<Environment> {
     // The generated files go past the default 8 GiB guard (the 10 GB file of the chunked
     // stage's bench): the bench measures throughput, not the guard.
     config.push_str("\n[feeds.limits]\nmax_decompressed_mb = 1048576\n");
+    if let Some(mb) = layout.chunk_mb {
+        config.push_str(&format!("\n[feeds.route]\nchunk_mb = {mb}\n"));
+    }
     let mut env = folder_environment(work, &config)?;
     env.merge_memory = deltadrop::MergeMemory::from_env()?;
     Ok(env)
@@ -386,6 +410,17 @@ async fn main() -> BenchResult<()> {
             json!({"file": out, "rows": rows})
         }
         Command::Parse { file } => parse(&file)?,
+        Command::ChunkSteps {
+            file,
+            work,
+            workers,
+            chunk_mb,
+        } => chunk_steps::run(&file, &work, workers, chunk_mb).await?,
+        Command::ChunkChild {
+            work,
+            chunk_mb,
+            request,
+        } => chunk_steps::child(&work, chunk_mb, &request).await?,
         Command::Stage {
             file,
             work,
@@ -427,6 +462,7 @@ async fn main() -> BenchResult<()> {
                 partition_by_date,
                 checked: false,
                 change_data_feed,
+                chunk_mb: None,
             };
             let (env, run) = prepare(&file, &work, layout).await?;
             let spill = spill::Watch::start();

@@ -30,7 +30,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::chunk::{Chunk, ChunkOutput, FileToSplit, Header};
 use self::ranges::{byte_ranges, first_lines, RangeLines};
-use self::settle::Finished;
+use self::settle::{Finished, Finishing};
 use super::write::staging_commit_info;
 use super::StageOutput;
 use crate::config::{Compression, Feed, FileFormat};
@@ -87,7 +87,11 @@ pub async fn stage_in_chunks(
         })
         .collect()
         .await;
-    match prepared.finish(&table, outputs).await? {
+    let finishing = Finishing {
+        remove_on_failure: true,
+        committed_before: false,
+    };
+    match prepared.finish(&table, outputs, finishing).await? {
         Finished::Staged(output) => Ok(Some(output)),
         Finished::ReadWhole(why) => {
             tracing::info!(why, "the chunks found the file must be read whole");

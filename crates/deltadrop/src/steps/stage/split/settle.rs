@@ -13,6 +13,17 @@ use crate::steps::stage::write::{commit_files, keep_rejects, remove};
 use crate::steps::stage::StageOutput;
 use crate::steps::upsert::identity_of;
 
+/// How the chunks are put together.
+pub(super) struct Finishing {
+    /// On failure the staging table is removed (locally); on AWS it is left to the Quarantine
+    /// state, which drops it, so that a retried CommitChunks finds the same chunks and fails
+    /// the same way.
+    pub remove_on_failure: bool,
+    /// An earlier attempt committed the chunks' files already (a CommitChunks retried after a
+    /// Lambda error on the way back): they are not committed again.
+    pub committed_before: bool,
+}
+
 /// How a split stage ended.
 pub(super) enum Finished {
     /// The staging table holds every chunk's rows, in one commit.
@@ -23,11 +34,13 @@ pub(super) enum Finished {
 
 impl Prepared {
     /// Judges the chunks' outputs (in file order) and commits their files as the staging
-    /// `table`; the staging table is removed unless the file is staged.
+    /// `table`. A file to be read whole has its staging table removed; a failed one, as
+    /// `finishing` says.
     pub(super) async fn finish(
         &self,
         table: &DeltaTable,
         outputs: Vec<ChunkOutput>,
+        finishing: Finishing,
     ) -> Result<Finished> {
         let (env, run, feed) = (&self.file.env, &self.file.run, &self.file.feed);
         let staging = &self.file.staging;
@@ -47,7 +60,9 @@ impl Prepared {
                 return Ok(Finished::ReadWhole(why));
             }
             Settled::Failed(e) => {
-                remove(staging).await;
+                if finishing.remove_on_failure {
+                    remove(staging).await;
+                }
                 return Err(e);
             }
         };
@@ -55,6 +70,7 @@ impl Prepared {
         let upload = identity_of(run, None).unwrap_or_default();
         let committed = match staged.set_aside.into_file(&upload) {
             Ok(rejected) => match keep_rejects(env, run, rejected).await {
+                Ok(rejects) if finishing.committed_before => Ok(rejects),
                 Ok(rejects) => commit_files(table, staged.files, staging)
                     .await
                     .map(|()| rejects),
@@ -65,7 +81,9 @@ impl Prepared {
         let rejects = match committed {
             Ok(rejects) => rejects,
             Err(e) => {
-                remove(staging).await;
+                if finishing.remove_on_failure {
+                    remove(staging).await;
+                }
                 return Err(e);
             }
         };

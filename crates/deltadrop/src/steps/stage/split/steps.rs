@@ -21,7 +21,7 @@ pub use super::ranges::RangeLines;
 
 use super::chunk::{ChunkOutput, FileToSplit};
 use super::ranges::first_lines;
-use super::settle::Finished;
+use super::settle::{Finished, Finishing};
 use super::{prepare, Decision, Prepared};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
@@ -200,10 +200,8 @@ pub async fn number_chunks(
     for (index, count) in counts.into_iter().enumerate() {
         match count {
             Some(ChildResult::Done(count)) => lines.push(count),
-            failed => {
-                prepared.file.staging.remove().await?;
-                return Err(child_error(index, failed));
-            }
+            // The staging table is the Quarantine state's to drop: a retry fails the same way.
+            failed => return Err(child_error(index, failed)),
         }
     }
     let items = first_lines(&lines)
@@ -270,14 +268,6 @@ pub async fn commit_chunks(
         .open()
         .await?
         .ok_or_else(|| Error::internal(format!("the staging table {} is gone", staging.name())))?;
-    // A CommitChunks retried after its commit (a Lambda error on the way back) must not add
-    // the chunks' files twice: it fails the file instead (quarantined, nothing loaded).
-    if table.version().unwrap_or(0) > 0 {
-        return Err(Error::internal(format!(
-            "the staging table {} was committed by an earlier attempt of CommitChunks",
-            staging.name()
-        )));
-    }
     let mut outputs = Vec::with_capacity(results.len());
     for (index, result) in results.into_iter().enumerate() {
         outputs.push(match result {
@@ -306,7 +296,14 @@ pub async fn commit_chunks(
             ),
         }));
     }
-    Ok(match prepared.finish(&table, outputs).await? {
+    // Retried, CommitChunks finds the same chunks: a failure fails the same way (the staging
+    // table is the Quarantine state's to drop), and files committed by an earlier attempt (a
+    // Lambda error on the way back) are not committed again.
+    let finishing = Finishing {
+        remove_on_failure: false,
+        committed_before: table.version().unwrap_or(0) > 0,
+    };
+    Ok(match prepared.finish(&table, outputs, finishing).await? {
         Finished::Staged(output) => ChunksCommitted::Staged(output),
         Finished::ReadWhole(why) => ChunksCommitted::ReadWhole { read_whole: why },
     })
