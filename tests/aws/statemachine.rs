@@ -332,3 +332,31 @@ fn maintenance_maintains_each_table_in_its_own_task() {
         }
     }
 }
+
+/// A Map child's failure answer is the error's name only: a message can be 8 KiB, and 500 of
+/// them in a Map's result would pass Step Functions' 256 KiB state limit, a failure (
+/// `States.DataLimitExceeded`) no Catch can catch
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+#[test]
+fn a_failed_chunk_answers_its_error_name_only() {
+    let asl = definition();
+    for map in ["CountLines", "StageChunks"] {
+        let children = asl["States"][map]["ItemProcessor"]["States"]
+            .as_object()
+            .unwrap();
+        let passes: Vec<&Value> = children.values().filter(|s| s["Type"] == "Pass").collect();
+        assert_eq!(passes.len(), 1, "{map}");
+        let failure = &passes[0]["Parameters"]["failure"];
+        assert_eq!(
+            failure,
+            &serde_json::json!({"Error.$": "$.failure.Error"}),
+            "{map}"
+        );
+        let max_chunks = deltadrop::steps::stage::MAX_CHUNKS as usize;
+        let answer = serde_json::json!({"index": max_chunks, "failure": {"Error": "States.ExceedToleratedFailureThreshold"}});
+        assert!(
+            max_chunks * (answer.to_string().len() + 1) < 64 * 1024,
+            "{map}"
+        );
+    }
+}

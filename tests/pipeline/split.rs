@@ -347,15 +347,19 @@ async fn a_quoted_line_break_on_any_byte_of_a_boundary_is_found() {
     assert_eq!(tried, 7, "every byte from 3 before the boundary to 3 after");
 }
 
-/// A child's result as the Map hands it to the step after it: its output, or the failure its
-/// Catch caught, through JSON as in the execution's state.
+/// A child's result as the Map hands it to the step after it: its output, or the name of the
+/// error its Catch caught (the state machine keeps no message), through JSON as in the
+/// execution's state.
 fn child<T: serde::Serialize + serde::de::DeserializeOwned>(
     result: deltadrop::Result<T>,
 ) -> Option<ChildResult<T>> {
     let result = match result {
         Ok(done) => ChildResult::Done(done),
         Err(e) => ChildResult::Failed {
-            failure: Failure::from(&e),
+            failure: Failure {
+                cause: String::new(),
+                ..Failure::from(&e)
+            },
         },
     };
     serde_json::from_value(serde_json::to_value(result).unwrap()).unwrap()

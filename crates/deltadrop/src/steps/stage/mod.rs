@@ -14,7 +14,7 @@ mod write;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "delta")]
-pub use split::{stage_in_chunks, steps as chunks};
+pub use split::{stage_in_chunks, steps as chunks, MAX_CHUNKS};
 #[cfg(feature = "delta")]
 pub use write::stage;
 

@@ -159,11 +159,7 @@ pub async fn plan_chunks(env: &Environment, run: &RunInput) -> Result<ChunkPlan>
     Ok(ChunkPlan::Split {
         bytes: prepared.size,
         chunks: prepared.ranges.len() as u64,
-        ranges: prepared
-            .ranges
-            .iter()
-            .map(|&(start, end)| ByteRange { start, end })
-            .collect(),
+        ranges: prepared.ranges.iter().copied().map(byte_range).collect(),
     })
 }
 
@@ -173,10 +169,13 @@ pub async fn count_chunk_lines(
     run: &RunInput,
     range: ByteRange,
 ) -> Result<RangeLines> {
-    let feed = env.config.feed_named(&run.feed)?;
-    FileToSplit::new(env, run, feed, None)?
-        .count_lines((range.start, range.end))
-        .await
+    let counted = async {
+        let feed = env.config.feed_named(&run.feed)?;
+        FileToSplit::new(env, run, feed, None)?
+            .count_lines((range.start, range.end))
+            .await
+    };
+    keeping_failure(env, &count_failure_key(env, run, range), counted.await).await
 }
 
 /// NumberChunks: each chunk's first line, from CountLines' results (`None`: a child that
@@ -201,7 +200,10 @@ pub async fn number_chunks(
         match count {
             Some(ChildResult::Done(count)) => lines.push(count),
             // The staging table is the Quarantine state's to drop: a retry fails the same way.
-            failed => return Err(child_error(index, failed)),
+            failed => {
+                let key = count_failure_key(env, run, byte_range(prepared.ranges[index]));
+                return Err(child_error(env, &key, index, failed).await);
+            }
         }
     }
     let items = first_lines(&lines)
@@ -219,6 +221,11 @@ pub async fn stage_chunk(
     run: &RunInput,
     item: ChunkItem,
 ) -> Result<ChunkReport> {
+    let staged = write_chunk(env, run, item).await;
+    keeping_failure(env, &stage_failure_key(env, run, item.index), staged).await
+}
+
+async fn write_chunk(env: &Environment, run: &RunInput, item: ChunkItem) -> Result<ChunkReport> {
     let prepared = load(env, run).await?;
     if item.index >= prepared.ranges.len() {
         return Err(Error::InvalidInput {
@@ -284,7 +291,10 @@ pub async fn commit_chunks(
             Some(ChildResult::Done(report)) => ChunkOutput::failed(Error::InvalidInput {
                 message: format!("chunk {index}'s result is chunk {}'s", report.index),
             }),
-            failed => ChunkOutput::failed(child_error(index, failed)),
+            failed => {
+                let key = stage_failure_key(env, run, index);
+                ChunkOutput::failed(child_error(env, &key, index, failed).await)
+            }
         });
     }
     if outputs.len() != prepared.ranges.len() {
@@ -309,12 +319,41 @@ pub async fn commit_chunks(
     })
 }
 
-/// The error of a Map child that failed (or answered nothing), under its own name.
-fn child_error<T>(index: usize, result: Option<ChildResult<T>>) -> Error {
-    match result {
-        Some(ChildResult::Failed { failure }) => failure.into_error(),
-        _ => Error::internal(format!("chunk {index} answered nothing")),
+/// The error of a Map child that failed (or answered nothing), under its own name, with the
+/// message its invocation kept at `key` (a child's answer carries only the error's name: 500
+/// failed chunks with messages of up to 8 KiB would pass the state's 256 KiB).
+async fn child_error<T>(
+    env: &Environment,
+    key: &str,
+    index: usize,
+    result: Option<ChildResult<T>>,
+) -> Error {
+    let Some(ChildResult::Failed { failure }) = result else {
+        return Error::internal(format!("chunk {index} answered nothing"));
+    };
+    match read_json::<Failure>(env, key).await {
+        Ok(kept) if kept.error == failure.error => kept.into_error(),
+        // The invocation itself failed (a timeout, a crash): only the name is known.
+        _ => Failure {
+            cause: format!("chunk {index} failed with {}", failure.error.as_str()),
+            ..failure
+        }
+        .into_error(),
     }
+}
+
+/// `result`, its error's name and message kept at `key` for the step after the Map.
+async fn keeping_failure<T>(env: &Environment, key: &str, result: Result<T>) -> Result<T> {
+    if let Err(e) = &result {
+        if let Err(kept) = put_json(env, key, &Failure::from(e)).await {
+            tracing::warn!(error = %kept, "could not keep the chunk's error for the step after the Map");
+        }
+    }
+    result
+}
+
+fn byte_range((start, end): (u64, u64)) -> ByteRange {
+    ByteRange { start, end }
 }
 
 /// The file as PlanChunks prepared it.
@@ -333,6 +372,21 @@ async fn load(env: &Environment, run: &RunInput) -> Result<Prepared> {
 
 fn plan_key(env: &Environment, run: &RunInput) -> String {
     format!("{}_chunks/plan.json", env.staging_prefix(&run.run_id))
+}
+
+fn count_failure_key(env: &Environment, run: &RunInput, range: ByteRange) -> String {
+    format!(
+        "{}_chunks/count-{}-failure.json",
+        env.staging_prefix(&run.run_id),
+        range.start
+    )
+}
+
+fn stage_failure_key(env: &Environment, run: &RunInput, index: usize) -> String {
+    format!(
+        "{}_chunks/chunk-{index:05}-failure.json",
+        env.staging_prefix(&run.run_id)
+    )
 }
 
 fn manifest_key(env: &Environment, run: &RunInput, index: usize) -> String {
