@@ -1272,8 +1272,6 @@ async fn the_watch_names_a_file_nobody_loaded(world: &World) {
     assert_eq!(world.emails().await.len(), emails);
 }
 
-/// moto enforces no IAM: every call each function made above is checked against that
-/// function's policy in template.yaml by tests/iam/check_calls.py.
 /// A file over its feed's `route.parallel_stage_from_mb` is staged in chunks by the Distributed
 /// Maps, one invocation per chunk, and loads the table the same file staged whole loads (read
 /// by the Python `deltalake` package); a bad value in a late chunk fails the file with that
@@ -1314,6 +1312,27 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
         world.read_with_python("tables/unchunked", "order_id")
     );
 
+    // A quoted line break: the chunks hand the file back, and the Stage state reads it whole
+    // (its staging table made anew where the chunks' was).
+    let mut broken = csv.clone();
+    let line_start = broken[..broken.len() / 2].rfind('\n').unwrap() + 1;
+    broken.insert_str(line_start, "7,\"two\nlines\",1.5\n");
+    let whole = world
+        .drop_file("incoming/chunked/broken.csv", &broken)
+        .await;
+    assert_eq!(whole.status, "SUCCEEDED", "{:#}", whole.output);
+    let why = whole.output["chunks"]["read_whole"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("line break"), "{:#}", whole.output);
+    assert!(
+        whole.output["stage"].get("chunks").is_none(),
+        "{:#}",
+        whole.output
+    );
+    assert_eq!(whole.output["stage"]["rows"], json!(60_001));
+    let table = world.read_with_python("tables/chunked", "order_id");
+
     let mut bad = csv.clone();
     let line_start = bad[..bad.len() * 9 / 10].rfind('\n').unwrap() + 1;
     bad.insert_str(line_start, "7,late,not a number\n");
@@ -1348,6 +1367,8 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
     );
 }
 
+/// moto enforces no IAM: every call each function made above is checked against that
+/// function's policy in template.yaml by tests/iam/check_calls.py.
 async fn every_call_is_one_the_function_policy_allows(world: &World) {
     let calls = world.recorder.calls();
     for function in Function::ALL {

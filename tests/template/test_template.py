@@ -476,8 +476,8 @@ def test_the_timed_out_executions_alarm_can_fire():
     tasks = sum(longest(st) for name, st in states.items() if st["Type"] == "Task" and name != "Upsert")
     lane = 4 * states["Upsert"]["TimeoutSeconds"] + 40 * states["WaitForEarlierFile"]["Seconds"]
     # A Distributed Map runs its children MaxConcurrency at a time: the most chunks a file is cut
-    # into (MAX_CHUNKS in the chunked stage's source) take that many waves of its longest child.
-    source = (ROOT / "crates/deltadrop/src/steps/stage/split/mod.rs").read_text()
+    # into (MAX_CHUNKS in crates/deltadrop/src/route.rs) take that many waves of its longest child.
+    source = (ROOT / "crates/deltadrop/src/route.rs").read_text()
     max_chunks = int(re.search(r"pub const MAX_CHUNKS: u64 = (\d+);", source).group(1))
     maps = 0
     for state in states.values():

@@ -344,6 +344,8 @@ error_kinds!(
     TooLargeForFunction,
     /// A chunk of a split file holds a record over several lines: the file is read whole.
     Unsplittable,
+    /// A chunk's invocation stopped without an error of deltadrop's (a timeout, a crash).
+    ChunkStopped,
     /// Reading or writing the bucket failed.
     StorageError,
     /// delta-rs reported a failure that is not one of the above.
@@ -376,6 +378,7 @@ impl ErrorKind {
             | CommitConflict
             | TooLargeForFunction
             | Unsplittable
+            | ChunkStopped
             | StorageError
             | DeltaError
             | MailError
@@ -393,7 +396,7 @@ impl ErrorKind {
             ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
             | MissingKeyColumn | NullKey | TooManyBadRows | ExpectationFailed | SchemaMismatch
             | ObjectNotFound | UploadReplaced | TooLargeForFunction | Unsplittable
-            | InvalidInput | InternalError => false,
+            | ChunkStopped | InvalidInput | InternalError => false,
         }
     }
 
@@ -415,6 +418,7 @@ impl ErrorKind {
             WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
             TooLargeForFunction => "The file is fine; the table's layout makes its MERGE too big: partition the table by a key-derived column (partition_by), let maintenance order its files by the keys, or, if the function's time allows it, raise the feed's max_rewrite_gb; then replay the file from quarantine. The target table was not changed.",
             Unsplittable => "Nothing to do: a quoted field holds a line break, so the file is read whole rather than in chunks.",
+            ChunkStopped => "A chunk's Lambda invocation stopped without an error of deltadrop's (the name in the message: a timeout, a crash). The file was not loaded; look at the chunk's logs, give the feed smaller chunks ([feeds.route] chunk_mb) if it timed out, and replay the file.",
             CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",
             StorageError | DeltaError => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
             MailError => "Check the mail sender identity and recipients.",

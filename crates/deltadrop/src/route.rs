@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Compression, Feed, FileFormat};
 
+/// The most chunks a file is cut into: on AWS the chunks' list passes through the execution's
+/// state (at most 256 KiB), so a larger file gets larger chunks.
+pub const MAX_CHUNKS: u64 = 500;
+
 /// Which stage a file takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +51,13 @@ pub fn route(feed: &Feed, key: &str, size: Option<u64>) -> Route {
         return whole("the event gives no size".into());
     };
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    if size > feed.limits.max_decompressed_bytes() {
+        return whole(format!(
+            "{:.1} MiB, over the feed's limits.max_decompressed_mb ({}): the stage refuses it",
+            mib(size),
+            feed.limits.max_decompressed_mb
+        ));
+    }
     if size < from {
         return whole(format!(
             "{:.1} MiB, under the feed's route.parallel_stage_from_mb ({})",
@@ -54,13 +65,15 @@ pub fn route(feed: &Feed, key: &str, size: Option<u64>) -> Route {
             feed.route.parallel_stage_from_mb
         ));
     }
+    let chunk = feed.route.chunk_bytes().max(size.div_ceil(MAX_CHUNKS));
     Route {
         stage: StageRoute::Chunks,
         why: format!(
-            "{:.1} MiB, from the feed's route.parallel_stage_from_mb ({}): chunks of about {} MiB",
+            "{:.1} MiB, from the feed's route.parallel_stage_from_mb ({}): {} chunks of about {:.1} MiB",
             mib(size),
             feed.route.parallel_stage_from_mb,
-            feed.route.chunk_mb
+            size.div_ceil(chunk),
+            mib(chunk)
         ),
     }
 }
@@ -94,6 +107,16 @@ mod tests {
             why.contains("3.0 MiB") && why.contains("parallel_stage_from_mb (1)"),
             "{why}"
         );
+        assert!(why.contains("3 chunks of about 1.0 MiB"), "{why}");
+        // Past MAX_CHUNKS chunks, the chunks grow.
+        let why = route(&feed, "in/a.csv", Some(1000 * mib)).why;
+        assert!(why.contains("500 chunks of about 2.0 MiB"), "{why}");
+        // Past the feed's size limit the stage refuses the file, whichever route: one function.
+        let huge = 9 * 1024 * mib;
+        assert_eq!(stage("in/a.csv", Some(huge)), StageRoute::Function);
+        assert!(route(&feed, "in/a.csv", Some(huge))
+            .why
+            .contains("max_decompressed_mb"));
 
         let off = crate::config::Config::from_toml(
             "[[feeds]]\nname = \"o\"\nincoming = \"in/\"\ntable = \"t\"\nkeys = [\"id\"]\n[feeds.route]\nparallel_stage_from_mb = 0\n",

@@ -49,6 +49,9 @@ pub async fn stage(env: &Environment, run: &RunInput) -> Result<StageOutput> {
             return Ok(staged);
         }
     }
+    // What the chunked route left (PlanChunks' table, chunks that found the file must be read
+    // whole) or an earlier attempt: the whole read starts from no staging table.
+    env.staging_table(&run.run_id)?.remove().await?;
     let feed = env.config.feed_named(&run.feed)?.clone();
     let target_schema = match env.table(&feed.table)?.open().await? {
         Some(table) => Some(arrow_schema(&table)?),

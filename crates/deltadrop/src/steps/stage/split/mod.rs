@@ -40,9 +40,7 @@ use crate::error::{Error, Result};
 use crate::read::HeadPlan;
 use crate::steps::RunInput;
 
-/// The most chunks a file is cut into: on AWS the chunks' list passes through the execution's
-/// state (at most 256 KiB), so a larger file gets larger chunks.
-pub const MAX_CHUNKS: u64 = 500;
+pub use crate::route::MAX_CHUNKS;
 
 /// Stages `run`'s file in chunks when it is large and splittable; `None` (nothing staged) when
 /// it must be read whole.
@@ -133,11 +131,16 @@ async fn prepare(env: &Environment, run: &RunInput, chunk_bytes: u64) -> Result<
         None => None,
     };
     let file = Arc::new(FileToSplit::new(env, run, feed, target_schema)?);
-    // A head that cannot be read (or a file without records) is the whole read's to report.
-    let Ok(Some(head)) = file.head().await else {
-        return Ok(Decision::ReadWhole(
-            "its head does not fix a plan: the whole read reports why".into(),
-        ));
+    // A head that cannot be read (or a file without records) is the whole read's to report;
+    // a storage error is the step's, to retry.
+    let head = match file.head().await {
+        Ok(Some(head)) => head,
+        Err(e) if e.kind().is_transient() => return Err(e),
+        Ok(None) | Err(_) => {
+            return Ok(Decision::ReadWhole(
+                "its head does not fix a plan: the whole read reports why".into(),
+            ))
+        }
     };
     let header = match file.header_line(size).await? {
         Header::Splittable(header) => header,

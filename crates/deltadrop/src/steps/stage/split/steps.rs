@@ -24,11 +24,12 @@ use super::ranges::first_lines;
 use super::settle::{Finished, Finishing};
 use super::{prepare, Decision, Prepared};
 use crate::environment::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::read::{HeadPlan, SetAside};
 use crate::rejects::{ExpectationOutcome, RejectedRow};
+use crate::steps::stage::write::remove;
 use crate::steps::stage::StageOutput;
-use crate::steps::{Failure, RunInput};
+use crate::steps::{Failure, FailureName, RunInput};
 
 /// Bytes `start..end` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +203,8 @@ pub async fn number_chunks(
             // The staging table is the Quarantine state's to drop: a retry fails the same way.
             failed => {
                 let key = count_failure_key(env, run, byte_range(prepared.ranges[index]));
-                return Err(child_error(env, &key, index, failed).await);
+                let error = child_error(env, run, &key, index, failed).await;
+                return Err(removing_if_not_quarantined(&prepared, error).await);
             }
         }
     }
@@ -269,6 +271,11 @@ pub async fn commit_chunks(
     run: &RunInput,
     results: Vec<Option<ChildResult<ChunkReport>>>,
 ) -> Result<ChunksCommitted> {
+    // A CommitChunks retried after it answered "read whole" (and removed the staging table
+    // with the plan) answers the same.
+    if let Ok(why) = read_json::<String>(env, &read_whole_key(env, run)).await {
+        return Ok(ChunksCommitted::ReadWhole { read_whole: why });
+    }
     let prepared = load(env, run).await?;
     let staging = &prepared.file.staging;
     let table = staging
@@ -293,7 +300,7 @@ pub async fn commit_chunks(
             }),
             failed => {
                 let key = stage_failure_key(env, run, index);
-                ChunkOutput::failed(child_error(env, &key, index, failed).await)
+                ChunkOutput::failed(child_error(env, run, &key, index, failed).await)
             }
         });
     }
@@ -313,10 +320,14 @@ pub async fn commit_chunks(
         remove_on_failure: false,
         committed_before: table.version().unwrap_or(0) > 0,
     };
-    Ok(match prepared.finish(&table, outputs, finishing).await? {
-        Finished::Staged(output) => ChunksCommitted::Staged(output),
-        Finished::ReadWhole(why) => ChunksCommitted::ReadWhole { read_whole: why },
-    })
+    match prepared.finish(&table, outputs, finishing).await {
+        Ok(Finished::Staged(output)) => Ok(ChunksCommitted::Staged(output)),
+        Ok(Finished::ReadWhole(why)) => {
+            put_json(env, &read_whole_key(env, run), &why).await?;
+            Ok(ChunksCommitted::ReadWhole { read_whole: why })
+        }
+        Err(e) => Err(removing_if_not_quarantined(&prepared, e).await),
+    }
 }
 
 /// The error of a Map child that failed (or answered nothing), under its own name, with the
@@ -324,6 +335,7 @@ pub async fn commit_chunks(
 /// failed chunks with messages of up to 8 KiB would pass the state's 256 KiB).
 async fn child_error<T>(
     env: &Environment,
+    run: &RunInput,
     key: &str,
     index: usize,
     result: Option<ChildResult<T>>,
@@ -333,13 +345,27 @@ async fn child_error<T>(
     };
     match read_json::<Failure>(env, key).await {
         Ok(kept) if kept.error == failure.error => kept.into_error(),
-        // The invocation itself failed (a timeout, a crash): only the name is known.
-        _ => Failure {
-            cause: format!("chunk {index} failed with {}", failure.error.as_str()),
-            ..failure
-        }
-        .into_error(),
+        Ok(_) | Err(_) => match failure.error {
+            // The invocation itself stopped (a timeout, a crash): only the name is known.
+            FailureName::Other(name) => Error::Relayed {
+                kind: ErrorKind::ChunkStopped,
+                message: format!("{}: chunk {index} stopped: {name}", run.key),
+            },
+            FailureName::Kind(kind) => Error::Relayed {
+                kind,
+                message: format!("{}: chunk {index} failed with {kind}", run.key),
+            },
+        },
     }
+}
+
+/// `error`, with the staging table removed first when the state machine sends the file to
+/// NotifyFailure rather than Quarantine, which drops it (an `UploadReplaced`).
+async fn removing_if_not_quarantined(prepared: &Prepared, error: Error) -> Error {
+    if error.kind() == ErrorKind::UploadReplaced {
+        remove(&prepared.file.staging).await;
+    }
+    error
 }
 
 /// `result`, its error's name and message kept at `key` for the step after the Map.
@@ -372,6 +398,11 @@ async fn load(env: &Environment, run: &RunInput) -> Result<Prepared> {
 
 fn plan_key(env: &Environment, run: &RunInput) -> String {
     format!("{}_chunks/plan.json", env.staging_prefix(&run.run_id))
+}
+
+/// Kept after the staging table is removed: the Stage state's whole read removes it again.
+fn read_whole_key(env: &Environment, run: &RunInput) -> String {
+    format!("{}_chunks/read-whole.json", env.staging_prefix(&run.run_id))
 }
 
 fn count_failure_key(env: &Environment, run: &RunInput, range: ByteRange) -> String {
