@@ -94,6 +94,12 @@ pub trait Handler {
     fn metrics(_output: &Self::Output) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
+
+    /// Whether the invocation is a whole step of its run, whose time is the step's
+    /// `StepDuration`: not one part of the chunked stage (a chunk, a count, the plan).
+    fn is_whole_step(_request: &Self::Request) -> bool {
+        true
+    }
 }
 
 /// The stage function's input: the run, and which part of the stage to do (none: the whole
@@ -370,6 +376,10 @@ impl Handler for StageHandler {
         Ok(response)
     }
 
+    fn is_whole_step(request: &StageRequest) -> bool {
+        matches!(request.action, StageAction::Whole)
+    }
+
     fn metrics(response: &StageResponse) -> Vec<(&'static str, f64)> {
         let Some(output) = response.staged() else {
             return Vec::new();
@@ -495,6 +505,7 @@ pub async fn handle_json<H: Handler>(
         }
     };
     let feed = H::run(&request).map(|run| run.feed.clone());
+    let whole_step = H::is_whole_step(&request);
     let started = std::time::Instant::now();
     let span = match H::run(&request) {
         Some(run) => {
@@ -506,7 +517,9 @@ pub async fn handle_json<H: Handler>(
         let output = H::handle(ctx, request).await.and_then(|output| {
             if let Some(feed) = &feed {
                 let mut values = H::metrics(&output);
-                values.push(("StepDuration", started.elapsed().as_millis() as f64));
+                if whole_step {
+                    values.push(("StepDuration", started.elapsed().as_millis() as f64));
+                }
                 crate::metrics::emit(feed, function, &values);
             }
             serde_json::to_value(output).map_err(|e| Error::internal(e.to_string()))
