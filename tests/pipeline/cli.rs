@@ -327,6 +327,10 @@ fn check_validates_a_configuration_and_reads_samples() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("valid, 1 feed(s)"), "{text}");
     assert!(
+        text.contains("staged on AWS by route function: 0.0 MiB, under the feed's route.parallel_stage_from_mb (2048)"),
+        "{text}"
+    );
+    assert!(
         text.contains("incoming/orders/a.csv: feed orders (Csv), 1 rows"),
         "{text}"
     );

@@ -80,6 +80,14 @@ fn check_sample(config: &Config, key: &str) -> Result<()> {
         }
     }
     let summary = read?;
+    // The route the trigger would give the file on AWS, by its size (docs/aws.md, "Routes").
+    let size = std::fs::metadata(key).map(|m| m.len()).ok();
+    let route = deltadrop::route::route(feed, key, size);
+    println!(
+        "{key}: staged on AWS by route {}: {}",
+        route.stage.name(),
+        route.why
+    );
     println!(
         "{key}: feed {} ({format:?}), {} rows; a new table {} would get:",
         feed.name, summary.rows, feed.table

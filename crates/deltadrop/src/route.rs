@@ -21,6 +21,16 @@ pub enum StageRoute {
     Chunks,
 }
 
+impl StageRoute {
+    /// The name in the execution's input (`function`, `chunks`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StageRoute::Function => "function",
+            StageRoute::Chunks => "chunks",
+        }
+    }
+}
+
 /// A file's route, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
@@ -92,6 +102,9 @@ mod tests {
 
     #[test]
     fn large_uncompressed_text_files_take_the_chunks_and_the_rest_one_function() {
+        for stage in [StageRoute::Function, StageRoute::Chunks] {
+            assert_eq!(serde_json::to_value(stage).unwrap(), stage.name());
+        }
         let feed = feed("[feeds.route]\nparallel_stage_from_mb = 1\nchunk_mb = 1\n");
         let mib = 1024 * 1024;
         let stage = |key: &str, size: Option<u64>| route(&feed, key, size).stage;
