@@ -359,14 +359,12 @@ impl Handler for StageHandler {
                 StageResponse::Counted(chunks::count_chunk_lines(env, run, range).await?)
             }
             StageAction::NumberChunks(counts) => {
-                let counts = counts.into_iter().map(caught).collect();
                 StageResponse::Numbered(chunks::number_chunks(env, run, counts).await?)
             }
             StageAction::StageChunk(item) => {
                 StageResponse::ChunkStaged(chunks::stage_chunk(env, run, item).await?)
             }
             StageAction::CommitChunks(results) => {
-                let results = results.into_iter().map(caught).collect();
                 StageResponse::Committed(chunks::commit_chunks(env, run, results).await?)
             }
         };
@@ -461,17 +459,6 @@ pub fn from_step_functions(mut failure: Failure) -> Failure {
         failure.cause = message;
     }
     failure
-}
-
-/// A Map child's result, with the failure it caught read as [`from_step_functions`] reads one.
-#[cfg(feature = "delta")]
-fn caught<T>(result: Option<chunks::ChildResult<T>>) -> Option<chunks::ChildResult<T>> {
-    result.map(|result| match result {
-        chunks::ChildResult::Failed { failure } => chunks::ChildResult::Failed {
-            failure: from_step_functions(failure),
-        },
-        done => done,
-    })
 }
 
 /// The error Lambda reports: `error_type` is the stable name Step Functions matches.

@@ -176,6 +176,15 @@ impl Prepared {
         }
     }
 
+    /// The staging table PlanChunks created, which the chunks write into.
+    async fn open_staging(&self) -> Result<DeltaTable> {
+        let staging = &self.file.staging;
+        staging
+            .open()
+            .await?
+            .ok_or_else(|| Error::internal(format!("the staging table {} is gone", staging.name())))
+    }
+
     /// Creates the run's staging table with the head's columns, for the chunks to write into.
     async fn create_staging(&self) -> Result<DeltaTable> {
         self.file

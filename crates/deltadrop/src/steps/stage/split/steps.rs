@@ -14,6 +14,7 @@
 
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::Add;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -238,12 +239,12 @@ async fn write_chunk(env: &Environment, run: &RunInput, item: ChunkItem) -> Resu
             ),
         });
     }
-    let file = &prepared.file;
-    let table = file.staging.open().await?.ok_or_else(|| {
-        Error::internal(format!("the staging table {} is gone", file.staging.name()))
-    })?;
+    let table = prepared.open_staging().await?;
     let chunk = prepared.chunk(item.index, item.first_line);
-    let output = file.stage_chunk(&table, &prepared.head, chunk).await;
+    let output = prepared
+        .file
+        .stage_chunk(&table, &prepared.head, chunk)
+        .await;
     if let Some(error) = output.error {
         return Err(error);
     }
@@ -277,33 +278,13 @@ pub async fn commit_chunks(
         return Ok(ChunksCommitted::ReadWhole { read_whole: why });
     }
     let prepared = load(env, run).await?;
-    let staging = &prepared.file.staging;
-    let table = staging
-        .open()
-        .await?
-        .ok_or_else(|| Error::internal(format!("the staging table {} is gone", staging.name())))?;
-    let mut outputs = Vec::with_capacity(results.len());
-    for (index, result) in results.into_iter().enumerate() {
-        outputs.push(match result {
-            Some(ChildResult::Done(report)) if report.index == index => {
-                let manifest: ChunkManifest =
-                    read_json(env, &manifest_key(env, run, index)).await?;
-                ChunkOutput {
-                    rows: manifest.rows,
-                    files: manifest.files,
-                    set_aside: SetAside::from_parts(manifest.rejected, manifest.expectations),
-                    error: None,
-                }
-            }
-            Some(ChildResult::Done(report)) => ChunkOutput::failed(Error::InvalidInput {
-                message: format!("chunk {index}'s result is chunk {}'s", report.index),
-            }),
-            failed => {
-                let key = stage_failure_key(env, run, index);
-                ChunkOutput::failed(child_error(env, run, &key, index, failed).await)
-            }
-        });
-    }
+    let table = prepared.open_staging().await?;
+    // The chunks' manifests are read a few at a time: one GET each, up to 500.
+    let mut outputs: Vec<ChunkOutput> = stream::iter(results.into_iter().enumerate())
+        .map(|(index, result)| chunk_output(env, run, index, result))
+        .buffered(MANIFEST_READS)
+        .try_collect()
+        .await?;
     if outputs.len() != prepared.ranges.len() {
         outputs.push(ChunkOutput::failed(Error::InvalidInput {
             message: format!(
@@ -328,6 +309,36 @@ pub async fn commit_chunks(
         }
         Err(e) => Err(removing_if_not_quarantined(&prepared, e).await),
     }
+}
+
+/// How many chunk manifests CommitChunks reads at a time.
+const MANIFEST_READS: usize = 16;
+
+/// What chunk `index` did, from its answer and the manifest its invocation stored.
+async fn chunk_output(
+    env: &Environment,
+    run: &RunInput,
+    index: usize,
+    result: Option<ChildResult<ChunkReport>>,
+) -> Result<ChunkOutput> {
+    Ok(match result {
+        Some(ChildResult::Done(report)) if report.index == index => {
+            let manifest: ChunkManifest = read_json(env, &manifest_key(env, run, index)).await?;
+            ChunkOutput {
+                rows: manifest.rows,
+                files: manifest.files,
+                set_aside: SetAside::from_parts(manifest.rejected, manifest.expectations),
+                error: None,
+            }
+        }
+        Some(ChildResult::Done(report)) => ChunkOutput::failed(Error::InvalidInput {
+            message: format!("chunk {index}'s result is chunk {}'s", report.index),
+        }),
+        failed => {
+            let key = stage_failure_key(env, run, index);
+            ChunkOutput::failed(child_error(env, run, &key, index, failed).await)
+        }
+    })
 }
 
 /// The error of a Map child that failed (or answered nothing), under its own name, with the
