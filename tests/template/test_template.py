@@ -1059,3 +1059,29 @@ def test_the_queue_alarms_watch_the_queues_messages_end_in():
     assert props("DeadLettersAlarm")["Threshold"] == 1 and props("LaneDeadLettersAlarm")["Threshold"] == 1
     # An alarm fires on the period's Maximum only if a message can stay that long.
     assert props("IncomingQueueAgeAlarm")["Threshold"] < props(incoming).get("MessageRetentionPeriod", 345600)
+
+
+def test_the_pipeline_role_may_run_its_distributed_maps_children():
+    # moto runs a Distributed Map's children in-process and records no call for them, so this is
+    # checked here against AWS's page: the state machine's role needs states:StartExecution on the
+    # state machine, and states:DescribeExecution on its executions
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/iam-policies-eg-dist-map.html); a
+    # child's ARN is execution:<machine>/<map run label>:<id>.
+    asl = json.loads((ROOT / "infra/statemachine/pipeline.asl.json").read_text())
+    assert any(
+        s["Type"] == "Map" and s["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        for s in asl["States"].values()
+    )
+    policy = props("PipelineDistributedMapPolicy")
+    assert policy["Roles"] == [{"Ref": "PipelineStateMachineRole"}]
+    statements = policy["PolicyDocument"]["Statement"]
+    start = [s for s in statements if s["Action"] == "states:StartExecution"]
+    assert [s["Resource"] for s in start] == [{"Ref": "PipelineStateMachine"}]
+    describe = [s for s in statements if "states:DescribeExecution" in s["Action"]]
+    assert len(describe) == 1
+    resources = [r["Fn::Sub"] for r in describe[0]["Resource"]]
+    execution = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${PipelineStateMachine.Name}"
+    assert sorted(resources) == sorted([execution + ":*", execution + "/*"])
+    # The machine's own Policies cannot name it: a circular dependency cfn-lint does not catch.
+    own = json.dumps(props("PipelineStateMachine").get("Policies", []))
+    assert "PipelineStateMachine\"" not in own and "PipelineStateMachine.Arn" not in own
