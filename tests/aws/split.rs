@@ -44,6 +44,7 @@ async fn a_file_on_s3_staged_in_chunks_equals_the_file_read_whole() {
         s3_endpoint: Some(moto.endpoint.clone()),
         merge_memory: None,
         glue_database: None,
+        container_tier: deltadrop::route::ContainerTier::Absent,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings)
         .await

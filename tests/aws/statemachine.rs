@@ -232,7 +232,7 @@ fn the_upsert_state_waits_for_the_lane_and_repeats_by_catch() {
     let heartbeat = upsert["HeartbeatSeconds"].as_u64().unwrap();
     let timeout = upsert["TimeoutSeconds"].as_u64().unwrap();
     // The merger heartbeats every minute while it merges.
-    assert!(heartbeat > deltadrop_aws::lane::HEARTBEAT_INTERVAL.as_secs() * 5);
+    assert!(heartbeat > deltadrop_aws::callback::HEARTBEAT_INTERVAL.as_secs() * 5);
     assert!(timeout > heartbeat);
 
     let repeat = &upsert["Catch"][0];

@@ -305,6 +305,7 @@ impl World {
             // As Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE gives it to the template's UpsertFunction.
             merge_memory: Some(deltadrop::MergeMemory::of_lambda_function(3008)),
             glue_database: Some(GLUE_DATABASE.into()),
+            container_tier: deltadrop::route::ContainerTier::Deployed,
         };
         let mut contexts = Contexts::new();
         for function in Function::ALL {

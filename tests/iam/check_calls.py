@@ -91,10 +91,13 @@ FUNCTIONS = {
     "notify": "NotifyFunction",
     "maintain": "MaintainFunction",
     "watch": "WatchFunction",
+    # The container tier's task (an AWS::IAM::Role of the template's own).
+    "task": "ContainerTaskRole",
 }
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 SERVERLESS_STATE_MACHINE = "AWS::Serverless::StateMachine"
+IAM_ROLE = "AWS::IAM::Role"
 MISSING_KEY_403 = (
     "AWS answers 403 AccessDenied, not 404, for this missing key: grant s3:ListBucket on the "
     "bucket without an s3:prefix condition"
@@ -128,6 +131,8 @@ class Settings:
     state_machine_resource: str = "PipelineStateMachine"
     # Queue logical ids and their names in the recording (their ARNs follow from them).
     queues: dict[str, str] = field(default_factory=dict)
+    # Other resources' ARNs in the recording (an ECS cluster, a task definition), by logical id.
+    resources: dict[str, str] = field(default_factory=dict)
 
     def role_arn(self, role_name: str) -> str:
         return f"arn:{self.partition}:iam::{self.account}:role/{role_name}"
@@ -161,6 +166,9 @@ def resources_of_type(template: dict, *types: str) -> dict[str, dict]:
 
 SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
+# What Ref AWS::NoValue resolves to: the item is removed from its list or mapping.
+NO_VALUE = object()
+
 
 class Resolver:
     """Resolves the intrinsics a policy may contain to plain strings, or raises."""
@@ -174,10 +182,36 @@ class Resolver:
             intrinsic = self._intrinsic_name(value)
             if intrinsic is not None:
                 return self._resolve_intrinsic(intrinsic, value[intrinsic], where)
-            return {key: self.resolve(item, where) for key, item in value.items()}
+            resolved = {key: self.resolve(item, where) for key, item in value.items()}
+            return {key: item for key, item in resolved.items() if item is not NO_VALUE}
         if isinstance(value, list):
-            return [self.resolve(item, where) for item in value]
+            resolved = [self.resolve(item, where) for item in value]
+            return [item for item in resolved if item is not NO_VALUE]
         return value
+
+    def condition(self, name: str, where: str) -> bool:
+        """One of the template's Conditions, for the deployment's parameters."""
+        conditions = self.template.get("Conditions") or {}
+        if name not in conditions:
+            raise CheckError(f"{where}: no condition {name} in the template")
+        return self.holds(conditions[name], where)
+
+    def holds(self, expression: Any, where: str) -> bool:
+        if not (isinstance(expression, dict) and len(expression) == 1):
+            raise UnknownIntrinsicError(f"{where}: malformed condition {expression!r}")
+        ((name, argument),) = expression.items()
+        if name == "Condition":
+            return self.condition(argument, where)
+        if name == "Fn::Equals":
+            left, right = (scalar_text(self.resolve(a, where)) for a in argument)
+            return left == right
+        if name == "Fn::Not":
+            return not self.holds(argument[0], where)
+        if name == "Fn::And":
+            return all(self.holds(a, where) for a in argument)
+        if name == "Fn::Or":
+            return any(self.holds(a, where) for a in argument)
+        raise UnknownIntrinsicError(f"{where}: unsupported condition function {name}")
 
     @staticmethod
     def _intrinsic_name(value: dict) -> str | None:
@@ -186,7 +220,14 @@ class Resolver:
         (key,) = value
         return key if key == "Ref" or key.startswith("Fn::") else None
 
-    def _resolve_intrinsic(self, name: str, argument: Any, where: str) -> str:
+    def _resolve_intrinsic(self, name: str, argument: Any, where: str) -> Any:
+        if name == "Ref" and argument == "AWS::NoValue":
+            return NO_VALUE
+        if name == "Fn::If":
+            if not (isinstance(argument, list) and len(argument) == 3):
+                raise UnknownIntrinsicError(f"{where}: malformed Fn::If {argument!r}")
+            condition, if_true, if_false = argument
+            return self.resolve(if_true if self.condition(condition, where) else if_false, where)
         if name == "Ref":
             return self.ref(argument, where)
         if name == "Fn::GetAtt":
@@ -197,7 +238,7 @@ class Resolver:
             return self.join(argument, where)
         raise UnknownIntrinsicError(
             f"{where}: unsupported intrinsic {name} ({argument!r}); the checker resolves only "
-            "Ref, Fn::GetAtt, Fn::Sub and Fn::Join"
+            "Ref, Fn::GetAtt, Fn::Sub, Fn::Join and Fn::If"
         )
 
     def ref(self, name: Any, where: str) -> str:
@@ -218,6 +259,8 @@ class Resolver:
             return settings.bucket
         if name == settings.state_machine_resource:
             return self._state_machine_arn(where)
+        if name in settings.resources:
+            return settings.resources[name]
         if self._is_role(name):
             return name
         raise UnknownIntrinsicError(f"{where}: cannot resolve Ref {name}")
@@ -249,6 +292,8 @@ class Resolver:
                 return self._state_machine_arn(where)
             if self._is_role(logical_id):
                 return self.settings.role_arn(logical_id)
+            if logical_id in self.settings.resources:
+                return self.settings.resources[logical_id]
         if attribute == "Name" and logical_id == self.settings.state_machine_resource:
             return self._state_machine_arn(where).rsplit(":", 1)[1]
         raise UnknownIntrinsicError(f"{where}: cannot resolve Fn::GetAtt {logical_id}.{attribute}")
@@ -418,7 +463,7 @@ class FunctionPolicy:
 
 def function_resource(template: dict, logical_id: str) -> dict:
     resource = template["Resources"].get(logical_id)
-    types = (SERVERLESS_FUNCTION, SERVERLESS_STATE_MACHINE)
+    types = (SERVERLESS_FUNCTION, SERVERLESS_STATE_MACHINE, IAM_ROLE)
     if not isinstance(resource, dict) or resource.get("Type") not in types:
         raise CheckError(f"{logical_id} is not an {' or '.join(types)} in the template")
     return resource
@@ -463,18 +508,48 @@ def statements_of_entry(
     return [], f"{label}: {entry!r} (managed policy or unresolvable entry; ignored)"
 
 
-def attached_policy_resources(template: dict, role_name: str) -> Iterable[tuple[str, Any]]:
-    """AWS::IAM::Policy / ManagedPolicy resources whose Roles include !Ref <role_name>."""
+def attached_policy_resources(
+    template: dict, role_name: str, resolver: Resolver
+) -> Iterable[tuple[str, Any]]:
+    """AWS::IAM::Policy / ManagedPolicy resources whose Roles include !Ref <role_name>, but for
+    those whose Condition leaves them out of this deployment."""
     types = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
     for name, resource in resources_of_type(template, *types).items():
+        condition = resource.get("Condition")
+        if condition is not None and not resolver.condition(condition, name):
+            continue
         properties = resource.get("Properties") or {}
         roles = properties.get("Roles") or []
         if {"Ref": role_name} in roles or role_name in roles:
             yield name, properties.get("PolicyDocument")
 
 
+def role_policy(template: dict, logical_id: str, properties: dict, resolver: Resolver) -> FunctionPolicy:
+    """An AWS::IAM::Role's inline Policies and the template's own managed policies it attaches."""
+    if "PermissionsBoundary" in properties:
+        raise CheckError(f"{logical_id}: PermissionsBoundary is not modelled by this checker")
+    statements: list[Statement] = []
+    unsupported: list[str] = []
+    for index, policy in enumerate(properties.get("Policies") or []):
+        where = f"{logical_id}.Policies[{index}].PolicyDocument"
+        statements.extend(parse_document(resolver.resolve(policy.get("PolicyDocument"), where), where))
+    for index, entry in enumerate(properties.get("ManagedPolicyArns") or []):
+        label = f"{logical_id}.ManagedPolicyArns[{index}]"
+        found, problem = statements_of_entry(entry, label, template, resolver)
+        statements.extend(found)
+        if problem:
+            unsupported.append(problem)
+    for name, document in attached_policy_resources(template, logical_id, resolver):
+        where = f"{name}.PolicyDocument"
+        statements.extend(parse_document(resolver.resolve(document, where), where))
+    return FunctionPolicy(logical_id, statements, unsupported)
+
+
 def function_policy(template: dict, logical_id: str, resolver: Resolver) -> FunctionPolicy:
-    properties = function_resource(template, logical_id).get("Properties") or {}
+    resource = function_resource(template, logical_id)
+    properties = resource.get("Properties") or {}
+    if resource.get("Type") == IAM_ROLE:
+        return role_policy(template, logical_id, properties, resolver)
     reject_unmodelled_role_settings(template, logical_id, properties)
     statements: list[Statement] = []
     unsupported: list[str] = []
@@ -484,7 +559,7 @@ def function_policy(template: dict, logical_id: str, resolver: Resolver) -> Func
         statements.extend(found)
         if problem:
             unsupported.append(problem)
-    for name, document in attached_policy_resources(template, f"{logical_id}Role"):
+    for name, document in attached_policy_resources(template, f"{logical_id}Role", resolver):
         where = f"{name}.PolicyDocument"
         statements.extend(parse_document(resolver.resolve(document, where), where))
     return FunctionPolicy(logical_id, statements, unsupported)
@@ -732,7 +807,9 @@ class Model:
 
     def principal_arn(self, logical_id: str) -> str:
         # SAM names the implicit role <LogicalId>Role; aws:PrincipalArn of a role session is the
-        # role's ARN (reference_policies_condition-keys).
+        # role's ARN (reference_policies_condition-keys). A role of the template's own is itself.
+        if logical_id.endswith("Role"):
+            return self.settings.role_arn(logical_id)
         return self.settings.role_arn(f"{logical_id}Role")
 
     def base_context(self, logical_id: str) -> dict[str, str]:
@@ -955,6 +1032,10 @@ def argument_parser() -> argparse.ArgumentParser:
         "--queue", action="append", default=[], metavar="LOGICAL_ID=NAME",
         help="an SQS queue's name in the recording, for its ARN; repeatable",
     )
+    parser.add_argument(
+        "--resource", action="append", default=[], metavar="LOGICAL_ID=ARN",
+        help="another resource's ARN in the recording (Ref and GetAtt Arn); repeatable",
+    )
     return parser
 
 
@@ -971,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
             bucket_resource=args.bucket_resource,
             state_machine_resource=args.state_machine_resource,
             queues=parse_parameters(args.queue),
+            resources=parse_parameters(args.resource),
         )
         calls = json.loads(args.calls.read_text())
         report = check(args.template.read_text(), calls, settings)

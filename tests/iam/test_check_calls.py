@@ -634,10 +634,10 @@ def test_cli_exit_codes_and_output(tmp_path, capsys):
 
 
 def test_cli_reports_template_errors_with_exit_code_2(tmp_path, capsys):
-    policy = "- Statement:\n    - {Effect: Allow, Action: '*', Resource: !If [C, a, b]}"
+    policy = "- Statement:\n    - {Effect: Allow, Action: '*', Resource: !Select [0, [a]]}"
     text = template({"StageFunction": policy})
     assert cli(tmp_path, text, [call("stage", "s3:GetObject", f"{OBJECT}/a")]) == 2
-    assert "Fn::If" in capsys.readouterr().err
+    assert "Fn::Select" in capsys.readouterr().err
 
 
 # --- the real template.yaml ----------------------------------------------------------------
@@ -741,3 +741,55 @@ def test_real_template_bucket_policy_denies_insecure_transport():
     )
     assert len(report.violations) == 1
     assert "bucket policy" in report.violations[0].reason
+
+
+CLUSTER = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/deltadrop"
+TASK_DEFINITION = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/deltadrop-container:1"
+
+
+def with_container_tier(*calls):
+    """The real template deployed with the container tier (its ARNs as the recording has them)."""
+    tier = settings(SenderEmail=SENDER, ContainerImageUri="1.dkr.ecr/deltadrop:1", ContainerVpcId="vpc-1")
+    tier.resources = {"ContainerCluster": CLUSTER, "ContainerTaskDefinition": TASK_DEFINITION}
+    return check(REAL, list(calls), tier)
+
+
+def test_real_template_the_pipeline_starts_only_its_task_definition_in_its_cluster():
+    task_role = f"arn:aws:iam::{ACCOUNT}:role/ContainerTaskRole"
+    execution_role = f"arn:aws:iam::{ACCOUNT}:role/ContainerExecutionRole"
+    to_ecs = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    allowed = with_container_tier(
+        call("pipeline", "ecs:RunTask", TASK_DEFINITION, **{"ecs:cluster": CLUSTER}),
+        call("pipeline", "iam:PassRole", task_role, **to_ecs),
+        call("pipeline", "iam:PassRole", execution_role, **to_ecs),
+    )
+    assert allowed.ok, reasons(allowed)
+    other = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/other"
+    denied = with_container_tier(
+        call("pipeline", "ecs:RunTask", TASK_DEFINITION, **{"ecs:cluster": other}),
+        call("pipeline", "ecs:RunTask", TASK_DEFINITION.replace("container:1", "x:1"), **{"ecs:cluster": CLUSTER}),
+        call("pipeline", "iam:PassRole", task_role, **{"iam:PassedToService": "lambda.amazonaws.com"}),
+        call("pipeline", "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/StageFunctionRole", **to_ecs),
+    )
+    assert len(denied.violations) == 4, reasons(denied)
+    # Without the container tier the pipeline may start no task at all.
+    assert not run_real(call("pipeline", "ecs:RunTask", TASK_DEFINITION, **{"ecs:cluster": CLUSTER})).ok
+
+
+def test_real_template_the_container_task_stages_like_the_stage_function_and_answers_its_state():
+    staged = f"{OBJECT}/_deltadrop/staging/orders/run-1/part-0.parquet"
+    report = with_container_tier(
+        call("task", "s3:GetObject", f"{OBJECT}/incoming/orders/big.csv.gz"),
+        call("task", "s3:PutObject", staged),
+        call("task", "s3:DeleteObject", staged),
+        call("task", "states:SendTaskSuccess", "*"),
+        call("task", "states:SendTaskHeartbeat", "*"),
+    )
+    assert report.ok, reasons(report)
+    # It writes nothing the Stage function may not: not a table, not the configuration.
+    denied = with_container_tier(
+        call("task", "s3:PutObject", f"{OBJECT}/tables/orders/part-0.parquet"),
+        call("task", "s3:PutObject", f"{OBJECT}/deltadrop.toml"),
+        call("task", "ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/x"),
+    )
+    assert len(denied.violations) == 3, reasons(denied)

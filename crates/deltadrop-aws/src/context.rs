@@ -64,6 +64,9 @@ pub struct Settings {
     /// `DELTADROP_GLUE_DATABASE`: the Glue database the upsert registers tables in (unset or
     /// empty: none).
     pub glue_database: Option<String>,
+    /// `DELTADROP_CONTAINER_TIER`: `deployed` when the deployment has the container tier (the
+    /// trigger may route files to it); anything else, or unset: it has none.
+    pub container_tier: deltadrop::route::ContainerTier,
 }
 
 impl Settings {
@@ -91,6 +94,10 @@ impl Settings {
             glue_database: std::env::var("DELTADROP_GLUE_DATABASE")
                 .ok()
                 .filter(|d| !d.is_empty()),
+            container_tier: match std::env::var("DELTADROP_CONTAINER_TIER").as_deref() {
+                Ok("deployed") => deltadrop::route::ContainerTier::Deployed,
+                _ => deltadrop::route::ContainerTier::Absent,
+            },
         })
     }
 }

@@ -333,6 +333,7 @@ impl Handler for TriggerHandler {
             data_bucket: &ctx.settings.bucket,
             sfn: &ctx.sfn,
             state_machine_arn,
+            container_tier: ctx.settings.container_tier,
         };
         let (response, triggered) = trigger.handle_batch(&batch).await;
         tracing::info!(

@@ -16,11 +16,7 @@
 //! failure to answer leaves the message in the queue (a batch item failure), and its redelivery
 //! merges again, which finds the file applied and answers with that.
 
-use std::time::Duration;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sfn::error::ProvideErrorMetadata;
-use deltadrop::bounded::{shorten, MAX_MESSAGE_CHARS};
 use deltadrop::steps::upsert::arrival::arrival_order;
 use deltadrop::steps::{
     self, digest_groups, Failure, Pending, Report, RunInput, StageOutput, UpsertOutput,
@@ -28,17 +24,10 @@ use deltadrop::steps::{
 use deltadrop::{Environment, Error};
 use serde::{Deserialize, Serialize};
 
+use crate::callback::{self, Liveness};
 use crate::context::AwsContext;
 use crate::handlers::{Function, Handler};
 use crate::trigger::batch_item_failure;
-
-/// How often the merger tells Step Functions that it is still working on a file: well inside
-/// the Upsert state's `HeartbeatSeconds`.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The largest answer Step Functions accepts: a state's output is at most 256 KiB
-/// (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html).
-pub const MAX_ANSWER_BYTES: usize = 262_144;
 
 /// One message of the lane queue: what the Upsert state's `MessageBody` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,7 +127,10 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
                 tracing::error!(message_id = %id, error = %e, "a lane message without a task token; dropped");
             }
             Err(Unreadable::BadFile { token, error }) => {
-                if answer(ctx, &token, &Err(*error)).await.is_err() {
+                if callback::answer::<UpsertOutput>(&ctx.sfn, &token, &Err(*error))
+                    .await
+                    .is_err()
+                {
                     retry.push(id);
                 }
             }
@@ -147,7 +139,7 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
     let mut files = Vec::new();
     for file in delivered {
         // A file whose execution is gone is not merged: it may have been quarantined since.
-        match heartbeat(ctx, &file.token).await {
+        match callback::heartbeat(&ctx.sfn, &file.token).await {
             Liveness::Gone(code) => {
                 tracing::warn!(run_id = %file.file.run.run_id, code, "the file's execution is gone; not merged");
             }
@@ -164,7 +156,10 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
         let merged_ms = started.elapsed().as_millis() as f64;
         for (file, result) in files.iter().zip(&results) {
             emit_metrics(&file.file.run.feed, result, merged_ms);
-            if answer(ctx, &file.token, result).await.is_err() {
+            if callback::answer(&ctx.sfn, &file.token, result)
+                .await
+                .is_err()
+            {
                 retry.push(file.message_id.clone());
             }
         }
@@ -221,28 +216,10 @@ async fn merge(
     files: &[Delivered],
 ) -> Vec<Result<UpsertOutput, Error>> {
     let tokens: Vec<String> = files.iter().map(|f| f.token.clone()).collect();
-    let sfn = ctx.sfn.clone();
-    let _heartbeats = AbortOnDrop(tokio::spawn(async move {
-        let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
-        every.tick().await; // the first tick is now: the files were just told
-        loop {
-            every.tick().await;
-            for token in &tokens {
-                let _ = sfn.send_task_heartbeat().task_token(token).send().await;
-            }
-        }
-    }));
+    // A file whose execution goes while it merges is merged anyway: its answer is dropped.
+    let _heartbeats = callback::keep_alive(ctx.sfn.clone(), tokens, |_| {});
     let pending: Vec<Pending> = files.iter().map(|f| f.file.clone()).collect();
     steps::upsert::upsert_files(env, &pending).await
-}
-
-/// Stops the heartbeats when the merge ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 enum Unreadable {
@@ -275,92 +252,6 @@ fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
                 message: format!("the upsert function got a lane message it cannot read: {e}"),
             }),
         }),
-    }
-}
-
-/// Whether a token's execution still waits for it.
-enum Liveness {
-    Alive,
-    Gone(String),
-}
-
-/// Step Functions' answers that mean the task no longer waits: the token is unknown or was
-/// answered (`InvalidToken`), its task timed out or closed (`TaskTimedOut`), or it does not
-/// exist (`TaskDoesNotExist`)
-/// (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html).
-const GONE: [&str; 3] = ["InvalidToken", "TaskTimedOut", "TaskDoesNotExist"];
-
-fn gone(code: Option<&str>) -> Option<String> {
-    code.filter(|c| GONE.contains(c)).map(str::to_string)
-}
-
-/// Tells Step Functions the file was picked up (resetting its heartbeat timer), and finds out
-/// whether its execution still waits. Any other answer counts as alive: merging a file whose
-/// execution waits is always right, and an answer to a gone one is dropped.
-async fn heartbeat(ctx: &AwsContext, token: &str) -> Liveness {
-    match ctx.sfn.send_task_heartbeat().task_token(token).send().await {
-        Ok(_) => Liveness::Alive,
-        Err(e) => match gone(e.code()) {
-            Some(code) => Liveness::Gone(code),
-            None => {
-                tracing::warn!(error = %e, "a heartbeat failed; merging the file anyway");
-                Liveness::Alive
-            }
-        },
-    }
-}
-
-/// Answers one file's execution. `Err` only when the answer may not have arrived and should be
-/// sent again; a gone execution is not an error.
-async fn answer(
-    ctx: &AwsContext,
-    token: &str,
-    result: &Result<UpsertOutput, Error>,
-) -> Result<(), ()> {
-    // An output Step Functions would refuse is answered as the error it is.
-    let answered = result.as_ref().map_err(Error::clone).and_then(|output| {
-        let text = serde_json::to_string(output).map_err(|e| Error::internal(e.to_string()))?;
-        if text.len() > MAX_ANSWER_BYTES {
-            return Err(Error::internal(format!(
-                "the upsert output is {} bytes, more than Step Functions takes",
-                text.len()
-            )));
-        }
-        Ok(text)
-    });
-    let sent = match answered {
-        Ok(text) => ctx
-            .sfn
-            .send_task_success()
-            .task_token(token)
-            .output(text)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| (e.code().map(str::to_string), e.to_string())),
-        Err(error) => ctx
-            .sfn
-            .send_task_failure()
-            .task_token(token)
-            .error(error.name())
-            .cause(shorten(&error.to_string(), MAX_MESSAGE_CHARS))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| (e.code().map(str::to_string), e.to_string())),
-    };
-    match sent {
-        Ok(()) => Ok(()),
-        Err((code, message)) => match gone(code.as_deref()) {
-            Some(code) => {
-                tracing::warn!(code, "the file's execution is gone; its answer is dropped");
-                Ok(())
-            }
-            None => {
-                tracing::error!(error = %message, "could not answer the file's execution; the message will be delivered again");
-                Err(())
-            }
-        },
     }
 }
 
@@ -402,16 +293,6 @@ fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>, merged_ms: f64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_answers_that_mean_the_task_no_longer_waits_count_as_gone() {
-        for code in GONE {
-            assert_eq!(gone(Some(code)).as_deref(), Some(code));
-        }
-        for other in [None, Some("ThrottlingException"), Some("InvalidOutput")] {
-            assert_eq!(gone(other), None);
-        }
-    }
 
     #[test]
     fn the_upsert_function_tells_a_lane_batch_from_a_check_by_its_input() {

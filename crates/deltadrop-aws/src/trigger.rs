@@ -193,6 +193,8 @@ pub struct Trigger<'a> {
     pub sfn: &'a aws_sdk_sfn::Client,
     /// The state machine to start executions of.
     pub state_machine_arn: &'a str,
+    /// Whether large files that do not split may go to the container tier.
+    pub container_tier: deltadrop::route::ContainerTier,
 }
 
 impl Trigger<'_> {
@@ -212,7 +214,10 @@ impl Trigger<'_> {
             // The feed exists: run_for_record found it.
             let route = config
                 .feed_named(&run.feed)
-                .map(|feed| deltadrop::route::route(feed, &run.key, record.s3.object.size))
+                .map(|feed| {
+                    let size = record.s3.object.size;
+                    deltadrop::route::route(feed, &run.key, size, self.container_tier)
+                })
                 .map_err(|e| e.to_string())?;
             let input = serde_json::json!({ "run": run, "route": route }).to_string();
             let started = self
@@ -343,6 +348,7 @@ mod tests {
             data_bucket: "b",
             sfn: &sfn,
             state_machine_arn: "arn:aws:states:us-east-1:1:stateMachine:x",
+            container_tier: deltadrop::route::ContainerTier::Absent,
         };
         let (response, done) = trigger.handle_batch(&batch).await;
         let failed = failed_ids(&response);

@@ -278,6 +278,7 @@ async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResu
         s3_endpoint: Some(endpoint.to_string()),
         merge_memory: None,
         glue_database: None,
+        container_tier: deltadrop::route::ContainerTier::Absent,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings).await?;
     Ok(context.environment().await?)

@@ -80,9 +80,10 @@ fn check_sample(config: &Config, key: &str) -> Result<()> {
         }
     }
     let summary = read?;
-    // The route the trigger would give the file on AWS, by its size (docs/aws.md, "Routes").
+    // The route the trigger would give the file on AWS, by its size (docs/aws.md, "Routes"),
+    // in a deployment with the container tier.
     let size = std::fs::metadata(key).map(|m| m.len()).ok();
-    let route = deltadrop::route::route(feed, key, size);
+    let route = deltadrop::route::route(feed, key, size, deltadrop::route::ContainerTier::Deployed);
     println!(
         "{key}: staged on AWS by route {}: {}",
         route.stage.name(),

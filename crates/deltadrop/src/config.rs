@@ -217,6 +217,14 @@ pub struct RouteBounds {
     pub parallel_stage_from_mb: u64,
     /// The size of one such chunk, in MiB (a fraction is allowed: `0.25`).
     pub chunk_mb: f64,
+    /// A file of at least this many MiB that does not split (compressed, Parquet, or a CSV
+    /// whose quoted fields span lines) is staged by the container tier, when the deployment
+    /// has one (a fraction is allowed); 0: never.
+    pub container_from_mb: f64,
+    /// The container's vCPUs (a Fargate task size: 0.25, 0.5, 1, 2, 4, 8 or 16).
+    pub container_vcpu: f64,
+    /// The container's memory in GB, within what Fargate allows for `container_vcpu`.
+    pub container_memory_gb: u32,
 }
 
 impl Default for RouteBounds {
@@ -227,9 +235,27 @@ impl Default for RouteBounds {
             parallel_stage_from_mb: 2048,
             // Long enough that a chunk's work outweighs its invocation (about 2 s of reading).
             chunk_mb: 256.0,
+            // A gzip file of 4 GiB holds 20-40 GiB of text at the usual ratios: at the
+            // function's measured rate, more than its 15 minutes (docs/aws.md, "Routes").
+            container_from_mb: 4096.0,
+            container_vcpu: 4.0,
+            container_memory_gb: 16,
         }
     }
 }
+
+/// The Fargate task sizes: each vCPU count and the memory (GB) it allows, from, to, in steps
+/// (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size).
+/// 0.25 vCPU also allows 0.5 GB, which a whole number of GB cannot say.
+const FARGATE_SIZES: [(f64, u32, u32, u32); 7] = [
+    (0.25, 1, 2, 1),
+    (0.5, 1, 4, 1),
+    (1.0, 2, 8, 1),
+    (2.0, 4, 16, 1),
+    (4.0, 8, 30, 1),
+    (8.0, 16, 60, 4),
+    (16.0, 32, 120, 8),
+];
 
 impl RouteBounds {
     /// `parallel_stage_from_mb` in bytes (`None`: never).
@@ -243,11 +269,44 @@ impl RouteBounds {
         ((self.chunk_mb * 1024.0 * 1024.0) as u64).max(1)
     }
 
+    /// `container_from_mb` in bytes (`None`: never).
+    pub fn container_from_bytes(&self) -> Option<u64> {
+        (self.container_from_mb > 0.0).then(|| (self.container_from_mb * 1024.0 * 1024.0) as u64)
+    }
+
     fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<()> {
         if !(self.chunk_mb.is_finite() && self.chunk_mb > 0.0) {
             return Err(Error::config(
                 field("route.chunk_mb"),
                 "expected a number of MiB above 0",
+            ));
+        }
+        if !(self.container_from_mb.is_finite() && self.container_from_mb >= 0.0) {
+            return Err(Error::config(
+                field("route.container_from_mb"),
+                "expected a number of MiB, 0 or more (0: never)",
+            ));
+        }
+        let Some(&(_, from, to, step)) = FARGATE_SIZES
+            .iter()
+            .find(|(vcpu, ..)| *vcpu == self.container_vcpu)
+        else {
+            return Err(Error::config(
+                field("route.container_vcpu"),
+                format!(
+                    "{}: a Fargate task has 0.25, 0.5, 1, 2, 4, 8 or 16 vCPUs",
+                    self.container_vcpu
+                ),
+            ));
+        };
+        let memory = self.container_memory_gb;
+        if memory < from || memory > to || (memory - from) % step != 0 {
+            return Err(Error::config(
+                field("route.container_memory_gb"),
+                format!(
+                    "{memory}: with {} vCPU a Fargate task has {from} to {to} GB, in steps of {step}",
+                    self.container_vcpu
+                ),
             ));
         }
         Ok(())
@@ -1150,5 +1209,47 @@ keys = ["id"]
             c.feed_for_key("other/a.csv").unwrap_err().name(),
             "NoMatchingFeed"
         );
+    }
+
+    #[test]
+    fn a_container_size_must_be_a_fargate_task_size() {
+        let with =
+            |route: &str| Config::from_toml(&format!("{MINIMAL}[feeds.route]\n{route}"), "t");
+        let feed = &with("").unwrap().feeds[0];
+        assert_eq!(
+            (feed.route.container_vcpu, feed.route.container_memory_gb),
+            (4.0, 16),
+            "the documented default"
+        );
+        assert_eq!(feed.route.container_from_bytes(), Some(4 << 30));
+        for good in [
+            "container_vcpu = 0.25\ncontainer_memory_gb = 2",
+            "container_vcpu = 8\ncontainer_memory_gb = 20",
+            "container_vcpu = 16\ncontainer_memory_gb = 120",
+            "container_from_mb = 0",
+        ] {
+            with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert_eq!(
+            with("container_from_mb = 0").unwrap().feeds[0]
+                .route
+                .container_from_bytes(),
+            None
+        );
+        for (bad, field) in [
+            ("container_vcpu = 3", "route.container_vcpu"),
+            (
+                "container_vcpu = 1\ncontainer_memory_gb = 9",
+                "route.container_memory_gb",
+            ),
+            (
+                "container_vcpu = 8\ncontainer_memory_gb = 18",
+                "route.container_memory_gb",
+            ),
+            ("container_from_mb = -1", "route.container_from_mb"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 }
