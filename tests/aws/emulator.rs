@@ -15,6 +15,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use crate::containers::Containers;
 use crate::recorder::{self, Action, Caller, Recorder};
 
 pub const REGION: &str = "us-east-1";
@@ -412,6 +413,7 @@ struct Proxy {
     s3: aws_sdk_s3::Client,
     recorder: Arc<Recorder>,
     faults: Arc<Faults>,
+    containers: Arc<Containers>,
 }
 
 impl Proxy {
@@ -448,6 +450,10 @@ impl Proxy {
                 actions.extend(copy.actions);
             }
         }
+        if let Some(actions) = actions.as_mut() {
+            let passed = Containers::passed_roles(actions);
+            actions.extend(passed);
+        }
         if let Some(size) = caller
             .as_ref()
             .and_then(|(_, service)| recorder::state_payload(service, &request))
@@ -458,9 +464,17 @@ impl Proxy {
             (Some((caller, _)), Some(actions)) => self.faults.response(*caller, actions, &request),
             _ => None,
         };
-        let response = match fault {
-            Some(response) => response,
-            None => self.forward(&parts, body.clone()).await,
+        let response = match (fault, recorder::ecs_operation(&request)) {
+            (Some(response), _) => response,
+            (None, Some(operation)) => {
+                let (status, answer) = self.containers.answer(&operation, &body);
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/x-amz-json-1.1")
+                    .body(Full::new(Bytes::from(answer.to_string())))
+                    .unwrap()
+            }
+            (None, None) => self.forward(&parts, body.clone()).await,
         };
         if let (Some((caller, _)), Some(actions)) = (caller, actions) {
             let status = response.status().as_u16();
@@ -628,6 +642,7 @@ pub async fn start_proxy(
     contexts: Contexts,
     recorder: Arc<Recorder>,
     faults: Arc<Faults>,
+    containers: Arc<Containers>,
 ) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", moto.proxy_port))
         .await
@@ -643,6 +658,7 @@ pub async fn start_proxy(
         ),
         recorder,
         faults,
+        containers,
     });
     tokio::spawn(async move {
         loop {

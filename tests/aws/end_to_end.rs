@@ -51,6 +51,8 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     scenario!(a_large_file_is_staged_in_chunks_by_the_distributed_maps(
         &world
     ));
+    // After the chunks' scenario: it compares with the table that one loaded whole.
+    scenario!(crate::contained::a_compressed_large_file_is_staged_by_the_container_tier(&world));
     scenario!(crate::catalog::tables_are_registered_in_the_glue_catalog(
         &world
     ));
@@ -1277,13 +1279,7 @@ async fn the_watch_names_a_file_nobody_loaded(world: &World) {
 /// by the Python `deltalake` package); a bad value in a late chunk fails the file with that
 /// chunk's error, on its line in the file, and the file is quarantined whole.
 async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World) {
-    // About 1.4 MiB, repeated keys (the last row wins), quoted commas.
-    let csv: String = std::iter::once("order_id,status,amount\n".to_string())
-        .chain((0..60_000).map(|i| {
-            let key = (i * 7919) % 25_000;
-            format!("{key},\"state, {}\",{}.5\n", i % 13, i % 1000)
-        }))
-        .collect();
+    let csv = large_orders_csv();
     let chunked = world.drop_file("incoming/chunked/large.csv", &csv).await;
     assert_eq!(chunked.status, "SUCCEEDED", "{:#}", chunked.output);
     assert_eq!(
@@ -1314,9 +1310,7 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
 
     // A quoted line break: the chunks hand the file back, and the Stage state reads it whole
     // (its staging table made anew where the chunks' was).
-    let mut broken = csv.clone();
-    let line_start = broken[..broken.len() / 2].rfind('\n').unwrap() + 1;
-    broken.insert_str(line_start, "7,\"two\nlines\",1.5\n");
+    let broken = with_a_quoted_line_break(&csv);
     let whole = world
         .drop_file("incoming/chunked/broken.csv", &broken)
         .await;
@@ -1333,18 +1327,58 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
     assert_eq!(whole.output["stage"]["rows"], json!(60_001));
     let table = world.read_with_python("tables/chunked", "order_id");
 
-    let mut bad = csv.clone();
+    let (bad, line) = with_a_late_bad_amount(&csv);
+    let failed = world.drop_file("incoming/chunked/bad.csv", &bad).await;
+    a_bad_amount_was_quarantined_whole(world, &failed, "incoming/chunked/bad.csv", line).await;
+    assert_eq!(
+        world.read_with_python("tables/chunked", "order_id"),
+        table,
+        "the failed file changed the table"
+    );
+}
+
+/// About 1.4 MiB of orders: repeated keys (the last row wins), quoted commas.
+pub fn large_orders_csv() -> String {
+    std::iter::once("order_id,status,amount\n".to_string())
+        .chain((0..60_000).map(|i| {
+            let key = (i * 7919) % 25_000;
+            format!("{key},\"state, {}\",{}.5\n", i % 13, i % 1000)
+        }))
+        .collect()
+}
+
+/// The orders with a row halfway in whose quoted status spans two lines.
+pub fn with_a_quoted_line_break(csv: &str) -> String {
+    let mut broken = csv.to_string();
+    let line_start = broken[..broken.len() / 2].rfind('\n').unwrap() + 1;
+    broken.insert_str(line_start, "7,\"two\nlines\",1.5\n");
+    broken
+}
+
+/// The orders with a row whose amount is not a number nine tenths of the way in, and its line.
+pub fn with_a_late_bad_amount(csv: &str) -> (String, usize) {
+    let mut bad = csv.to_string();
     let line_start = bad[..bad.len() * 9 / 10].rfind('\n').unwrap() + 1;
     bad.insert_str(line_start, "7,late,not a number\n");
     let line = bad[..line_start].matches('\n').count() + 1;
-    let failed = world.drop_file("incoming/chunked/bad.csv", &bad).await;
+    (bad, line)
+}
+
+/// The file failed as `InvalidValue`, was quarantined with a report naming its line and
+/// column, and left nothing under its run's staging prefix.
+pub async fn a_bad_amount_was_quarantined_whole(
+    world: &World,
+    failed: &Finished,
+    key: &str,
+    line: usize,
+) {
     assert_eq!(
         (failed.status.as_str(), failed.error.as_deref()),
         ("FAILED", Some("InvalidValue")),
         "{:#}",
         failed.output
     );
-    let quarantined = in_run_folder("quarantine/", "incoming/chunked/bad.csv", &failed.name);
+    let quarantined = in_run_folder("quarantine/", key, &failed.name);
     let report: Value =
         serde_json::from_str(&world.read(&format!("{quarantined}.error.json")).await).unwrap();
     let message = report["message"].as_str().unwrap();
@@ -1352,18 +1386,13 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
         message.contains(&format!("line {line}, column 'amount'")),
         "{report}"
     );
-    assert_eq!(
-        world.read_with_python("tables/chunked", "order_id"),
-        table,
-        "the failed file changed the table"
-    );
     let staging = world
         .keys(&format!("_deltadrop/staging/{}/", failed.name))
         .await;
     assert_eq!(
         staging,
         Vec::<String>::new(),
-        "the failed file's chunks were left"
+        "the failed file's staging table was left"
     );
 }
 
@@ -1384,6 +1413,12 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         ("upsert", "states:SendTaskFailure"),
         ("upsert", "states:SendTaskHeartbeat"),
         // The tagged uploads' copies, and what the watch emailed.
+        // The container tier: the state machine starts the task, which answers its state.
+        ("pipeline", "ecs:RunTask"),
+        ("pipeline", "iam:PassRole"),
+        ("task", "states:SendTaskSuccess"),
+        ("task", "states:SendTaskFailure"),
+        ("task", "states:SendTaskHeartbeat"),
         ("archive", "s3:GetObjectVersionTagging"),
         ("archive", "s3:PutObjectTagging"),
         ("watch", "s3:PutObject"),
@@ -1424,6 +1459,18 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         format!("SenderEmail={SENDER}"),
         "--queue".into(),
         format!("UpsertLaneQueue={}", crate::lane::QUEUE_NAME),
+        // Deployed with the container tier (its resources as the emulator names them).
+        "--parameter".into(),
+        "ContainerImageUri=123456789012.dkr.ecr.us-east-1.amazonaws.com/deltadrop:test".into(),
+        "--parameter".into(),
+        "ContainerVpcId=vpc-0123456789abcdef0".into(),
+        "--resource".into(),
+        format!("ContainerCluster={}", crate::containers::CLUSTER_ARN),
+        "--resource".into(),
+        format!(
+            "ContainerTaskDefinition={}",
+            crate::containers::TASK_DEFINITION_ARN
+        ),
     ]);
     check_against_the_template(
         "check_calls.py",

@@ -2,6 +2,7 @@
 //! handlers behind its Lambda invocations, real S3, SQS, SES and Step Functions SDK calls.
 
 mod cloudwatch;
+mod containers;
 mod emulator;
 mod lane;
 mod recorder;
@@ -9,6 +10,7 @@ mod split;
 mod statemachine;
 
 mod catalog;
+mod contained;
 mod end_to_end;
 mod faults;
 mod world;

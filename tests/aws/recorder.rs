@@ -90,6 +90,8 @@ fn action(action: &str, resource: String) -> Action {
 pub enum Caller {
     Function(Function),
     StateMachine,
+    /// The container tier's task (its own role: ContainerTaskRole).
+    ContainerTask,
 }
 
 impl Caller {
@@ -98,12 +100,16 @@ impl Caller {
         match self {
             Caller::Function(f) => f.name(),
             Caller::StateMachine => "pipeline",
+            Caller::ContainerTask => "task",
         }
     }
 }
 
 /// moto's executor signs its own service calls with this access key.
 const STATE_MACHINE_KEY: &str = "ak";
+
+/// The container tier's task signs with this one (tests/aws/containers.rs gives it).
+pub const CONTAINER_TASK_KEY: &str = "deltadrop-task";
 
 /// Who signed the request: the tests give each function the access key `deltadrop-<name>`, as
 /// AWS gives each function its own role; moto's executor signs as the state machine.
@@ -114,6 +120,9 @@ pub fn caller(authorization: &str) -> Option<(Caller, String)> {
     let service = scope.nth(2)?.to_string();
     if key == STATE_MACHINE_KEY {
         return Some((Caller::StateMachine, service));
+    }
+    if key == CONTAINER_TASK_KEY {
+        return Some((Caller::ContainerTask, service));
     }
     let function = Function::ALL
         .into_iter()
@@ -137,6 +146,7 @@ pub fn actions(service: &str, request: &Request) -> Vec<Action> {
         "states" => states_actions(request),
         "glue" => glue_actions(request),
         "sqs" => sqs_actions(request),
+        "ecs" => ecs_actions(request),
         other => vec![action(
             &format!("{other}:Unknown"),
             format!("{} {}", request.method, request.path),
@@ -422,6 +432,53 @@ fn sqs_actions(request: &Request) -> Vec<Action> {
 
 /// The size of what a request hands to a state: an SQS message's body (the lane's message), or
 /// a task's answer. Both are bounded by Step Functions' 256 KiB.
+/// The ECS operation of a request (`RunTask`), from its JSON protocol's target header.
+pub fn ecs_operation(request: &Request) -> Option<String> {
+    let target = (request.header)("x-amz-target")?;
+    let operation = target.strip_prefix("AmazonEC2ContainerServiceV20141113.")?;
+    Some(operation.to_string())
+}
+
+/// RunTask is authorised on the task definition, with the cluster as `ecs:cluster`
+/// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html);
+/// the roles it passes are the proxy's to add (it knows the task definition). moto's executor
+/// also calls DescribeTasks after a `.waitForTaskToken` RunTask, which AWS's integration does
+/// not (its policy grants RunTask only: https://docs.aws.amazon.com/step-functions/latest/dg/ecs-iam.html):
+/// not recorded.
+fn ecs_actions(request: &Request) -> Vec<Action> {
+    match ecs_operation(request).as_deref() {
+        Some("RunTask") => {
+            let body = json_body(request);
+            let mut run = action(
+                "ecs:RunTask",
+                body["taskDefinition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            let cluster = body["cluster"].as_str().unwrap_or_default().to_string();
+            run.context.insert("ecs:cluster".into(), cluster);
+            vec![run]
+        }
+        Some("DescribeTasks") => Vec::new(),
+        other => vec![action(
+            &format!("ecs:Unknown{}", other.unwrap_or_default()),
+            request.path.to_string(),
+        )],
+    }
+}
+
+/// The iam:PassRole a RunTask needs for each role its task definition names
+/// (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-iam-roles.html).
+pub fn pass_role(role_arn: &str) -> Action {
+    let mut pass = action("iam:PassRole", role_arn.to_string());
+    pass.context.insert(
+        "iam:PassedToService".into(),
+        "ecs-tasks.amazonaws.com".into(),
+    );
+    pass
+}
+
 pub fn state_payload(service: &str, request: &Request) -> Option<usize> {
     match service {
         "sqs" => {

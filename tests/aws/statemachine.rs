@@ -84,7 +84,7 @@ fn every_transition_exists_and_every_error_name_is_one_the_handlers_return() {
             .into_iter()
             .chain(error_names(state, "Catch"))
         {
-            let builtin = ["States.", "Lambda.", "SQS."]
+            let builtin = ["States.", "Lambda.", "SQS.", "ECS.", "AmazonECS."]
                 .iter()
                 .any(|prefix| error.starts_with(prefix));
             assert!(
@@ -139,6 +139,10 @@ fn bad_files_are_quarantined_conflicts_retried_and_the_execution_fails_with_the_
 /// The names a state retries: its Retry's, or for the lane's callback state those its first
 /// Catch sends round again (a callback state is repeated by Catch, not Retry).
 fn retried_names(name: &str, state: &Value) -> Vec<String> {
+    if name == "StageInContainer" {
+        // A task's start costs a minute: the container retries these in place.
+        return deltadrop_aws::task::RETRIED.map(String::from).to_vec();
+    }
     if name != "Upsert" {
         return error_names(state, "Retry");
     }
@@ -359,4 +363,42 @@ fn a_failed_chunk_answers_its_error_name_only() {
             "{map}"
         );
     }
+}
+
+/// StageInContainer starts the task with what `deltadrop_aws::task` reads, sized by the route,
+/// and routes its answer as the Stage state routes the function's.
+#[test]
+fn the_container_state_hands_the_task_its_run_and_token_and_ends_as_the_stage_state() {
+    use deltadrop_aws::task::{RUN_VARIABLE, STEP_VARIABLE, TOKEN_VARIABLE};
+    let asl = definition();
+    let (state, stage) = (&asl["States"]["StageInContainer"], &asl["States"]["Stage"]);
+    assert_eq!(
+        state["Resource"],
+        "arn:aws:states:::ecs:runTask.waitForTaskToken"
+    );
+    let overrides = &state["Parameters"]["Overrides"];
+    assert_eq!(overrides["Cpu.$"], "$.route.task.cpu");
+    assert_eq!(overrides["Memory.$"], "$.route.task.memory");
+    let environment = overrides["ContainerOverrides"][0]["Environment"]
+        .as_array()
+        .unwrap();
+    let value = |name: &str| {
+        let variable = environment.iter().find(|v| v["Name"] == name).unwrap();
+        variable
+            .get("Value.$")
+            .or(variable.get("Value"))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(environment.len(), 3);
+    assert_eq!(value(STEP_VARIABLE), "stage");
+    assert_eq!(value(RUN_VARIABLE), "States.JsonToString($.run)");
+    assert_eq!(value(TOKEN_VARIABLE), "$$.Task.Token");
+    for field in ["ResultPath", "Catch", "Next"] {
+        assert_eq!(state[field], stage[field], "{field}");
+    }
+    // The first heartbeat comes a minute after the task starts, which may take minutes more.
+    let heartbeat = state["HeartbeatSeconds"].as_u64().unwrap();
+    assert!(heartbeat >= 5 * deltadrop_aws::callback::HEARTBEAT_INTERVAL.as_secs() + 300);
+    assert!(state["TimeoutSeconds"].as_u64().unwrap() > heartbeat);
 }

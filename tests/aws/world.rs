@@ -15,6 +15,7 @@ use deltadrop::delta::TableLocation;
 use deltadrop_aws::{invoke, AwsContext, Function, Settings};
 use serde_json::{json, Value};
 
+use crate::containers::{self, Containers};
 use crate::emulator::{
     context, function_arn, function_sdk_config, merger_sdk_config, start_proxy, Contexts, Faults,
     Moto, ACCOUNT, REGION,
@@ -85,6 +86,21 @@ name = "qty_small"
 column = "qty"
 max = 4
 action = "warn"
+
+# Staged by the container tier from a tenth of a MiB (the same CSV as below, gzipped), or in
+# chunks from 1 MiB, read whole by the container tier if it does not split.
+[[feeds]]
+name = "contained"
+incoming = "incoming/contained/"
+table = "tables/contained"
+keys = ["order_id"]
+
+[feeds.route]
+parallel_stage_from_mb = 1
+chunk_mb = 0.25
+container_from_mb = 0.1
+container_vcpu = 2
+container_memory_gb = 8
 
 # The same files staged in chunks (over 1 MiB, chunks of a quarter MiB) and whole.
 [[feeds]]
@@ -163,6 +179,8 @@ pub struct World {
     pub faults: Arc<Faults>,
     /// What the commit lane's pollers saw.
     pub lane: Arc<LaneStats>,
+    /// The container tier's tasks.
+    pub containers: Arc<Containers>,
     uploads: Mutex<Vec<Uploaded>>,
 }
 
@@ -284,7 +302,15 @@ impl World {
             .replace(
                 "${SendToLaneAndWait}",
                 "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            );
+            )
+            .replace("${ContainerClusterArn}", containers::CLUSTER_ARN)
+            .replace(
+                "${ContainerTaskDefinitionArn}",
+                containers::TASK_DEFINITION_ARN,
+            )
+            .replace("${ContainerSubnets}", containers::SUBNETS)
+            .replace("${ContainerSecurityGroup}", containers::SECURITY_GROUP)
+            .replace("${ContainerAssignPublicIp}", "DISABLED");
         let state_machine_arn = sfn
             .create_state_machine()
             .name("deltadrop-pipeline")
@@ -323,7 +349,15 @@ impl World {
         }
         let recorder = Arc::new(Recorder::default());
         let faults = Arc::new(Faults::default());
-        start_proxy(&moto, contexts.clone(), recorder.clone(), faults.clone()).await;
+        let containers = Arc::new(Containers::new(BUCKET, &moto.proxy_endpoint()));
+        start_proxy(
+            &moto,
+            contexts.clone(),
+            recorder.clone(),
+            faults.clone(),
+            containers.clone(),
+        )
+        .await;
         let lane = Arc::new(LaneStats::default());
         start_pollers(
             sqs.clone(),
@@ -343,6 +377,7 @@ impl World {
             recorder,
             faults,
             lane,
+            containers,
             uploads: Mutex::default(),
         }
     }

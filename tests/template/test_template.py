@@ -1122,3 +1122,34 @@ def test_the_pipeline_role_may_run_its_distributed_maps_children():
     # The machine's own Policies cannot name it: a circular dependency cfn-lint does not catch.
     own = json.dumps(props("PipelineStateMachine").get("Policies", []))
     assert "PipelineStateMachine\"" not in own and "PipelineStateMachine.Arn" not in own
+
+
+def test_the_container_tier_runs_the_image_binary_under_the_name_the_state_machine_overrides():
+    asl = json.loads((ROOT / "infra/statemachine/pipeline.asl.json").read_text())
+    state = asl["States"]["StageInContainer"]
+    (override,) = state["Parameters"]["Overrides"]["ContainerOverrides"]
+    definition = props("ContainerTaskDefinition")
+    (container,) = definition["ContainerDefinitions"]
+    assert container["Name"] == override["Name"]
+    assert definition["RequiresCompatibilities"] == ["FARGATE"] and definition["NetworkMode"] == "awsvpc"
+    assert state["Parameters"]["LaunchType"] == "FARGATE"
+    # The image's entrypoint is the binary crates/deltadrop-aws declares, built for the task's CPU.
+    cargo = tomllib.loads((ROOT / "crates/deltadrop-aws/Cargo.toml").read_text())
+    (binary,) = [b for b in cargo["bin"] if b["name"] == "deltadrop-task"]
+    dockerfile = (ROOT / "infra/container/Dockerfile").read_text()
+    assert f"--bin {binary['name']}" in dockerfile
+    assert f'ENTRYPOINT ["/usr/local/bin/{binary["name"]}"]' in dockerfile
+    assert definition["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
+    assert "--platform linux/arm64" in dockerfile
+    # Only a deployment with an image gets the tier, and the trigger knows which it is.
+    for name in ["ContainerCluster", "ContainerTaskDefinition", "ContainerTaskRole", "PipelineContainerPolicy"]:
+        assert RESOURCES[name]["Condition"] == "HasContainerTier", name
+    trigger = props("TriggerFunction")["Environment"]["Variables"]["DELTADROP_CONTAINER_TIER"]
+    assert trigger == {"Fn::If": ["HasContainerTier", "deployed", "absent"]}
+    # The task's role is the Stage function's policy plus answering its state: nothing else.
+    task_role = props("ContainerTaskRole")
+    assert task_role["ManagedPolicyArns"] == [{"Ref": "StagePolicy"}]
+    assert props("StageFunction")["Policies"] == [{"Ref": "StagePolicy"}]
+    (answer,) = task_role["Policies"]
+    (statement,) = answer["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]

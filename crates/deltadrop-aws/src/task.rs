@@ -28,7 +28,8 @@ pub const RUN_VARIABLE: &str = "DELTADROP_TASK_RUN";
 /// Attempts at a step that fails with an error the step's Lambda state retries: a task's start
 /// costs a minute, so it retries in place, as the state would.
 const ATTEMPTS: u32 = 3;
-const RETRIED: [&str; 2] = ["StorageError", "DeltaError"];
+/// The errors a task retries in place (its state has no Retry for them).
+pub const RETRIED: [&str; 2] = ["StorageError", "DeltaError"];
 
 /// What the task's exit code says when the state no longer waits for it.
 const GONE_EXIT_CODE: u8 = 3;
@@ -54,7 +55,11 @@ pub struct TaskRequest {
 impl TaskRequest {
     /// Reads the task's environment; the error names the variable that is missing or wrong.
     pub fn from_env() -> Result<TaskRequest, String> {
-        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+        Self::from_variables(|name| std::env::var(name).ok())
+    }
+
+    fn from_variables(variable: impl Fn(&str) -> Option<String>) -> Result<TaskRequest, String> {
+        let var = |name: &str| variable(name).ok_or_else(|| format!("{name} is not set"));
         let token = var(TOKEN_VARIABLE)?;
         let step = match var(STEP_VARIABLE)?.as_str() {
             "stage" => TaskStep::Stage,
@@ -143,4 +148,47 @@ fn from_diagnostic(d: Diagnostic) -> Error {
         cause: d.error_message,
     }
     .into_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_reads_its_step_and_run_and_names_what_is_missing() {
+        let run = r#"{"run_id": "r", "key": "in/a.csv.gz", "feed": "f", "started_at": "2026-01-01T00:00:00Z"}"#;
+        let with = |step: &str, run: &str| {
+            let (step, run) = (step.to_string(), run.to_string());
+            TaskRequest::from_variables(move |name| match name {
+                TOKEN_VARIABLE => Some("t/+=".into()),
+                STEP_VARIABLE => Some(step.clone()),
+                RUN_VARIABLE => Some(run.clone()),
+                _ => None,
+            })
+        };
+        let request = with("stage", run).unwrap();
+        assert_eq!(
+            (request.step, request.token.as_str()),
+            (TaskStep::Stage, "t/+=")
+        );
+        assert_eq!(request.payload()["run"]["key"], "in/a.csv.gz");
+        assert!(with("upsert", run)
+            .unwrap_err()
+            .contains("DELTADROP_TASK_STEP"));
+        assert!(with("stage", "{")
+            .unwrap_err()
+            .contains("DELTADROP_TASK_RUN"));
+        let none = TaskRequest::from_variables(|_| None).unwrap_err();
+        assert_eq!(none, "DELTADROP_TASK_TOKEN is not set");
+    }
+
+    #[test]
+    fn a_handlers_error_keeps_its_name_and_message() {
+        let e = from_diagnostic(Diagnostic {
+            error_type: "InvalidValue".into(),
+            error_message: "a.csv.gz: line 3, column 'amount'".into(),
+        });
+        assert_eq!(e.name(), "InvalidValue");
+        assert_eq!(e.to_string(), "a.csv.gz: line 3, column 'amount'");
+    }
 }
