@@ -14,6 +14,9 @@ use crate::emulator::{ACCOUNT, REGION};
 use crate::recorder::{self, Action, CONTAINER_TASK_KEY};
 
 pub const CLUSTER_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:cluster/deltadrop";
+/// The task definition's family (template.yaml's, for the stack `deltadrop`), and its one
+/// revision here.
+pub const TASK_FAMILY: &str = "deltadrop-container";
 pub const TASK_DEFINITION_ARN: &str =
     "arn:aws:ecs:us-east-1:123456789012:task-definition/deltadrop-container:1";
 pub const SUBNETS: &str = "subnet-0a1b2c3d,subnet-4e5f6a7b";
@@ -122,7 +125,7 @@ impl Containers {
 
     /// Checks the request as ECS would for this task definition, then starts the binary.
     fn run_task(&self, request: &Value) -> Result<Value, String> {
-        if request["taskDefinition"] != TASK_DEFINITION_ARN || request["cluster"] != CLUSTER_ARN {
+        if request["taskDefinition"] != TASK_FAMILY || request["cluster"] != CLUSTER_ARN {
             return Err(format!("unknown task definition or cluster: {request}"));
         }
         if request["launchType"] != "FARGATE" {

@@ -1466,11 +1466,6 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         "ContainerVpcId=vpc-0123456789abcdef0".into(),
         "--resource".into(),
         format!("ContainerCluster={}", crate::containers::CLUSTER_ARN),
-        "--resource".into(),
-        format!(
-            "ContainerTaskDefinition={}",
-            crate::containers::TASK_DEFINITION_ARN
-        ),
     ]);
     check_against_the_template(
         "check_calls.py",

@@ -449,13 +449,12 @@ fn ecs_actions(request: &Request) -> Vec<Action> {
     match ecs_operation(request).as_deref() {
         Some("RunTask") => {
             let body = json_body(request);
-            let mut run = action(
-                "ecs:RunTask",
-                body["taskDefinition"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            // A family runs its latest active revision, whose ARN IAM authorises.
+            let definition = match body["taskDefinition"].as_str().unwrap_or_default() {
+                crate::containers::TASK_FAMILY => crate::containers::TASK_DEFINITION_ARN,
+                other => other,
+            };
+            let mut run = action("ecs:RunTask", definition.to_string());
             let cluster = body["cluster"].as_str().unwrap_or_default().to_string();
             run.context.insert("ecs:cluster".into(), cluster);
             vec![run]

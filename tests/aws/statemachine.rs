@@ -401,4 +401,8 @@ fn the_container_state_hands_the_task_its_run_and_token_and_ends_as_the_stage_st
     let heartbeat = state["HeartbeatSeconds"].as_u64().unwrap();
     assert!(heartbeat >= 5 * deltadrop_aws::callback::HEARTBEAT_INTERVAL.as_secs() + 300);
     assert!(state["TimeoutSeconds"].as_u64().unwrap() > heartbeat);
+    // A task that cannot reach Step Functions stops only once its state has failed the file.
+    let gives_up = deltadrop_aws::task::SILENT_HEARTBEATS as u64
+        * deltadrop_aws::callback::HEARTBEAT_INTERVAL.as_secs();
+    assert!(gives_up >= heartbeat);
 }

@@ -304,10 +304,7 @@ impl World {
                 "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
             )
             .replace("${ContainerClusterArn}", containers::CLUSTER_ARN)
-            .replace(
-                "${ContainerTaskDefinitionArn}",
-                containers::TASK_DEFINITION_ARN,
-            )
+            .replace("${ContainerTaskFamily}", containers::TASK_FAMILY)
             .replace("${ContainerSubnets}", containers::SUBNETS)
             .replace("${ContainerSecurityGroup}", containers::SECURITY_GROUP)
             .replace("${ContainerAssignPublicIp}", "DISABLED");

@@ -131,8 +131,9 @@ class Settings:
     state_machine_resource: str = "PipelineStateMachine"
     # Queue logical ids and their names in the recording (their ARNs follow from them).
     queues: dict[str, str] = field(default_factory=dict)
-    # Other resources' ARNs in the recording (an ECS cluster, a task definition), by logical id.
+    # Other resources' ARNs in the recording (an ECS cluster), by logical id.
     resources: dict[str, str] = field(default_factory=dict)
+    stack_name: str = "deltadrop"
 
     def role_arn(self, role_name: str) -> str:
         return f"arn:{self.partition}:iam::{self.account}:role/{role_name}"
@@ -248,6 +249,7 @@ class Resolver:
             "AWS::Region": settings.region,
             "AWS::AccountId": settings.account,
             "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": settings.stack_name,
         }
         if not isinstance(name, str):
             raise UnknownIntrinsicError(f"{where}: Ref to {name!r} is not a name")
@@ -1032,6 +1034,7 @@ def argument_parser() -> argparse.ArgumentParser:
         "--queue", action="append", default=[], metavar="LOGICAL_ID=NAME",
         help="an SQS queue's name in the recording, for its ARN; repeatable",
     )
+    parser.add_argument("--stack-name", default="deltadrop", help="AWS::StackName of the recording")
     parser.add_argument(
         "--resource", action="append", default=[], metavar="LOGICAL_ID=ARN",
         help="another resource's ARN in the recording (Ref and GetAtt Arn); repeatable",
@@ -1053,6 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
             state_machine_resource=args.state_machine_resource,
             queues=parse_parameters(args.queue),
             resources=parse_parameters(args.resource),
+            stack_name=args.stack_name,
         )
         calls = json.loads(args.calls.read_text())
         report = check(args.template.read_text(), calls, settings)

@@ -31,43 +31,52 @@ pub fn gone(code: Option<&str>) -> Option<String> {
 
 /// Whether a token's execution still waits for it.
 pub enum Liveness {
-    /// It waits (or Step Functions did not say otherwise).
+    /// It waits.
     Alive,
     /// It is gone, with Step Functions' code.
     Gone(String),
+    /// The heartbeat failed otherwise (throttled, unreachable): nobody knows.
+    Unknown(String),
 }
 
-/// Sends one heartbeat, and finds out whether the token's execution still waits. Any answer
-/// but a "gone" code counts as alive: working for an execution that waits is always right, and
-/// an answer to a gone one is dropped.
+/// Sends one heartbeat, and finds out whether the token's execution still waits.
 pub async fn heartbeat(sfn: &aws_sdk_sfn::Client, token: &str) -> Liveness {
     match sfn.send_task_heartbeat().task_token(token).send().await {
         Ok(_) => Liveness::Alive,
         Err(e) => match gone(e.code()) {
             Some(code) => Liveness::Gone(code),
-            None => {
-                tracing::warn!(error = %e, "a heartbeat failed; working on");
-                Liveness::Alive
-            }
+            None => Liveness::Unknown(e.to_string()),
         },
     }
 }
 
-/// Heartbeats for `tokens` every [`HEARTBEAT_INTERVAL`] until the returned guard drops;
-/// `on_gone` runs when a token's execution turns out to be gone.
+/// Heartbeats for `tokens` every [`HEARTBEAT_INTERVAL`] until the returned guard drops.
+/// `on_lost` runs with the reason when a token's execution turns out to be gone, or when its
+/// heartbeats have failed `give_up_after` times in a row (`None`: never), by which time the
+/// waiting state's `HeartbeatSeconds` have passed.
 pub fn keep_alive(
     sfn: aws_sdk_sfn::Client,
     tokens: Vec<String>,
-    on_gone: impl Fn(&str) + Send + 'static,
+    give_up_after: Option<u32>,
+    on_lost: impl Fn(&str) + Send + 'static,
 ) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
+        let mut failed_in_a_row = vec![0u32; tokens.len()];
         let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
         every.tick().await; // the first tick is now: the tokens were just told
         loop {
             every.tick().await;
-            for token in &tokens {
-                if let Liveness::Gone(code) = heartbeat(&sfn, token).await {
-                    on_gone(&code);
+            for (token, failed) in tokens.iter().zip(&mut failed_in_a_row) {
+                match heartbeat(&sfn, token).await {
+                    Liveness::Alive => *failed = 0,
+                    Liveness::Gone(code) => on_lost(&code),
+                    Liveness::Unknown(error) => {
+                        *failed += 1;
+                        tracing::warn!(%error, failed = *failed, "a heartbeat failed; working on");
+                        if give_up_after.is_some_and(|limit| *failed >= limit) {
+                            on_lost(&format!("{failed} heartbeats failed in a row: {error}"));
+                        }
+                    }
                 }
             }
         }

@@ -143,6 +143,12 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
             Liveness::Gone(code) => {
                 tracing::warn!(run_id = %file.file.run.run_id, code, "the file's execution is gone; not merged");
             }
+            // Merging a file whose execution waits is always right, and an answer to a gone
+            // one is dropped: a heartbeat that says neither counts as alive.
+            Liveness::Unknown(error) => {
+                tracing::warn!(%error, "a heartbeat failed; merging the file anyway");
+                files.push(file);
+            }
             Liveness::Alive => files.push(file),
         }
     }
@@ -217,7 +223,7 @@ async fn merge(
 ) -> Vec<Result<UpsertOutput, Error>> {
     let tokens: Vec<String> = files.iter().map(|f| f.token.clone()).collect();
     // A file whose execution goes while it merges is merged anyway: its answer is dropped.
-    let _heartbeats = callback::keep_alive(ctx.sfn.clone(), tokens, |_| {});
+    let _heartbeats = callback::keep_alive(ctx.sfn.clone(), tokens, None, |_| {});
     let pending: Vec<Pending> = files.iter().map(|f| f.file.clone()).collect();
     steps::upsert::upsert_files(env, &pending).await
 }

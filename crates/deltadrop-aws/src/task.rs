@@ -15,6 +15,7 @@ use deltadrop::Error;
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 
+use crate::callback::{heartbeat, keep_alive, Liveness};
 use crate::context::{AwsContext, Settings};
 use crate::handlers::{handle_json, StageHandler};
 
@@ -33,6 +34,10 @@ pub const RETRIED: [&str; 2] = ["StorageError", "DeltaError"];
 
 /// What the task's exit code says when the state no longer waits for it.
 const GONE_EXIT_CODE: u8 = 3;
+
+/// Heartbeats that may fail in a row (a minute apart) before the task stops: by then the
+/// StageInContainer state's `HeartbeatSeconds` (600) have passed, and it failed the file.
+pub const SILENT_HEARTBEATS: u32 = 10;
 
 /// The steps the container tier does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +85,10 @@ impl TaskRequest {
     }
 }
 
-/// The container's main: reads the request, does the step (retrying what its state would
-/// retry), answers the token. Exit code 0 when the answer was delivered (the step's failure
-/// included), 1 when it was not, 2 when the environment is wrong, 3 when the state stopped
-/// waiting.
+/// The container's main: reads the request, makes sure its state still waits, does the step
+/// (retrying what its state would retry), answers the token. Exit code 0 when the answer was
+/// delivered (the step's failure included), 1 when it was not, 2 when the environment is wrong,
+/// 3 when the state stopped waiting (or could not be told for ten minutes that the task lives).
 pub async fn main() -> ExitCode {
     lambda_runtime::tracing::init_default_subscriber();
     let request = match TaskRequest::from_env() {
@@ -101,11 +106,24 @@ pub async fn main() -> ExitCode {
             return answered(crate::callback::answer::<Value>(&sfn, &request.token, &Err(e)).await);
         }
     };
-    let _heartbeats =
-        crate::callback::keep_alive(ctx.sfn.clone(), vec![request.token.clone()], |code| {
-            tracing::error!(code, "the state no longer waits for this task; stopping");
+    // A task starts minutes after its state: it may wait no more (stopped, timed out).
+    if let Liveness::Gone(code) = heartbeat(&ctx.sfn, &request.token).await {
+        tracing::error!(
+            code,
+            "the state no longer waits for this task; not starting"
+        );
+        return ExitCode::from(GONE_EXIT_CODE);
+    }
+    let _heartbeats = keep_alive(
+        ctx.sfn.clone(),
+        vec![request.token.clone()],
+        Some(SILENT_HEARTBEATS),
+        |why| {
+            // Quarantine may have run: writing on could leave files behind it.
+            tracing::error!(why, "the state no longer waits for this task; stopping");
             std::process::exit(GONE_EXIT_CODE.into());
-        });
+        },
+    );
     let result = run(&ctx, &request).await;
     answered(crate::callback::answer(&ctx.sfn, &request.token, &result).await)
 }

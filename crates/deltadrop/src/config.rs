@@ -235,9 +235,10 @@ impl Default for RouteBounds {
             parallel_stage_from_mb: 2048,
             // Long enough that a chunk's work outweighs its invocation (about 2 s of reading).
             chunk_mb: 256.0,
-            // A gzip file of 4 GiB holds 20-40 GiB of text at the usual ratios: at the
-            // function's measured rate, more than its 15 minutes (docs/aws.md, "Routes").
-            container_from_mb: 4096.0,
+            // A gzip file of 8 GiB holds 40-80 GiB of text at the usual ratios: about the most
+            // one function reads in its 15 minutes (docs/benchmarks.md, "On Lambda"); and
+            // Parquet near the function's 10 GB of /tmp.
+            container_from_mb: 8192.0,
             container_vcpu: 4.0,
             container_memory_gb: 16,
         }
@@ -1221,7 +1222,7 @@ keys = ["id"]
             (4.0, 16),
             "the documented default"
         );
-        assert_eq!(feed.route.container_from_bytes(), Some(4 << 30));
+        assert_eq!(feed.route.container_from_bytes(), Some(8 << 30));
         for good in [
             "container_vcpu = 0.25\ncontainer_memory_gb = 2",
             "container_vcpu = 8\ncontainer_memory_gb = 20",
