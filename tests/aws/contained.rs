@@ -77,14 +77,44 @@ pub async fn a_compressed_large_file_is_staged_by_the_container_tier(world: &Wor
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("line break"), "{:#}", whole.output);
-    for state in ["PlanChunks", "CommitChunks", "StageInContainer"] {
+    // Its MERGE into the table the first file made is larger than the feed lets the function
+    // take: the merger hands it to a container task, holding the table's lane.
+    for state in [
+        "PlanChunks",
+        "CommitChunks",
+        "StageInContainer",
+        "UpsertInContainer",
+    ] {
         assert!(history.iter().any(|s| s == state), "{state}: {history:#?}");
     }
     assert_eq!(whole.output["stage"]["rows"], json!(60_001));
+    assert_eq!(
+        whole.output["upsert"]["outcome"], "applied",
+        "{:#}",
+        whole.output
+    );
+    let why = whole.output["lane"]["handed_over"]["Cause"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("route.container_merge_from_gb"),
+        "{:#}",
+        whole.output
+    );
+    // The same two files loaded through the functions (the chunks' scenario): the same table.
+    assert_eq!(
+        world.read_with_python("tables/contained", "order_id"),
+        world.read_with_python("tables/chunked", "order_id")
+    );
+    assert!(
+        world.keys("_deltadrop/lane/").await.is_empty(),
+        "a handoff was left"
+    );
 
-    // Each file was one task of the feed's size, and each answered its state and exited 0.
+    // Each file's stage was one task of the feed's size, and the MERGE one more; each answered
+    // its state and exited 0.
     let ended = world.containers.ended();
-    assert_eq!(ended.len(), 3);
+    assert_eq!(ended.len(), 4);
     for task in ended {
         assert_eq!(task.exit_code, Some(0));
         assert_eq!(

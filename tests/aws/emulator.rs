@@ -479,6 +479,19 @@ impl Proxy {
         if let (Some((caller, _)), Some(actions)) = (caller, actions) {
             let status = response.status().as_u16();
             self.faults.count_answer(&actions, &request, status);
+            // A refused call of a queue, a state machine or ECS is never expected: say which,
+            // for the test's output (S3's 404s and 412s, and Glue's answer for a table it does
+            // not have yet, are part of the pipeline's work).
+            let expected =
+                |a: &Action| a.action.starts_with("s3:") || a.action.starts_with("glue:");
+            if status >= 400 && !actions.iter().any(expected) {
+                eprintln!(
+                    "proxy: {} {:?} on {:?} answered {status}",
+                    caller.name(),
+                    actions.iter().map(|a| &a.action).collect::<Vec<_>>(),
+                    actions.iter().map(|a| &a.resource).collect::<Vec<_>>(),
+                );
+            }
             self.recorder.record(caller, actions, status);
         }
         response

@@ -1419,6 +1419,12 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
         ("task", "states:SendTaskSuccess"),
         ("task", "states:SendTaskFailure"),
         ("task", "states:SendTaskHeartbeat"),
+        // A MERGE handed over: the merger starts the task and holds the message, which the
+        // task deletes once it answered.
+        ("upsert", "ecs:RunTask"),
+        ("upsert", "sqs:ChangeMessageVisibility"),
+        ("task", "sqs:ChangeMessageVisibility"),
+        ("task", "sqs:DeleteMessage"),
         ("archive", "s3:GetObjectVersionTagging"),
         ("archive", "s3:PutObjectTagging"),
         ("watch", "s3:PutObject"),

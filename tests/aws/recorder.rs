@@ -430,8 +430,6 @@ fn sqs_actions(request: &Request) -> Vec<Action> {
     )]
 }
 
-/// The size of what a request hands to a state: an SQS message's body (the lane's message), or
-/// a task's answer. Both are bounded by Step Functions' 256 KiB.
 /// The ECS operation of a request (`RunTask`), from its JSON protocol's target header.
 pub fn ecs_operation(request: &Request) -> Option<String> {
     let target = (request.header)("x-amz-target")?;
@@ -478,6 +476,8 @@ pub fn pass_role(role_arn: &str) -> Action {
     pass
 }
 
+/// The size of what a request hands to a state: an SQS message's body (the lane's message), or
+/// a task's answer. Both are bounded by Step Functions' 256 KiB.
 pub fn state_payload(service: &str, request: &Request) -> Option<usize> {
     match service {
         "sqs" => {

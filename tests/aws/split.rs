@@ -45,6 +45,7 @@ async fn a_file_on_s3_staged_in_chunks_equals_the_file_read_whole() {
         merge_memory: None,
         glue_database: None,
         container_tier: deltadrop::route::ContainerTier::Absent,
+        container_run: None,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings)
         .await

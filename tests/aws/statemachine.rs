@@ -143,7 +143,7 @@ fn retried_names(name: &str, state: &Value) -> Vec<String> {
         // A task's start costs a minute: the container retries these in place.
         return deltadrop_aws::task::RETRIED.map(String::from).to_vec();
     }
-    if name != "Upsert" {
+    if !name.starts_with("Upsert") {
         return error_names(state, "Retry");
     }
     state["Catch"][0]["ErrorEquals"]
@@ -405,4 +405,47 @@ fn the_container_state_hands_the_task_its_run_and_token_and_ends_as_the_stage_st
     let gives_up = deltadrop_aws::task::SILENT_HEARTBEATS as u64
         * deltadrop_aws::callback::HEARTBEAT_INTERVAL.as_secs();
     assert!(gives_up >= heartbeat);
+}
+
+/// A MERGE too large for the function goes back to its table's lane, marked for the container
+/// tier: the same group, token and repeats as the Upsert state, and a deduplication id of its
+/// own (FIFO drops a message whose id another sent within five minutes: the Upsert state's
+/// message, sent moments before, must not swallow it).
+#[test]
+fn a_merge_too_large_for_the_function_goes_back_to_its_lane_for_the_container_tier() {
+    let asl = definition();
+    let (upsert, contained) = (
+        &asl["States"]["Upsert"],
+        &asl["States"]["UpsertInContainer"],
+    );
+    let handed = upsert["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ErrorEquals"] == serde_json::json!(["MergeInContainer"]))
+        .expect("the Upsert state routes MergeInContainer");
+    assert_eq!(handed["Next"], "UpsertInContainer");
+    let (ours, theirs) = (&contained["Parameters"], &upsert["Parameters"]);
+    assert_eq!(ours["MessageBody"]["tier"], "container");
+    for field in ["QueueUrl", "MessageGroupId.$"] {
+        assert_eq!(ours[field], theirs[field], "{field}");
+    }
+    assert_eq!(ours["MessageBody"]["token.$"], "$$.Task.Token");
+    assert_ne!(
+        ours["MessageDeduplicationId.$"],
+        theirs["MessageDeduplicationId.$"]
+    );
+    assert_eq!(contained["Resource"], upsert["Resource"]);
+    // Its failures are the Upsert state's (sent again through the function, which hands it
+    // over again), but it cannot hand over itself.
+    let without_hand_over: Vec<_> = upsert["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ErrorEquals"] != serde_json::json!(["MergeInContainer"]))
+        .cloned()
+        .collect();
+    assert_eq!(contained["Catch"], serde_json::json!(without_hand_over));
+    assert_eq!(contained["Next"], upsert["Next"]);
+    assert!(contained["TimeoutSeconds"].as_u64() > upsert["TimeoutSeconds"].as_u64());
 }

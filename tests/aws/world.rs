@@ -88,7 +88,8 @@ max = 4
 action = "warn"
 
 # Staged by the container tier from a tenth of a MiB (the same CSV as below, gzipped), or in
-# chunks from 1 MiB, read whole by the container tier if it does not split.
+# chunks from 1 MiB, read whole by the container tier if it does not split; and every MERGE
+# (over a kilobyte) merged by the container tier.
 [[feeds]]
 name = "contained"
 incoming = "incoming/contained/"
@@ -99,6 +100,7 @@ keys = ["order_id"]
 parallel_stage_from_mb = 1
 chunk_mb = 0.25
 container_from_mb = 0.1
+container_merge_from_gb = 0.000001
 container_vcpu = 2
 container_memory_gb = 8
 
@@ -287,7 +289,10 @@ impl World {
 
         // The state machine from the same ASL file SAM deploys, with the substitutions SAM makes.
         let mut definition = crate::statemachine::definition();
-        definition["States"]["Upsert"]["HeartbeatSeconds"] = json!(TEST_HEARTBEAT_SECONDS);
+        // Both lane states: a file whose answer was lost is sent again within the test.
+        for state in ["Upsert", "UpsertInContainer"] {
+            definition["States"][state]["HeartbeatSeconds"] = json!(TEST_HEARTBEAT_SECONDS);
+        }
         let mut definition = definition.to_string();
         for (placeholder, function) in [
             ("${StageFunctionArn}", Function::Stage),
@@ -329,6 +334,15 @@ impl World {
             merge_memory: Some(deltadrop::MergeMemory::of_lambda_function(3008)),
             glue_database: Some(GLUE_DATABASE.into()),
             container_tier: deltadrop::route::ContainerTier::Deployed,
+            // template.yaml's UpsertFunction environment, with the emulator's resources.
+            container_run: Some(deltadrop_aws::handoff::ContainerRun {
+                cluster: containers::CLUSTER_ARN.into(),
+                task_family: containers::TASK_FAMILY.into(),
+                subnets: containers::SUBNETS.split(',').map(str::to_string).collect(),
+                security_group: containers::SECURITY_GROUP.into(),
+                assign_public_ip: false,
+                lane_queue_url: lane_queue_url.clone(),
+            }),
         };
         let mut contexts = Contexts::new();
         for function in Function::ALL {
@@ -616,7 +630,9 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("execution {arn} did not finish in {EXECUTION_WAIT_SECONDS} s");
+        let name = arn.rsplit(':').next().unwrap_or_default();
+        let history = self.history(name).await;
+        panic!("execution {arn} did not finish in {EXECUTION_WAIT_SECONDS} s: {history:#?}");
     }
 
     pub async fn trigger(&self, batch: &Value) -> Value {

@@ -786,10 +786,35 @@ def test_real_template_the_container_task_stages_like_the_stage_function_and_ans
         call("task", "states:SendTaskHeartbeat", "*"),
     )
     assert report.ok, reasons(report)
-    # It writes nothing the Stage function may not: not a table, not the configuration.
-    denied = with_container_tier(
+    # It merges as the upsert function does, and holds then deletes a handed-over lane message.
+    lane = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{LANE_QUEUE}"
+    merged = with_container_tier(
         call("task", "s3:PutObject", f"{OBJECT}/tables/orders/part-0.parquet"),
+        call("task", "s3:GetObject", f"{OBJECT}/_deltadrop/lane/m-1.json"),
+        call("task", "s3:DeleteObject", f"{OBJECT}/_deltadrop/lane/m-1.json"),
+        call("task", "sqs:ChangeMessageVisibility", lane),
+        call("task", "sqs:DeleteMessage", lane),
+    )
+    assert merged.ok, reasons(merged)
+    # Nothing else: not the configuration, not another queue, not mail from another sender.
+    denied = with_container_tier(
         call("task", "s3:PutObject", f"{OBJECT}/deltadrop.toml"),
-        call("task", "ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/x"),
+        call("task", "sqs:DeleteMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:other.fifo"),
+        call("task", "ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/x", **{"ses:FromAddress": "x@example.com"}),
     )
     assert len(denied.violations) == 3, reasons(denied)
+
+
+def test_real_template_the_merger_hands_over_only_to_the_tier_and_holds_only_lane_messages():
+    lane = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{LANE_QUEUE}"
+    to_ecs = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    allowed = with_container_tier(
+        call("upsert", "ecs:RunTask", TASK_DEFINITION, **{"ecs:cluster": CLUSTER}),
+        call("upsert", "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/ContainerTaskRole", **to_ecs),
+        call("upsert", "sqs:ChangeMessageVisibility", lane),
+        call("upsert", "s3:PutObject", f"{OBJECT}/_deltadrop/lane/m-1.json"),
+    )
+    assert allowed.ok, reasons(allowed)
+    # Without the tier, the merger may do none of it.
+    assert len(run_real(call("upsert", "ecs:RunTask", TASK_DEFINITION, **{"ecs:cluster": CLUSTER}),
+                        call("upsert", "s3:PutObject", f"{OBJECT}/_deltadrop/lane/m-1.json")).violations) == 2

@@ -870,10 +870,15 @@ def test_queue_visibility_is_six_times_the_trigger_timeout():
 
 
 def statements_of(logical_id: str) -> list[dict]:
-    """The inline policy statements of a function or state machine, intrinsics unresolved."""
-    return [statement for entry in as_list(props(logical_id).get("Policies", []))
-            if isinstance(entry, dict) and "Statement" in entry
-            for statement in as_list(entry["Statement"])]
+    """The policy statements of a function or state machine, inline or in a managed policy of
+    the template's own, intrinsics unresolved."""
+    statements = []
+    for entry in as_list(props(logical_id).get("Policies", [])):
+        if isinstance(entry, dict) and list(entry) == ["Ref"] and entry["Ref"] in RESOURCES:
+            entry = props(entry["Ref"])["PolicyDocument"]
+        if isinstance(entry, dict) and "Statement" in entry:
+            statements += as_list(entry["Statement"])
+    return statements
 
 
 def pipeline_state(name: str) -> dict:
@@ -1142,14 +1147,19 @@ def test_the_container_tier_runs_the_image_binary_under_the_name_the_state_machi
     assert definition["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
     assert "--platform linux/arm64" in dockerfile
     # Only a deployment with an image gets the tier, and the trigger knows which it is.
-    for name in ["ContainerCluster", "ContainerTaskDefinition", "ContainerTaskRole", "PipelineContainerPolicy"]:
+    for name in ["ContainerCluster", "ContainerTaskDefinition", "ContainerTaskRole", "ContainerRunPolicy", "UpsertHandoffPolicy"]:
         assert RESOURCES[name]["Condition"] == "HasContainerTier", name
     trigger = props("TriggerFunction")["Environment"]["Variables"]["DELTADROP_CONTAINER_TIER"]
     assert trigger == {"Fn::If": ["HasContainerTier", "deployed", "absent"]}
-    # The task's role is the Stage function's policy plus answering its state: nothing else.
+    # The task's role is the stage's and the upsert's policies, plus holding a handed-over
+    # MERGE's lane message: nothing else.
     task_role = props("ContainerTaskRole")
-    assert task_role["ManagedPolicyArns"] == [{"Ref": "StagePolicy"}]
+    assert task_role["ManagedPolicyArns"] == [{"Ref": "StagePolicy"}, {"Ref": "UpsertPolicy"}]
     assert props("StageFunction")["Policies"] == [{"Ref": "StagePolicy"}]
-    (answer,) = task_role["Policies"]
-    (statement,) = answer["PolicyDocument"]["Statement"]
-    assert sorted(statement["Action"]) == ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
+    assert props("UpsertFunction")["Policies"] == [{"Ref": "UpsertPolicy"}]
+    (hold,) = task_role["Policies"]
+    actions = sorted(a for s in hold["PolicyDocument"]["Statement"] for a in s["Action"])
+    assert actions == ["s3:DeleteObject", "s3:GetObject", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"]
+    # Both who start tasks may start only the tier's: the state machine and the merger.
+    roles = props("ContainerRunPolicy")["Roles"]
+    assert roles == [{"Ref": "PipelineStateMachineRole"}, {"Ref": "UpsertFunctionRole"}]

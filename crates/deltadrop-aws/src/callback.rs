@@ -60,7 +60,7 @@ pub fn keep_alive(
     give_up_after: Option<u32>,
     on_lost: impl Fn(&str) + Send + 'static,
 ) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
+    AbortOnDrop::spawn(async move {
         let mut failed_in_a_row = vec![0u32; tokens.len()];
         let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
         every.tick().await; // the first tick is now: the tokens were just told
@@ -80,11 +80,18 @@ pub fn keep_alive(
                 }
             }
         }
-    }))
+    })
 }
 
 /// Stops a background task when dropped, however the work around it ends.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Runs `work` in the background until the guard drops.
+    pub fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) -> AbortOnDrop {
+        AbortOnDrop(tokio::spawn(work))
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

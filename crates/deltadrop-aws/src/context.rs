@@ -28,6 +28,12 @@ pub struct AwsContext {
     pub mailer: Arc<SesMailer>,
     /// Starts executions (the trigger).
     pub sfn: aws_sdk_sfn::Client,
+    /// Holds and deletes lane messages handed to the container tier.
+    #[cfg(feature = "merge")]
+    pub sqs: aws_sdk_sqs::Client,
+    /// Starts the container tier's tasks (the merger).
+    #[cfg(feature = "merge")]
+    pub ecs: aws_sdk_ecs::Client,
     /// The AWS region (`us-east-1` when the SDK configuration names none).
     pub region: String,
     /// What the environment variables said.
@@ -67,6 +73,10 @@ pub struct Settings {
     /// `DELTADROP_CONTAINER_TIER`: `deployed` when the deployment has the container tier (the
     /// trigger may route files to it); anything else, or unset: it has none.
     pub container_tier: deltadrop::route::ContainerTier,
+    /// Where the merger starts container tasks (`DELTADROP_CONTAINER_*`); `None`: it hands no
+    /// MERGE over.
+    #[cfg(feature = "merge")]
+    pub container_run: Option<crate::handoff::ContainerRun>,
 }
 
 impl Settings {
@@ -98,6 +108,8 @@ impl Settings {
                 Ok("deployed") => deltadrop::route::ContainerTier::Deployed,
                 _ => deltadrop::route::ContainerTier::Absent,
             },
+            #[cfg(feature = "merge")]
+            container_run: crate::handoff::ContainerRun::from_env(),
         })
     }
 }
@@ -143,6 +155,10 @@ impl AwsContext {
             storage: Arc::new(storage),
             mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk))),
             sfn: aws_sdk_sfn::Client::new(sdk),
+            #[cfg(feature = "merge")]
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            #[cfg(feature = "merge")]
+            ecs: aws_sdk_ecs::Client::new(sdk),
             region,
             settings: settings.clone(),
             config: Mutex::new(None),
@@ -192,7 +208,18 @@ impl AwsContext {
             catalog: self.catalog.clone(),
             // A function reads a file whole; the Distributed Map splits on AWS (issue 22).
             split: None,
+            container_tier: self.merge_hand_over(),
         })
+    }
+
+    /// Whether a MERGE too large for this process goes to the container tier: only where the
+    /// merger can start its tasks.
+    fn merge_hand_over(&self) -> deltadrop::route::ContainerTier {
+        #[cfg(feature = "merge")]
+        if self.settings.container_run.is_some() {
+            return deltadrop::route::ContainerTier::Deployed;
+        }
+        deltadrop::route::ContainerTier::Absent
     }
 
     /// Sets the deadline of the invocation being served: the environments built from now on

@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::callback::{self, Liveness};
 use crate::context::AwsContext;
 use crate::handlers::{Function, Handler};
+use crate::handoff::{self, Handoff};
 use crate::trigger::batch_item_failure;
+use deltadrop::route::TaskSize;
 
 /// One message of the lane queue: what the Upsert state's `MessageBody` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +40,21 @@ pub struct LaneMessage {
     pub run: RunInput,
     /// The Stage state's output.
     pub stage: StageOutput,
+    /// Who merges it: the merger (the Upsert state's messages), or a container task (the
+    /// UpsertInContainer state's, after the merger found the MERGE too large for it).
+    #[serde(default)]
+    pub tier: LaneTier,
+}
+
+/// Who merges a lane message's file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneTier {
+    /// The merger, in the upsert function.
+    #[default]
+    Function,
+    /// A container task the merger starts, holding the message (see [`crate::handoff`]).
+    Container,
 }
 
 /// The upsert function: merges the lane queue's messages and answers their executions; asked
@@ -107,10 +124,13 @@ impl Handler for UpsertHandler {
 }
 
 /// A file of the batch and the message that brought it.
-struct Delivered {
-    message_id: String,
-    token: String,
-    file: Pending,
+pub(crate) struct Delivered {
+    pub(crate) message_id: String,
+    pub(crate) token: String,
+    pub(crate) file: Pending,
+    tier: LaneTier,
+    group: String,
+    receipt_handle: String,
 }
 
 /// Merges a batch of lane messages and answers each one; the response names the messages to
@@ -136,6 +156,14 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
             }
         }
     }
+    let (delivered, handed, held) = for_the_container(delivered);
+    retry.extend(held);
+    for file in handed {
+        if hand_over(ctx, &file).await {
+            // Kept in flight: the task deletes the message once it answered.
+            retry.push(file.message_id.clone());
+        }
+    }
     let mut files = Vec::new();
     for file in delivered {
         // A file whose execution is gone is not merged: it may have been quarantined since.
@@ -152,30 +180,99 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
             Liveness::Alive => files.push(file),
         }
     }
-    let files = in_arrival_order(files);
-    if !files.is_empty() {
-        let started = std::time::Instant::now();
-        let (results, env) = match ctx.environment().await {
-            Ok(env) => (merge(ctx, &env, &files).await, Some(env)),
-            Err(e) => (files.iter().map(|_| Err(e.clone())).collect(), None),
-        };
-        let merged_ms = started.elapsed().as_millis() as f64;
-        for (file, result) in files.iter().zip(&results) {
-            emit_metrics(&file.file.run.feed, result, merged_ms);
-            if callback::answer(&ctx.sfn, &file.token, result)
-                .await
-                .is_err()
-            {
-                retry.push(file.message_id.clone());
-            }
-        }
-        if let Some(env) = env {
-            send_digests(&env, &files, &results).await;
-        }
-    }
+    retry.extend(merge_and_answer(ctx, in_arrival_order(files)).await);
     SqsBatchResponse {
         batch_item_failures: retry.into_iter().map(batch_item_failure).collect(),
     }
+}
+
+/// Merges the files (with heartbeats), answers each file's execution and sends the digests;
+/// the message ids of those whose answer may not have arrived.
+pub(crate) async fn merge_and_answer(ctx: &AwsContext, files: Vec<Delivered>) -> Vec<String> {
+    let mut retry = Vec::new();
+    if files.is_empty() {
+        return retry;
+    }
+    let started = std::time::Instant::now();
+    let (results, env) = match ctx.environment().await {
+        Ok(env) => (merge(ctx, &env, &files).await, Some(env)),
+        Err(e) => (files.iter().map(|_| Err(e.clone())).collect(), None),
+    };
+    let merged_ms = started.elapsed().as_millis() as f64;
+    for (file, result) in files.iter().zip(&results) {
+        emit_metrics(&file.file.run.feed, result, merged_ms);
+        if callback::answer(&ctx.sfn, &file.token, result)
+            .await
+            .is_err()
+        {
+            retry.push(file.message_id.clone());
+        }
+    }
+    if let Some(env) = env {
+        send_digests(&env, &files, &results).await;
+    }
+    retry
+}
+
+/// The batch's files the merger merges, those it hands to the container tier (the first of
+/// their group marked for it), and the ids of the messages behind those in their groups: they
+/// wait until the container task lets the group go.
+fn for_the_container(delivered: Vec<Delivered>) -> (Vec<Delivered>, Vec<Delivered>, Vec<String>) {
+    let (mut merged, mut handed, mut held) = (Vec::new(), Vec::new(), Vec::new());
+    let mut held_groups = std::collections::BTreeSet::new();
+    for file in delivered {
+        if held_groups.contains(&file.group) {
+            held.push(file.message_id);
+        } else if file.tier == LaneTier::Container {
+            held_groups.insert(file.group.clone());
+            handed.push(file);
+        } else {
+            merged.push(file);
+        }
+    }
+    (merged, handed, held)
+}
+
+/// Hands one file to a container task (see [`crate::handoff`]); whether its message is to be
+/// kept (not deleted): false only for a file whose execution is gone.
+async fn hand_over(ctx: &AwsContext, file: &Delivered) -> bool {
+    let run = &file.file.run;
+    if let Liveness::Gone(code) = callback::heartbeat(&ctx.sfn, &file.token).await {
+        tracing::warn!(run_id = %run.run_id, code, "the file's execution is gone; not handed over");
+        return false;
+    }
+    let Some(container) = &ctx.settings.container_run else {
+        let e = Error::ConfigError {
+            field: "DELTADROP_CONTAINER_CLUSTER".into(),
+            message: "a file was sent to the container tier, but the upsert function has none"
+                .into(),
+        };
+        return callback::answer::<UpsertOutput>(&ctx.sfn, &file.token, &Err(e))
+            .await
+            .is_err();
+    };
+    let size = match ctx
+        .config()
+        .await
+        .and_then(|c| Ok(c.feed_named(&run.feed)?.route.clone()))
+    {
+        Ok(route) => TaskSize::of(&route),
+        Err(e) => {
+            tracing::error!(run_id = %run.run_id, error = %e, "cannot size the container task; the message comes back later");
+            return true;
+        }
+    };
+    let handoff = Handoff {
+        token: file.token.clone(),
+        run: run.clone(),
+        stage: file.file.stage.clone(),
+        queue_url: container.lane_queue_url.clone(),
+        receipt_handle: file.receipt_handle.clone(),
+    };
+    if let Err(e) = handoff::hand_over(ctx, container, &file.message_id, &handoff, &size).await {
+        tracing::error!(run_id = %run.run_id, error = %e, "could not hand the MERGE over; the message comes back later");
+    }
+    true
 }
 
 /// The files in arrival order: one batch may hold them in another (the order in which their
@@ -228,6 +325,23 @@ async fn merge(
     steps::upsert::upsert_files(env, &pending).await
 }
 
+impl Delivered {
+    /// A file handed to this container task (its message is held, not delivered).
+    pub(crate) fn handed(handoff: &Handoff) -> Delivered {
+        Delivered {
+            message_id: String::new(),
+            token: handoff.token.clone(),
+            file: Pending {
+                run: handoff.run.clone(),
+                stage: handoff.stage.clone(),
+            },
+            tier: LaneTier::Container,
+            group: String::new(),
+            receipt_handle: handoff.receipt_handle.clone(),
+        }
+    }
+}
+
 enum Unreadable {
     NoToken(String),
     BadFile { token: String, error: Box<Error> },
@@ -251,6 +365,14 @@ fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
                 run: m.run,
                 stage: m.stage,
             },
+            tier: m.tier,
+            // The table's lane (the message's group), and the handle to hold the message by.
+            group: message
+                .attributes
+                .get("MessageGroupId")
+                .cloned()
+                .unwrap_or_default(),
+            receipt_handle: message.receipt_handle.clone().unwrap_or_default(),
         }),
         Err(e) => Err(Unreadable::BadFile {
             token,

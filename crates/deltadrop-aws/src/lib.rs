@@ -10,6 +10,8 @@ pub mod context;
 #[cfg(feature = "merge")]
 pub mod glue;
 pub mod handlers;
+#[cfg(feature = "merge")]
+pub mod handoff;
 pub mod lambda;
 #[cfg(feature = "merge")]
 pub mod lane;

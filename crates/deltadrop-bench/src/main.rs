@@ -279,6 +279,7 @@ async fn s3_environment(endpoint: &str, bucket: &str, config: &str) -> BenchResu
         merge_memory: None,
         glue_database: None,
         container_tier: deltadrop::route::ContainerTier::Absent,
+        container_run: None,
     };
     let context = deltadrop_aws::context::AwsContext::new(&sdk, &settings).await?;
     Ok(context.environment().await?)

@@ -225,6 +225,10 @@ pub struct RouteBounds {
     pub container_vcpu: f64,
     /// The container's memory in GB, within what Fargate allows for `container_vcpu`.
     pub container_memory_gb: u32,
+    /// With the container tier, a MERGE the cost check expects to read and rewrite at least
+    /// this many GB is done by the tier even when the function has the time (a fraction is
+    /// allowed); 0: only a MERGE over the function's own time or memory.
+    pub container_merge_from_gb: f64,
 }
 
 impl Default for RouteBounds {
@@ -241,6 +245,7 @@ impl Default for RouteBounds {
             container_from_mb: 8192.0,
             container_vcpu: 4.0,
             container_memory_gb: 16,
+            container_merge_from_gb: 0.0,
         }
     }
 }
@@ -270,6 +275,11 @@ impl RouteBounds {
         ((self.chunk_mb * 1024.0 * 1024.0) as u64).max(1)
     }
 
+    /// `container_merge_from_gb` in bytes (`None`: not set).
+    pub fn container_merge_from_bytes(&self) -> Option<u64> {
+        (self.container_merge_from_gb > 0.0).then(|| (self.container_merge_from_gb * 1e9) as u64)
+    }
+
     /// `container_from_mb` in bytes (`None`: never).
     pub fn container_from_bytes(&self) -> Option<u64> {
         (self.container_from_mb > 0.0).then(|| (self.container_from_mb * 1024.0 * 1024.0) as u64)
@@ -280,6 +290,12 @@ impl RouteBounds {
             return Err(Error::config(
                 field("route.chunk_mb"),
                 "expected a number of MiB above 0",
+            ));
+        }
+        if !(self.container_merge_from_gb.is_finite() && self.container_merge_from_gb >= 0.0) {
+            return Err(Error::config(
+                field("route.container_merge_from_gb"),
+                "expected a number of GB, 0 or more (0: only what the function cannot do)",
             ));
         }
         if !(self.container_from_mb.is_finite() && self.container_from_mb >= 0.0) {

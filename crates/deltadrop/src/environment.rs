@@ -32,6 +32,10 @@ pub struct Environment {
     /// Stage large files in parallel chunks (`deltadrop run --workers N`); `None`: every file
     /// is read by one worker.
     pub split: Option<Split>,
+    /// Whether a MERGE too large for this process goes to the container tier
+    /// (`MergeInContainer`) instead of being refused: the upsert function in a deployment with
+    /// the tier. The tier itself, and the local runner, have nowhere to hand it.
+    pub container_tier: crate::route::ContainerTier,
 }
 
 /// How the stage splits a large file ([`crate::steps::stage`]): into chunks of about
@@ -114,6 +118,7 @@ impl Environment {
             merge_memory: None,
             catalog: None,
             split: None,
+            container_tier: crate::route::ContainerTier::Absent,
         })
     }
 

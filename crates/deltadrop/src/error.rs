@@ -216,6 +216,22 @@ pub enum Error {
         budget: String,
     },
 
+    /// The MERGE is larger than the upsert function takes (its time, its memory, or the feed's
+    /// `route.container_merge_from_gb`), and the deployment's container tier takes it: not a
+    /// failure, but the name the state machine routes to its container state. Nothing was
+    /// changed.
+    #[error("{file}: the MERGE into {table} is larger than the upsert function takes: it {work}, over {budget}; the container tier takes it")]
+    MergeInContainer {
+        /// The file (or, for a commit of several, the newest file) whose MERGE this is.
+        file: String,
+        /// The target table's location.
+        table: String,
+        /// What the MERGE would read and rewrite, or the memory it needed.
+        work: String,
+        /// The function's budget, and where it comes from.
+        budget: String,
+    },
+
     /// A part of a file split into chunks cannot be read on its own: a record runs over
     /// several lines (a quoted CSV field holds a line break), so the file's lines are not its
     /// records. The file is read whole instead ([`crate::split`]); it is not at fault.
@@ -342,6 +358,8 @@ error_kinds!(
     /// The MERGE would rewrite more than the upsert function can in its time, or needs more
     /// memory than its pool.
     TooLargeForFunction,
+    /// The MERGE is larger than the upsert function takes, and the container tier takes it.
+    MergeInContainer,
     /// A chunk of a split file holds a record over several lines: the file is read whole.
     Unsplittable,
     /// A chunk's invocation stopped without an error of deltadrop's (a timeout, a crash).
@@ -377,6 +395,7 @@ impl ErrorKind {
             | WaitingForEarlierFile
             | CommitConflict
             | TooLargeForFunction
+            | MergeInContainer
             | Unsplittable
             | ChunkStopped
             | StorageError
@@ -395,8 +414,8 @@ impl ErrorKind {
             WaitingForEarlierFile | CommitConflict | StorageError | DeltaError | MailError => true,
             ConfigError | NoMatchingFeed | MalformedFile | LimitExceeded | InvalidValue
             | MissingKeyColumn | NullKey | TooManyBadRows | ExpectationFailed | SchemaMismatch
-            | ObjectNotFound | UploadReplaced | TooLargeForFunction | Unsplittable
-            | ChunkStopped | InvalidInput | InternalError => false,
+            | ObjectNotFound | UploadReplaced | TooLargeForFunction | MergeInContainer
+            | Unsplittable | ChunkStopped | InvalidInput | InternalError => false,
         }
     }
 
@@ -418,6 +437,7 @@ impl ErrorKind {
             WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
             TooLargeForFunction => "The file is fine; the table's layout makes its MERGE too big: partition the table by a key-derived column (partition_by), let maintenance order its files by the keys, or, if the function's time allows it, raise the feed's max_rewrite_gb; then replay the file from quarantine. The target table was not changed.",
             Unsplittable => "Nothing to do: a quoted field holds a line break, so the file is read whole rather than in chunks.",
+            MergeInContainer => "Not a failure: the MERGE was larger than the upsert function takes, and the state machine hands it to the container tier. Seen in a failure, it means the container state itself failed: see the execution's next error.",
             ChunkStopped => "A chunk's Lambda invocation stopped without an error of deltadrop's (the name in the message: a timeout, a crash). The file was not loaded; look at the chunk's logs, give the feed smaller chunks ([feeds.route] chunk_mb) if it timed out, and replay the file.",
             CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",
             StorageError | DeltaError => "Usually transient: drop the file again. If it persists, check permissions and the table's health.",
@@ -453,6 +473,7 @@ impl Error {
             Error::WaitingForEarlierFile { .. } => ErrorKind::WaitingForEarlierFile,
             Error::CommitConflict { .. } => ErrorKind::CommitConflict,
             Error::TooLargeForFunction { .. } => ErrorKind::TooLargeForFunction,
+            Error::MergeInContainer { .. } => ErrorKind::MergeInContainer,
             Error::Unsplittable { .. } => ErrorKind::Unsplittable,
             Error::StorageError { .. } => ErrorKind::StorageError,
             Error::DeltaError { .. } => ErrorKind::DeltaError,

@@ -46,7 +46,8 @@ pub struct TaskSize {
 }
 
 impl TaskSize {
-    fn of(bounds: &RouteBounds) -> TaskSize {
+    /// The feed's container size (`container_vcpu`, `container_memory_gb`).
+    pub fn of(bounds: &RouteBounds) -> TaskSize {
         TaskSize {
             cpu: ((bounds.container_vcpu * 1024.0) as u64).to_string(),
             memory: (u64::from(bounds.container_memory_gb) * 1024).to_string(),

@@ -33,6 +33,7 @@ use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
+use crate::route::ContainerTier;
 use crate::steps::{RunInput, StageOutput};
 use crate::upload::UploadOrder;
 
@@ -80,28 +81,40 @@ pub async fn upsert_files(env: &Environment, files: &[Pending]) -> Vec<Result<Up
 }
 
 /// A MERGE whose operators ran out of their memory pool is too large for the function, as one
-/// over its time is: named, so that the state machine quarantines the file instead of retrying.
+/// over its time is: named, so that the state machine quarantines the file (or hands it to the
+/// container tier, which has more) instead of retrying.
 fn named_if_out_of_memory(env: &Environment, file: &Pending, e: Error) -> Error {
     if !is_out_of_memory(&e) {
         return e;
     }
-    Error::TooLargeForFunction {
-        file: file.run.key.clone(),
-        table: file.stage.target_table.clone(),
-        work: format!(
-            "needed more memory for {} staged rows than its operators could spill to disk ({e})",
-            file.stage.rows
-        ),
-        budget: env.merge_memory.as_ref().map_or_else(
-            || "the process's memory".to_string(),
-            |m| {
-                format!(
-                    "a memory pool of {} MB ({})",
-                    m.bytes / (1024 * 1024),
-                    m.source
-                )
-            },
-        ),
+    let (file_key, table) = (file.run.key.clone(), file.stage.target_table.clone());
+    let work = format!(
+        "needed more memory for {} staged rows than its operators could spill to disk ({e})",
+        file.stage.rows
+    );
+    let budget = env.merge_memory.as_ref().map_or_else(
+        || "the process's memory".to_string(),
+        |m| {
+            format!(
+                "a memory pool of {} MB ({})",
+                m.bytes / (1024 * 1024),
+                m.source
+            )
+        },
+    );
+    match env.container_tier {
+        ContainerTier::Deployed => Error::MergeInContainer {
+            file: file_key,
+            table,
+            work,
+            budget,
+        },
+        ContainerTier::Absent => Error::TooLargeForFunction {
+            file: file_key,
+            table,
+            work,
+            budget,
+        },
     }
 }
 
@@ -348,8 +361,8 @@ async fn round(
         None
     } else {
         // Measured now: a later round or batch of the same invocation has less time left.
-        let budget = Budget::of(feed, env.deadline, SystemTime::now());
-        match commit(feed, target, table, ctx, &columns, &taken, budget.as_ref()).await {
+        let budgets = Budget::of(feed, env.deadline, env.container_tier, SystemTime::now());
+        match commit(feed, target, table, ctx, &columns, &taken, &budgets).await {
             Ok(committed) => Some(committed),
             Err(Attempt::Conflict(reason)) => {
                 let gave_up = Error::CommitConflict {
@@ -555,7 +568,7 @@ async fn commit(
     ctx: &SessionContext,
     columns: &Columns,
     taken: &[(&Prepared<'_>, Vec<Conversion>)],
-    budget: Option<&Budget>,
+    budgets: &[Budget],
 ) -> std::result::Result<(Committed, Shares), Attempt> {
     let record = CommitRecord::for_files(
         feed,
@@ -597,7 +610,7 @@ async fn commit(
     };
     let committed = match table {
         None => first_load(feed, target, ctx, rows, &record).await?,
-        Some(table) => merge_into(feed, target, table, ctx, rows, &record, budget).await?,
+        Some(table) => merge_into(feed, target, table, ctx, rows, &record, budgets).await?,
     };
     Ok((committed, shares))
 }

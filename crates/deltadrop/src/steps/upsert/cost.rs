@@ -20,6 +20,7 @@ use super::RewriteEstimate;
 use crate::config::Feed;
 use crate::delta::TableLocation;
 use crate::error::{Error, Result};
+use crate::route::ContainerTier;
 
 /// How fast the upsert function rewrites a table, with a margin: about half the one-core rate of
 /// the whole-table MERGEs of docs/benchmarks.md (a 24M-row table of 42 bytes of Parquet per row
@@ -133,35 +134,91 @@ pub(super) async fn touched(
     })
 }
 
-/// The most a MERGE may rewrite, and why.
+/// The most a MERGE may rewrite, why, and what a MERGE over it does.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Budget {
     bytes: u64,
     source: String,
+    over: Over,
+}
+
+/// What a MERGE over a budget does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// It is refused (`TooLargeForFunction`).
+    Refused,
+    /// It goes to the container tier (`MergeInContainer`).
+    HandedOver,
 }
 
 impl Budget {
-    /// The feed's `max_rewrite_gb`, else what the function can rewrite by `deadline` at
-    /// [`REWRITE_BYTES_PER_SECOND`]; `None` without either (the local runner has no time limit).
-    pub(super) fn of(feed: &Feed, deadline: Option<SystemTime>, now: SystemTime) -> Option<Budget> {
-        if let Some(bytes) = feed.max_rewrite_bytes() {
-            return Some(Budget {
+    /// The budgets a MERGE is checked against, those that refuse first: the feed's
+    /// `max_rewrite_gb` wherever it runs; what the function can rewrite by `deadline` at
+    /// [`REWRITE_BYTES_PER_SECOND`] (without `max_rewrite_gb`, or with the container tier);
+    /// and with the container tier the feed's `route.container_merge_from_gb`. With the tier,
+    /// a MERGE over the function's own budgets is handed over instead of refused. None at all
+    /// without a setting or a deadline (the local runner, the container tier itself).
+    pub(super) fn of(
+        feed: &Feed,
+        deadline: Option<SystemTime>,
+        tier: ContainerTier,
+        now: SystemTime,
+    ) -> Vec<Budget> {
+        let mut budgets = Vec::new();
+        if let (Some(bytes), Some(gb)) = (feed.max_rewrite_bytes(), feed.max_rewrite_gb) {
+            budgets.push(Budget {
                 bytes,
-                source: format!("the feed's max_rewrite_gb = {}", feed.max_rewrite_gb?),
+                source: format!("the feed's max_rewrite_gb = {gb}"),
+                over: Over::Refused,
             });
         }
-        let left = deadline?.duration_since(now).unwrap_or_default();
-        let working = left.saturating_sub(RESERVE);
-        Some(Budget {
-            bytes: working.as_secs().saturating_mul(REWRITE_BYTES_PER_SECOND),
-            source: format!(
-                "what the upsert function rewrites in its {} s left, less {} s for the commit, at \
-                 {} MB/s",
-                left.as_secs(),
-                RESERVE.as_secs(),
-                REWRITE_BYTES_PER_SECOND / 1_000_000
-            ),
-        })
+        let over = match tier {
+            ContainerTier::Deployed => Over::HandedOver,
+            ContainerTier::Absent if budgets.is_empty() => Over::Refused,
+            // The feed's setting replaces the function's time budget (README, "The cost check").
+            ContainerTier::Absent => return budgets,
+        };
+        if let Some(deadline) = deadline {
+            let left = deadline.duration_since(now).unwrap_or_default();
+            let working = left.saturating_sub(RESERVE);
+            budgets.push(Budget {
+                bytes: working.as_secs().saturating_mul(REWRITE_BYTES_PER_SECOND),
+                source: format!(
+                    "what the upsert function rewrites in its {} s left, less {} s for the \
+                     commit, at {} MB/s",
+                    left.as_secs(),
+                    RESERVE.as_secs(),
+                    REWRITE_BYTES_PER_SECOND / 1_000_000
+                ),
+                over,
+            });
+        }
+        if let (ContainerTier::Deployed, Some(bytes)) =
+            (tier, feed.route.container_merge_from_bytes())
+        {
+            budgets.push(Budget {
+                bytes,
+                source: format!(
+                    "the feed's route.container_merge_from_gb = {}",
+                    feed.route.container_merge_from_gb
+                ),
+                over: Over::HandedOver,
+            });
+        }
+        budgets
+    }
+
+    /// Refuses, or hands to the container tier, a MERGE of `file` over any of `budgets` (the
+    /// first it is over decides).
+    pub(super) fn check_all(
+        budgets: &[Budget],
+        target: &TableLocation,
+        file: &str,
+        touched: &Touched,
+    ) -> Result<()> {
+        budgets
+            .iter()
+            .try_for_each(|budget| budget.check(target, file, touched))
     }
 
     /// Refuses a MERGE of `file` that would rewrite more than the budget.
@@ -179,16 +236,27 @@ impl Budget {
             0 => String::new(),
             n => format!(" in {n} partitions"),
         };
-        Err(Error::TooLargeForFunction {
-            file: file.to_string(),
-            table: target.name(),
-            work: format!(
-                "would read and rewrite {} data files{partitions} ({}, {} rows)",
-                e.files,
-                gigabytes(e.bytes),
-                e.rows
-            ),
-            budget: format!("the budget of {} ({})", gigabytes(self.bytes), self.source),
+        let (file, table) = (file.to_string(), target.name());
+        let work = format!(
+            "would read and rewrite {} data files{partitions} ({}, {} rows)",
+            e.files,
+            gigabytes(e.bytes),
+            e.rows
+        );
+        let budget = format!("the budget of {} ({})", gigabytes(self.bytes), self.source);
+        Err(match self.over {
+            Over::Refused => Error::TooLargeForFunction {
+                file,
+                table,
+                work,
+                budget,
+            },
+            Over::HandedOver => Error::MergeInContainer {
+                file,
+                table,
+                work,
+                budget,
+            },
         })
     }
 }
@@ -205,22 +273,70 @@ mod tests {
     #[test]
     fn the_budget_is_the_feeds_setting_or_the_time_left_at_the_measured_rate() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(Budget::of(&feed(""), None, now), None);
-        let set = Budget::of(&feed("max_rewrite_gb = 2.5"), Some(now), now).unwrap();
-        assert_eq!(set.bytes, 2_500_000_000);
+        let of = |settings: &str, deadline| {
+            Budget::of(&feed(settings), deadline, ContainerTier::Absent, now)
+        };
+        assert_eq!(of("", None), vec![]);
+        let [set] = &of("max_rewrite_gb = 2.5", Some(now))[..] else {
+            panic!("the feed's setting alone")
+        };
+        assert_eq!((set.bytes, set.over), (2_500_000_000, Over::Refused));
         assert!(
             set.source.contains("max_rewrite_gb = 2.5"),
             "{}",
             set.source
         );
-        let in_time = Budget::of(&feed(""), Some(now + Duration::from_secs(840)), now).unwrap();
+        let [in_time] = &of("", Some(now + Duration::from_secs(840)))[..] else {
+            panic!("the time left alone")
+        };
         assert_eq!(in_time.bytes, 780 * REWRITE_BYTES_PER_SECOND);
         assert!(in_time.source.contains("840 s left"), "{}", in_time.source);
         // Past the deadline, or within the reserve: nothing may be rewritten.
-        let late = Budget::of(&feed(""), Some(now + Duration::from_secs(30)), now).unwrap();
-        assert_eq!(late.bytes, 0);
-        let past = Budget::of(&feed(""), Some(now - Duration::from_secs(5)), now).unwrap();
-        assert_eq!(past.bytes, 0);
+        assert_eq!(of("", Some(now + Duration::from_secs(30)))[0].bytes, 0);
+        assert_eq!(of("", Some(now - Duration::from_secs(5)))[0].bytes, 0);
+    }
+
+    #[test]
+    fn with_the_container_tier_the_functions_budgets_hand_over_and_the_feeds_limit_refuses() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let settings = "max_rewrite_gb = 50\n[feeds.route]\ncontainer_merge_from_gb = 0.5";
+        let deadline = Some(now + Duration::from_secs(840));
+        let budgets = Budget::of(&feed(settings), deadline, ContainerTier::Deployed, now);
+        let shape: Vec<(u64, Over)> = budgets.iter().map(|b| (b.bytes, b.over)).collect();
+        assert_eq!(
+            shape,
+            [
+                (50_000_000_000, Over::Refused),
+                (780 * REWRITE_BYTES_PER_SECOND, Over::HandedOver),
+                (500_000_000, Over::HandedOver),
+            ]
+        );
+        let target = TableLocation::new(url::Url::parse("file:///t").unwrap(), Default::default());
+        let touching = |bytes| Touched {
+            estimate: RewriteEstimate {
+                files: 1,
+                bytes,
+                rows: 1,
+            },
+            partitions: 0,
+        };
+        let check = |bytes| Budget::check_all(&budgets, &target, "in/a.csv", &touching(bytes));
+        check(400_000_000).unwrap();
+        let e = check(600_000_000).unwrap_err();
+        assert_eq!(e.name(), "MergeInContainer");
+        assert!(
+            e.to_string()
+                .contains("route.container_merge_from_gb = 0.5"),
+            "{e}"
+        );
+        assert_eq!(
+            check(60_000_000_000).unwrap_err().name(),
+            "TooLargeForFunction"
+        );
+        // The container tier itself has no deadline and no tier to hand to: the limit only.
+        let own = Budget::of(&feed(settings), None, ContainerTier::Absent, now);
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].over, Over::Refused);
     }
 
     #[test]
@@ -232,6 +348,7 @@ mod tests {
         let budget = Budget {
             bytes: 1_000_000_000,
             source: "the feed's max_rewrite_gb = 1".into(),
+            over: Over::Refused,
         };
         let within = Touched {
             estimate: RewriteEstimate {

@@ -219,7 +219,7 @@ pub(super) async fn merge_into(
     ctx: &SessionContext,
     rows: DataFrame,
     commit: &CommitRecord,
-    budget: Option<&Budget>,
+    budgets: &[Budget],
 ) -> Result<Committed, Attempt> {
     let delta_error = |e: DeltaTableError| Attempt::from_delta(target, e);
     same_partitions(feed, target, &table)?;
@@ -239,9 +239,7 @@ pub(super) async fn merge_into(
     let touched = touched(feed, &table, ctx, &rows)
         .await
         .map_err(|e| Attempt::Failed(Error::delta(target.name(), e)))?;
-    if let Some(budget) = budget {
-        budget.check(target, &commit.file, &touched)?;
-    }
+    Budget::check_all(budgets, target, &commit.file, &touched)?;
     let rules = merge_rules(feed);
     let before = table.clone();
     let mut merge = table
