@@ -38,6 +38,10 @@ use crate::context::AwsContext;
 /// what a dead task costs its table's lane before the merger sees the message again.
 pub const HOLD: Duration = Duration::from_secs(900);
 
+/// The first hold, at the hand-over: long enough for a Fargate task to start (pull the image,
+/// attach its network interface) and take the hold over.
+pub const FIRST_HOLD: Duration = Duration::from_secs(1800);
+
 /// Where the merger starts container tasks: template.yaml's ECS resources, from the upsert
 /// function's environment.
 #[derive(Debug, Clone)]
@@ -90,9 +94,9 @@ pub struct Handoff {
     pub receipt_handle: String,
 }
 
-/// Where the handoff of lane message `message_id` is kept.
-pub fn handoff_key(message_id: &str) -> String {
-    format!("_deltadrop/lane/{message_id}.json")
+/// Where the handoff of one delivery of a lane message is kept.
+pub fn handoff_key(delivery: &str) -> String {
+    format!("_deltadrop/lane/{delivery}.json")
 }
 
 /// Hands the message's file to a container task of `size`: writes the handoff, keeps the
@@ -101,14 +105,14 @@ pub fn handoff_key(message_id: &str) -> String {
 pub async fn hand_over(
     ctx: &AwsContext,
     run: &ContainerRun,
-    message_id: &str,
+    delivery: &str,
     handoff: &Handoff,
     size: &TaskSize,
 ) -> Result<(), Error> {
-    let key = handoff_key(message_id);
+    let key = handoff_key(delivery);
     let body = serde_json::to_vec(handoff).map_err(|e| Error::internal(e.to_string()))?;
     ctx.storage.put(&key, body).await?;
-    hold(&ctx.sqs, handoff).await?;
+    hold(&ctx.sqs, handoff, FIRST_HOLD).await?;
     let network = AwsVpcConfiguration::builder()
         .set_subnets(Some(run.subnets.clone()))
         .security_groups(&run.security_group)
@@ -168,12 +172,18 @@ pub async fn hand_over(
     Ok(())
 }
 
-/// Keeps the handed-over message in flight for [`HOLD`] from now.
-pub async fn hold(sqs: &aws_sdk_sqs::Client, handoff: &Handoff) -> Result<(), Error> {
+/// Keeps the handed-over message in flight for `hold` from now. It fails once the message
+/// was delivered again (its receipt handle is no longer valid), and past twelve hours from its
+/// delivery (SQS's limit: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html).
+pub async fn hold(
+    sqs: &aws_sdk_sqs::Client,
+    handoff: &Handoff,
+    hold: Duration,
+) -> Result<(), Error> {
     sqs.change_message_visibility()
         .queue_url(&handoff.queue_url)
         .receipt_handle(&handoff.receipt_handle)
-        .visibility_timeout(HOLD.as_secs() as i32)
+        .visibility_timeout(hold.as_secs() as i32)
         .send()
         .await
         .map(|_| ())
@@ -184,4 +194,20 @@ pub async fn hold(sqs: &aws_sdk_sqs::Client, handoff: &Handoff) -> Result<(), Er
                 handoff.run.key
             ),
         })
+}
+
+/// Makes a message held behind a hand-over visible again at once: FIFO delivers it once the
+/// handed-over message has left its group, not at the end of the queue's visibility timeout. A
+/// failure only delays it.
+pub async fn let_go(sqs: &aws_sdk_sqs::Client, queue_url: &str, receipt_handle: &str) {
+    let released = sqs
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt_handle)
+        .visibility_timeout(0)
+        .send()
+        .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "a message held behind a hand-over waits for its visibility timeout");
+    }
 }

@@ -131,6 +131,8 @@ pub(crate) struct Delivered {
     tier: LaneTier,
     group: String,
     receipt_handle: String,
+    /// How often SQS delivered the message (`ApproximateReceiveCount`).
+    receive_count: String,
 }
 
 /// Merges a batch of lane messages and answers each one; the response names the messages to
@@ -157,13 +159,6 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
         }
     }
     let (delivered, handed, held) = for_the_container(delivered);
-    retry.extend(held);
-    for file in handed {
-        if hand_over(ctx, &file).await {
-            // Kept in flight: the task deletes the message once it answered.
-            retry.push(file.message_id.clone());
-        }
-    }
     let mut files = Vec::new();
     for file in delivered {
         // A file whose execution is gone is not merged: it may have been quarantined since.
@@ -180,7 +175,25 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
             Liveness::Alive => files.push(file),
         }
     }
-    retry.extend(merge_and_answer(ctx, in_arrival_order(files)).await);
+    // The files before a hand-over in their group first: the task must be the table's only
+    // writer, and come after them.
+    let unanswered = merge_and_answer(ctx, in_arrival_order(files)).await;
+    for file in handed {
+        let behind_an_unanswered = delivered_before(&file, &unanswered, messages);
+        if behind_an_unanswered || hand_over(ctx, &file).await {
+            // Kept in flight: the task deletes the message once it answered (or it comes back).
+            retry.push(file.message_id.clone());
+        }
+    }
+    retry.extend(unanswered);
+    // Behind a hand-over: handed back now (FIFO delivers none of them while the handed-over
+    // message is in flight), not at the end of the queue's visibility timeout.
+    for file in &held {
+        retry.push(file.message_id.clone());
+        if let Some(container) = &ctx.settings.container_run {
+            handoff::let_go(&ctx.sqs, &container.lane_queue_url, &file.receipt_handle).await;
+        }
+    }
     SqsBatchResponse {
         batch_item_failures: retry.into_iter().map(batch_item_failure).collect(),
     }
@@ -215,14 +228,16 @@ pub(crate) async fn merge_and_answer(ctx: &AwsContext, files: Vec<Delivered>) ->
 }
 
 /// The batch's files the merger merges, those it hands to the container tier (the first of
-/// their group marked for it), and the ids of the messages behind those in their groups: they
-/// wait until the container task lets the group go.
-fn for_the_container(delivered: Vec<Delivered>) -> (Vec<Delivered>, Vec<Delivered>, Vec<String>) {
+/// their group marked for it), and the messages behind those in their groups: they wait until
+/// the container task lets the group go.
+fn for_the_container(
+    delivered: Vec<Delivered>,
+) -> (Vec<Delivered>, Vec<Delivered>, Vec<Delivered>) {
     let (mut merged, mut handed, mut held) = (Vec::new(), Vec::new(), Vec::new());
     let mut held_groups = std::collections::BTreeSet::new();
     for file in delivered {
         if held_groups.contains(&file.group) {
-            held.push(file.message_id);
+            held.push(file);
         } else if file.tier == LaneTier::Container {
             held_groups.insert(file.group.clone());
             handed.push(file);
@@ -231,6 +246,21 @@ fn for_the_container(delivered: Vec<Delivered>) -> (Vec<Delivered>, Vec<Delivere
         }
     }
     (merged, handed, held)
+}
+
+/// Whether a message of `file`'s group came before it in the batch and is to be delivered
+/// again (its answer may not have arrived): the hand-over waits for it.
+fn delivered_before(file: &Delivered, unanswered: &[String], messages: &[SqsMessage]) -> bool {
+    let group_of = |m: &SqsMessage| m.attributes.get("MessageGroupId").cloned();
+    messages
+        .iter()
+        .take_while(|m| m.message_id.as_deref() != Some(file.message_id.as_str()))
+        .filter(|m| group_of(m).as_deref() == Some(file.group.as_str()))
+        .any(|m| {
+            unanswered
+                .iter()
+                .any(|id| Some(id.as_str()) == m.message_id.as_deref())
+        })
 }
 
 /// Hands one file to a container task (see [`crate::handoff`]); whether its message is to be
@@ -269,7 +299,10 @@ async fn hand_over(ctx: &AwsContext, file: &Delivered) -> bool {
         queue_url: container.lane_queue_url.clone(),
         receipt_handle: file.receipt_handle.clone(),
     };
-    if let Err(e) = handoff::hand_over(ctx, container, &file.message_id, &handoff, &size).await {
+    // One handoff per delivery: a task started for an earlier one must not find this one's
+    // receipt handle (it would hold the lane beside this delivery's task).
+    let delivery = format!("{}-{}", file.message_id, file.receive_count);
+    if let Err(e) = handoff::hand_over(ctx, container, &delivery, &handoff, &size).await {
         tracing::error!(run_id = %run.run_id, error = %e, "could not hand the MERGE over; the message comes back later");
     }
     true
@@ -338,6 +371,7 @@ impl Delivered {
             tier: LaneTier::Container,
             group: String::new(),
             receipt_handle: handoff.receipt_handle.clone(),
+            receive_count: String::new(),
         }
     }
 }
@@ -373,6 +407,11 @@ fn read(message: &SqsMessage) -> Result<Delivered, Unreadable> {
                 .cloned()
                 .unwrap_or_default(),
             receipt_handle: message.receipt_handle.clone().unwrap_or_default(),
+            receive_count: message
+                .attributes
+                .get("ApproximateReceiveCount")
+                .cloned()
+                .unwrap_or_default(),
         }),
         Err(e) => Err(Unreadable::BadFile {
             token,
@@ -421,6 +460,65 @@ fn emit_metrics(feed: &str, result: &Result<UpsertOutput, Error>, merged_ms: f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivered(id: &str, group: &str, tier: LaneTier) -> Delivered {
+        let run = serde_json::json!({"run_id": id, "key": "k", "feed": "f", "started_at": "2026-01-01T00:00:00Z"});
+        let stage = serde_json::json!({"rows": 0, "bytes": 0, "columns": [], "new_columns": [], "staging_table": null, "target_table": "t"});
+        Delivered {
+            message_id: id.into(),
+            token: format!("token-{id}"),
+            file: Pending {
+                run: serde_json::from_value(run).unwrap(),
+                stage: serde_json::from_value(stage).unwrap(),
+            },
+            tier,
+            group: group.into(),
+            receipt_handle: format!("handle-{id}"),
+            receive_count: "1".into(),
+        }
+    }
+
+    fn message(id: &str, group: &str) -> SqsMessage {
+        let mut message = SqsMessage {
+            message_id: Some(id.into()),
+            ..SqsMessage::default()
+        };
+        message
+            .attributes
+            .insert("MessageGroupId".into(), group.into());
+        message
+    }
+
+    #[test]
+    fn a_hand_over_holds_its_group_behind_it_and_waits_for_the_files_before_it() {
+        use LaneTier::{Container, Function};
+        let batch = vec![
+            delivered("a1", "a", Function),
+            delivered("b1", "b", Container),
+            delivered("a2", "a", Container),
+            delivered("b2", "b", Function),
+            delivered("a3", "a", Function),
+            delivered("c1", "c", Function),
+        ];
+        let ids = |files: &[Delivered]| {
+            files
+                .iter()
+                .map(|f| f.message_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let (merged, handed, held) = for_the_container(batch);
+        assert_eq!(ids(&merged), ["a1", "c1"]);
+        assert_eq!(ids(&handed), ["b1", "a2"]);
+        assert_eq!(ids(&held), ["b2", "a3"]);
+        // a2 comes after a1 in its group: it waits while a1 is to be delivered again.
+        let messages: Vec<SqsMessage> = [("a1", "a"), ("b1", "b"), ("a2", "a")]
+            .iter()
+            .map(|(id, group)| message(id, group))
+            .collect();
+        assert!(delivered_before(&handed[1], &["a1".into()], &messages));
+        assert!(!delivered_before(&handed[1], &["c1".into()], &messages));
+        assert!(!delivered_before(&handed[0], &["a1".into()], &messages));
+    }
 
     #[test]
     fn the_upsert_function_tells_a_lane_batch_from_a_check_by_its_input() {

@@ -199,6 +199,12 @@ async fn upsert(ctx: &AwsContext, key: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The lane is ours only while our delivery's hold works: a task that started late, after
+    // the message came back and went to another task, must not merge beside it.
+    if let Err(e) = handoff::hold(&ctx.sqs, &handoff, handoff::HOLD).await {
+        tracing::error!(error = %e, "the lane message is no longer held for this task; stopping");
+        return ExitCode::from(GONE_EXIT_CODE);
+    }
     let done = match still_waited_for(ctx, &handoff.token).await {
         None => true,
         Some(_heartbeats) => {
@@ -229,14 +235,24 @@ async fn upsert(ctx: &AwsContext, key: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Keeps the handed-over message in flight, every heartbeat, until dropped.
+/// Keeps the handed-over message in flight, every heartbeat, until dropped. The task stops
+/// (before its commit, if it has not made it) when the hold is about to lapse: the message
+/// would come back, and another task could merge the table beside this one.
 fn keep_holding(sqs: aws_sdk_sqs::Client, handoff: Handoff) -> AbortOnDrop {
     AbortOnDrop::spawn(async move {
+        let mut held_at = std::time::Instant::now();
         let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             every.tick().await;
-            if let Err(e) = handoff::hold(&sqs, &handoff).await {
-                tracing::warn!(error = %e, "could not extend the lane message's hold");
+            match handoff::hold(&sqs, &handoff, handoff::HOLD).await {
+                Ok(()) => held_at = std::time::Instant::now(),
+                Err(e) if held_at.elapsed() + 2 * HEARTBEAT_INTERVAL < handoff::HOLD => {
+                    tracing::warn!(error = %e, "could not extend the lane message's hold; trying again");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the lane message's hold lapses; stopping");
+                    std::process::exit(GONE_EXIT_CODE.into());
+                }
             }
         }
     })
