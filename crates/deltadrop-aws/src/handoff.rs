@@ -180,34 +180,39 @@ pub async fn hold(
     handoff: &Handoff,
     hold: Duration,
 ) -> Result<(), Error> {
-    sqs.change_message_visibility()
-        .queue_url(&handoff.queue_url)
-        .receipt_handle(&handoff.receipt_handle)
-        .visibility_timeout(hold.as_secs() as i32)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::StorageError {
-            location: handoff.queue_url.clone(),
-            message: format!(
-                "could not keep the lane message of {} in flight: {e}",
-                handoff.run.key
-            ),
-        })
+    let held = set_visibility(sqs, &handoff.queue_url, &handoff.receipt_handle, hold).await;
+    held.map_err(|e| Error::StorageError {
+        location: handoff.queue_url.clone(),
+        message: format!(
+            "could not keep the lane message of {} in flight: {e}",
+            handoff.run.key
+        ),
+    })
 }
 
 /// Makes a message held behind a hand-over visible again at once: FIFO delivers it once the
 /// handed-over message has left its group, not at the end of the queue's visibility timeout. A
 /// failure only delays it.
 pub async fn let_go(sqs: &aws_sdk_sqs::Client, queue_url: &str, receipt_handle: &str) {
-    let released = sqs
-        .change_message_visibility()
-        .queue_url(queue_url)
-        .receipt_handle(receipt_handle)
-        .visibility_timeout(0)
-        .send()
-        .await;
+    let released = set_visibility(sqs, queue_url, receipt_handle, Duration::ZERO).await;
     if let Err(e) = released {
         tracing::warn!(error = %e, "a message held behind a hand-over waits for its visibility timeout");
     }
+}
+
+/// A message stays in flight for `visibility` from now (zero: visible at once).
+async fn set_visibility(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    receipt_handle: &str,
+    visibility: Duration,
+) -> Result<(), String> {
+    sqs.change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt_handle)
+        .visibility_timeout(visibility.as_secs() as i32)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -18,7 +18,7 @@ use super::adopt::adopt_staged_files;
 use super::arrival::Arrivals;
 use super::columns::{Columns, Conversion};
 use super::combine::{combine, single};
-use super::cost::Budget;
+use super::cost::{Budget, Over};
 use super::merge::{
     backoff, first_load, is_out_of_memory, merge_into, newest_applied, one_row_per_key, recorded,
     session, staged_rows, Attempt, CommitRecord, Committed,
@@ -33,7 +33,6 @@ use crate::delta::{arrow_schema, TableLocation};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::read::LINE_COLUMN;
-use crate::route::ContainerTier;
 use crate::steps::{RunInput, StageOutput};
 use crate::upload::UploadOrder;
 
@@ -102,20 +101,7 @@ fn named_if_out_of_memory(env: &Environment, file: &Pending, e: Error) -> Error 
             )
         },
     );
-    match env.container_tier {
-        ContainerTier::Deployed => Error::MergeInContainer {
-            file: file_key,
-            table,
-            work,
-            budget,
-        },
-        ContainerTier::Absent => Error::TooLargeForFunction {
-            file: file_key,
-            table,
-            work,
-            budget,
-        },
-    }
+    Over::in_tier(env.container_tier).error(file_key, table, work, budget)
 }
 
 /// Splits `files` into consecutive batches of one feed's files within that feed's bounds; a file

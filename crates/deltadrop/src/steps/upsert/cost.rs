@@ -144,11 +144,40 @@ pub(super) struct Budget {
 
 /// What a MERGE over a budget does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Over {
+pub(super) enum Over {
     /// It is refused (`TooLargeForFunction`).
     Refused,
     /// It goes to the container tier (`MergeInContainer`).
     HandedOver,
+}
+
+impl Over {
+    /// What a MERGE too large for this process does: handed over where the container tier
+    /// takes it, refused elsewhere.
+    pub(super) fn in_tier(tier: ContainerTier) -> Over {
+        match tier {
+            ContainerTier::Deployed => Over::HandedOver,
+            ContainerTier::Absent => Over::Refused,
+        }
+    }
+
+    /// The error of a MERGE of `file` into `table` that needs `work`, over `budget`.
+    pub(super) fn error(self, file: String, table: String, work: String, budget: String) -> Error {
+        match self {
+            Over::Refused => Error::TooLargeForFunction {
+                file,
+                table,
+                work,
+                budget,
+            },
+            Over::HandedOver => Error::MergeInContainer {
+                file,
+                table,
+                work,
+                budget,
+            },
+        }
+    }
 }
 
 impl Budget {
@@ -172,12 +201,12 @@ impl Budget {
                 over: Over::Refused,
             });
         }
-        let over = match tier {
-            ContainerTier::Deployed => Over::HandedOver,
-            ContainerTier::Absent if budgets.is_empty() => Over::Refused,
-            // The feed's setting replaces the function's time budget (README, "The cost check").
-            ContainerTier::Absent => return budgets,
-        };
+        // Without the tier, the feed's setting replaces the function's time budget (README,
+        // "The cost check").
+        if tier == ContainerTier::Absent && !budgets.is_empty() {
+            return budgets;
+        }
+        let over = Over::in_tier(tier);
         if let Some(deadline) = deadline {
             let left = deadline.duration_since(now).unwrap_or_default();
             let working = left.saturating_sub(RESERVE);
@@ -244,20 +273,7 @@ impl Budget {
             e.rows
         );
         let budget = format!("the budget of {} ({})", gigabytes(self.bytes), self.source);
-        Err(match self.over {
-            Over::Refused => Error::TooLargeForFunction {
-                file,
-                table,
-                work,
-                budget,
-            },
-            Over::HandedOver => Error::MergeInContainer {
-                file,
-                table,
-                work,
-                budget,
-            },
-        })
+        Err(self.over.error(file, table, work, budget))
     }
 }
 
