@@ -1277,7 +1277,8 @@ async fn the_watch_names_a_file_nobody_loaded(world: &World) {
 /// A file over its feed's `route.parallel_stage_from_mb` is staged in chunks by the Distributed
 /// Maps, one invocation per chunk, and loads the table the same file staged whole loads (read
 /// by the Python `deltalake` package); a bad value in a late chunk fails the file with that
-/// chunk's error, on its line in the file, and the file is quarantined whole.
+/// chunk's error, on its line in the file, and the file is quarantined whole. A large Parquet
+/// file is cut between its row groups.
 async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World) {
     let csv = large_orders_csv();
     let chunked = world.drop_file("incoming/chunked/large.csv", &csv).await;
@@ -1335,6 +1336,87 @@ async fn a_large_file_is_staged_in_chunks_by_the_distributed_maps(world: &World)
         table,
         "the failed file changed the table"
     );
+
+    // A Parquet file is cut between its row groups: its footer numbers the chunks (no
+    // CountLines, no NumberChunks), and its MERGE gives the table the whole read's gives.
+    let orders = large_orders_parquet();
+    let by_row_group = world
+        .drop_file("incoming/chunked/large.parquet", &orders)
+        .await;
+    let history = world.history(&by_row_group.name).await;
+    assert_eq!(by_row_group.status, "SUCCEEDED", "{history:#?}");
+    assert_eq!(
+        by_row_group.output["stage"]["chunks"],
+        json!(6),
+        "{history:#?}"
+    );
+    assert!(
+        history.iter().any(|s| s == "NumberedByTheFooter"),
+        "{history:#?}"
+    );
+    assert!(!history.iter().any(|s| s == "CountLines"), "{history:#?}");
+    let whole = world
+        .drop_file("incoming/unchunked/large.parquet", &orders)
+        .await;
+    assert_eq!(
+        whole.output["route"]["stage"], "function",
+        "{:#}",
+        whole.output
+    );
+    // The rows only: the chunked table has one commit more (the file read whole above).
+    let merged = world.read_with_python("tables/chunked", "order_id")["rows"].clone();
+    assert!(
+        merged != table["rows"],
+        "the Parquet file's rows were not merged"
+    );
+    assert!(
+        merged == world.read_with_python("tables/unchunked", "order_id")["rows"],
+        "the Parquet file staged by row group and read whole gave different tables"
+    );
+}
+
+/// The orders' keys in a Parquet file of six row groups of 10,000 records, not compressed nor
+/// dictionary-encoded (about 1.6 MiB, over the chunked feed's 1 MiB), each status and amount
+/// new.
+pub fn large_orders_parquet() -> Vec<u8> {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use deltalake::parquet::arrow::ArrowWriter;
+    use deltalake::parquet::file::properties::WriterProperties;
+
+    let records = 0..60_000i64;
+    let columns: [(&str, ArrayRef); 3] = [
+        (
+            "order_id",
+            Arc::new(Int64Array::from_iter_values(
+                records.clone().map(|i| (i * 7919) % 25_000),
+            )),
+        ),
+        (
+            "status",
+            Arc::new(StringArray::from_iter_values(
+                records.clone().map(|i| format!("parquet {i}")),
+            )),
+        ),
+        (
+            "amount",
+            Arc::new(Float64Array::from_iter_values(
+                records.map(|i| i as f64 + 0.25),
+            )),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(10_000))
+        .set_dictionary_enabled(false)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    bytes
 }
 
 /// About 1.4 MiB of orders: repeated keys (the last row wins), quoted commas.

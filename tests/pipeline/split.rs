@@ -1,7 +1,8 @@
 //! A large file staged in parallel chunks (`deltadrop run --workers N`) must give the staging
 //! table the file read whole gives: the same rows, types and line numbers, read back by an
 //! independent reader, the same rows set aside, and the same error naming the same line; a
-//! file that cannot be split (a quoted line break) or has too many bad rows is read whole.
+//! file that cannot be split (a quoted line break) or has too many bad rows is read whole. A
+//! Parquet file, cut between its row groups, too.
 
 use deltadrop::delta::{arrow_schema, TableLocation};
 use deltadrop::read::LINE_COLUMN;
@@ -366,7 +367,7 @@ fn child<T: serde::Serialize + serde::de::DeserializeOwned>(
 }
 
 /// Stages `key` as the state machine's chunked route does: PlanChunks, a CountLines child per
-/// range, NumberChunks, a StageChunks child per chunk (in parallel, each with only what its
+/// range, NumberChunks (a Parquet file: neither), a StageChunks child per chunk (in parallel, each with only what its
 /// input names), CommitChunks, and CommitChunks again (a retry must answer the same, and not
 /// add the files twice); a failed file then goes through the Quarantine state's step. `None`:
 /// the file is to be read whole.
@@ -383,21 +384,23 @@ async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, S
 
 async fn chunk_steps(h: &Harness, run: &RunInput) -> deltadrop::Result<Option<StageOutput>> {
     let (env, run) = (&h.env, run.clone());
-    let ranges = match chunks::plan_chunks(env, &run).await? {
-        ChunkPlan::Split { ranges, .. } => ranges,
+    let items = match chunks::plan_chunks(env, &run).await? {
+        ChunkPlan::Split { ranges, .. } => {
+            let counts = futures::future::join_all(
+                ranges
+                    .iter()
+                    .map(|&range| chunks::count_chunk_lines(env, &run, range)),
+            )
+            .await;
+            let counts = counts.into_iter().map(child).collect();
+            chunks::number_chunks(env, &run, counts).await?.items
+        }
+        // A Parquet file: numbered by its footer, as the NumberedByTheFooter state passes them.
+        ChunkPlan::Numbered { items, .. } => items,
         ChunkPlan::ReadWhole { .. } => return Ok(None),
     };
-    let counts = futures::future::join_all(
-        ranges
-            .iter()
-            .map(|&range| chunks::count_chunk_lines(env, &run, range)),
-    )
-    .await;
-    let numbered =
-        chunks::number_chunks(env, &run, counts.into_iter().map(child).collect()).await?;
     let staged = futures::future::join_all(
-        numbered
-            .items
+        items
             .iter()
             .map(|&item| chunks::stage_chunk(env, &run, item)),
     )
@@ -505,4 +508,159 @@ async fn the_state_machines_chunk_steps_stage_a_file_as_the_whole_read() {
     // The Stage state then reads it whole, where the chunks' staging table was.
     let run = h.run_input("incoming/csv/broken.csv").await;
     assert_eq!(stage(&h.env, &run).await.unwrap().rows, 12_001);
+}
+
+/// A Parquet file of `rows` random rows in row groups of random sizes (1 to 1500 rows): repeated
+/// ids (the last record wins, by its number), nulls, text, dates and millisecond timestamps
+/// (stored as microseconds in UTC); with `null_keys`, a null id at each of those records.
+fn random_parquet(rng: &mut StdRng, rows: usize, null_keys: &[usize]) -> Vec<u8> {
+    use deltalake::arrow::array::{
+        ArrayRef, Date32Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("day", DataType::Date32, true),
+        Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    let properties = deltalake::parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1_000_000))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = deltalake::parquet::arrow::ArrowWriter::try_new(
+        &mut bytes,
+        schema.clone(),
+        Some(properties),
+    )
+    .unwrap();
+    let mut written = 0;
+    while written < rows {
+        let group = rng.gen_range(1..=1500).min(rows - written);
+        let records = written..written + group;
+        let id: Int64Array = records
+            .map(|r| (!null_keys.contains(&r)).then(|| rng.gen_range(0..rows as i64 / 2)))
+            .collect();
+        let name: Vec<Option<String>> = (0..group)
+            .map(|_| rng.gen_bool(0.9).then(|| text(rng)))
+            .collect();
+        let amount: Float64Array = (0..group)
+            .map(|_| rng.gen_bool(0.9).then(|| rng.gen_range(-1e3..1e3)))
+            .collect();
+        let day: Date32Array = (0..group)
+            .map(|_| Some(rng.gen_range(19_000..21_000)))
+            .collect();
+        let at: TimestampMillisecondArray = (0..group)
+            .map(|_| Some(rng.gen_range(1_700_000_000_000i64..1_800_000_000_000)))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(id),
+            Arc::new(name.into_iter().collect::<StringArray>()),
+            Arc::new(amount),
+            Arc::new(day),
+            Arc::new(at),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        writer.write(&batch).unwrap();
+        // Each written batch closes its row group: groups of random sizes.
+        writer.flush().unwrap();
+        written += group;
+    }
+    writer.close().unwrap();
+    bytes
+}
+
+/// A Parquet file cut between its row groups, locally and by the state machine's steps, gives
+/// the staging table of the whole read, record for record (read back by the Python reader);
+/// its bad records are the whole read's, under their record numbers; a file of one row group
+/// is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parquet_file_staged_by_row_group_equals_the_file_read_whole() {
+    let route = "[feeds.route]\nparallel_stage_from_mb = 1\nchunk_mb = 0.0625\n";
+    let rules = format!(
+        "on_bad_rows = \"reject\"\nmax_rejected_rows = 5\n{route}\
+         [[feeds.expect]]\nname = \"small\"\ncolumn = \"amount\"\nmax = 900\naction = \"warn\"\n"
+    );
+    let h = Harness::new(&config(&[feed("pq", route), feed("rejecting", &rules)]));
+    let mut rng = StdRng::seed_from_u64(24);
+    for (i, rows) in [12_000, 30_000].into_iter().enumerate() {
+        let key = format!("incoming/pq/{i}.parquet");
+        h.put(&key, random_parquet(&mut rng, rows, &[])).await;
+        let whole = stage(&h.env, &h.run_input(&key).await).await.unwrap();
+        let local = stage_with_workers(&h, &key).await.unwrap();
+        assert!(local.chunks.unwrap() > 10, "{local:?}");
+        assert_eq!((local.rows, &local.columns), (whole.rows, &whole.columns));
+        assert_same_staged(&local, &whole, &key, true).await;
+        let steps = stage_by_steps(&h, &key)
+            .await
+            .unwrap()
+            .expect("staged by row group");
+        assert!(steps.chunks.unwrap() >= 2, "{steps:?}");
+        assert_same_staged(&steps, &whole, &key, true).await;
+    }
+
+    // Null keys in three row groups, set aside: one rejects file, the whole read's.
+    let bad = [2_000, 6_000, 11_000];
+    h.put(
+        "incoming/rejecting/a.parquet",
+        random_parquet(&mut rng, 12_000, &bad),
+    )
+    .await;
+    let key = "incoming/rejecting/a.parquet";
+    let whole = stage(&h.env, &h.run_input(key).await).await.unwrap();
+    assert_eq!(whole.rejected_rows(), 3);
+    let whole_rejects = whole.rejects.clone().unwrap();
+    let file = |key: &str| std::fs::read_to_string(h.path(key)).unwrap();
+    for split in [
+        stage_with_workers(&h, key).await.unwrap(),
+        stage_by_steps(&h, key)
+            .await
+            .unwrap()
+            .expect("staged by row group"),
+    ] {
+        assert!(split.chunks.is_some(), "{split:?}");
+        assert_eq!(split.expectations, whole.expectations);
+        let split_rejects = split.rejects.clone().unwrap();
+        assert_eq!(split_rejects.first, whole_rejects.first);
+        assert_eq!(file(&split_rejects.file), file(&whole_rejects.file));
+        assert_same_staged(&split, &whole, "rejecting", true).await;
+    }
+
+    // A null key in a late row group fails the file on its record, as the whole read does.
+    let key = "incoming/pq/bad.parquet";
+    h.put(key, random_parquet(&mut rng, 12_000, &[10_500]))
+        .await;
+    let whole = stage(&h.env, &h.run_input(key).await)
+        .await
+        .map_err(|e| format!("{}: {e}", e.name()))
+        .unwrap_err();
+    assert!(whole.contains("record 10501"), "{whole}");
+    assert_eq!(stage_with_workers(&h, key).await.unwrap_err(), whole);
+    assert_eq!(stage_by_steps(&h, key).await.unwrap_err(), whole);
+
+    // One row group: nothing to cut.
+    let key = "incoming/pq/one.parquet";
+    h.put(
+        key,
+        crate::support::parquet(&random_batch_of_one_group(&mut rng)),
+    )
+    .await;
+    let (_, split) = stage_both(&h, key).await;
+    assert!(split.unwrap().is_none(), "one row group is read whole");
+}
+
+/// 20,000 records in one row group.
+fn random_batch_of_one_group(rng: &mut StdRng) -> deltalake::arrow::record_batch::RecordBatch {
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use std::sync::Arc;
+    let id: ArrayRef = Arc::new(
+        (0..20_000)
+            .map(|_| rng.gen_range(0..1000i64))
+            .collect::<Int64Array>(),
+    );
+    deltalake::arrow::record_batch::RecordBatch::try_from_iter([("id", id)]).unwrap()
 }

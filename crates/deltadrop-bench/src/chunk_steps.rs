@@ -1,7 +1,8 @@
 //! The chunked stage as the state machine runs it, each chunk's work in its own process (as
 //! each is its own Lambda invocation on AWS): PlanChunks, CountLines and StageChunks children
-//! `workers` at a time, NumberChunks, CommitChunks; each phase timed. The children are this
-//! binary's `chunk-child` command, with the state machine's request as their input.
+//! `workers` at a time, NumberChunks, CommitChunks (a Parquet file has no CountLines and
+//! NumberChunks); each phase timed. The children are this binary's `chunk-child` command, with
+//! the state machine's request as their input.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -24,26 +25,30 @@ pub async fn run(file: &Path, work: &Path, workers: usize, chunk_mb: f64) -> Ben
     let (env, run) = prepare(file, work, layout).await?;
     create_table_from_first_rows(&env, file).await?;
     let started = Instant::now();
-    let ranges = match chunks::plan_chunks(&env, &run).await? {
-        ChunkPlan::Split { ranges, .. } => ranges,
+    let plan = chunks::plan_chunks(&env, &run).await?;
+    let planned = started.elapsed().as_secs_f64();
+    // A Parquet file's footer numbers its chunks: no counting pass.
+    let (numbered, counted) = match plan {
+        ChunkPlan::Split { ranges, .. } => {
+            let counts = children(
+                work,
+                chunk_mb,
+                workers,
+                &run,
+                ranges.iter().map(|&r| StageAction::CountLines(r)),
+            )
+            .await?;
+            let counted = started.elapsed().as_secs_f64();
+            (
+                chunks::number_chunks(&env, &run, counts).await?.items,
+                counted,
+            )
+        }
+        ChunkPlan::Numbered { items, .. } => (items, planned),
         ChunkPlan::ReadWhole { read_whole } => return Err(read_whole.into()),
     };
-    let planned = started.elapsed().as_secs_f64();
-    let counts = children(
-        work,
-        chunk_mb,
-        workers,
-        &run,
-        ranges.iter().map(|&r| StageAction::CountLines(r)),
-    )
-    .await?;
-    let counted = started.elapsed().as_secs_f64();
-    let numbered = chunks::number_chunks(&env, &run, counts).await?;
     let numbered_at = started.elapsed().as_secs_f64();
-    let items = numbered
-        .items
-        .iter()
-        .map(|&item| StageAction::StageChunk(item));
+    let items = numbered.iter().map(|&item| StageAction::StageChunk(item));
     let staged = children(work, chunk_mb, workers, &run, items).await?;
     let staged_at = started.elapsed().as_secs_f64();
     let output = match chunks::commit_chunks(&env, &run, staged).await? {

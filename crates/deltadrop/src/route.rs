@@ -116,7 +116,7 @@ pub fn route(feed: &Feed, key: &str, size: Option<u64>, tier: ContainerTier) -> 
     };
     let splittable = matches!(
         feed.format_for(key),
-        Ok(FileFormat::Csv | FileFormat::Jsonl)
+        Ok(FileFormat::Csv | FileFormat::Jsonl | FileFormat::Parquet)
     ) && Compression::from_key(key) == Compression::None;
     match (splittable, bounds.parallel_stage_from_bytes()) {
         (true, Some(from)) if size >= from => {
@@ -152,7 +152,7 @@ pub fn route(feed: &Feed, key: &str, size: Option<u64>, tier: ContainerTier) -> 
                 bounds.parallel_stage_from_mb
             )),
             Err(why) => whole(format!(
-                "{}, does not split (only uncompressed CSV and JSON lines files do); {why}",
+                "{}, does not split (only uncompressed CSV, JSON lines and Parquet files do); {why}",
                 mib(size)
             )),
         },
@@ -192,7 +192,11 @@ mod tests {
         assert_eq!(stage("in/a.jsonl", Some(5 * mib)), StageRoute::Chunks);
         assert_eq!(stage("in/a.csv", Some(mib - 1)), StageRoute::Function);
         assert_eq!(stage("in/a.csv.gz", Some(5 * mib)), StageRoute::Function);
-        assert_eq!(stage("in/a.parquet", Some(5 * mib)), StageRoute::Function);
+        assert_eq!(stage("in/a.parquet", Some(5 * mib)), StageRoute::Chunks);
+        assert_eq!(
+            stage("in/a.parquet.gz", Some(5 * mib)),
+            StageRoute::Function
+        );
         assert_eq!(stage("in/a.json", Some(5 * mib)), StageRoute::Function);
         assert_eq!(stage("in/a.csv", None), StageRoute::Function);
         let why = route(&feed, "in/a.csv", Some(3 * mib), ContainerTier::Absent).why;
@@ -255,9 +259,11 @@ mod tests {
             gz.why
         );
         assert!(gz.why.contains("2 vCPU, 8 GB"), "{}", gz.why);
+        assert_eq!(deployed("in/a.json", 2 * mib).stage, StageRoute::Container);
+        let parquet = deployed("in/a.parquet", 2 * mib);
         assert_eq!(
-            deployed("in/a.parquet", 2 * mib).stage,
-            StageRoute::Container
+            (parquet.stage, parquet.read_whole),
+            (StageRoute::Chunks, Some(StageRoute::Container))
         );
         // Under the threshold, or with no tier deployed: the Stage function, and the why says so.
         let small = deployed("in/a.csv.gz", 2 * mib - 1);

@@ -25,7 +25,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
 
 pub use conform::type_name;
-pub use part::{ChunkSpec, HeadPlan, Part};
+pub use part::{ChunkSpec, HeadPlan, ParquetSlice, Part};
 pub use plan::LINE_COLUMN;
 pub use set_aside::SetAside;
 
@@ -207,6 +207,15 @@ pub fn read_head(raw: impl Read, spec: &ReadSpec<'_>) -> Result<Option<HeadPlan>
         Some(head) => Ok(Some(head.clone())),
         None => read.map(|_| None),
     }
+}
+
+/// The plan the chunks of a Parquet file split by row group are read with, from its footer's
+/// `metadata`: the one [`read_file`] makes at the file's first row.
+pub fn read_parquet_head(
+    metadata: std::sync::Arc<deltalake::parquet::file::metadata::ParquetMetaData>,
+    spec: &ReadSpec<'_>,
+) -> Result<HeadPlan> {
+    parquet::footer_head(metadata, spec)
 }
 
 #[cfg(test)]

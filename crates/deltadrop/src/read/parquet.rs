@@ -1,14 +1,26 @@
 //! Parquet: typed already. Its footer sits at the end, so the stream is spooled to a temporary
-//! file first (disk, not memory), then read batch by batch.
+//! file first (disk, not memory), then read batch by batch. A chunk of a file split by row
+//! group spools only its row groups' bytes and the footer ([`ParquetSlice`]), and reads its
+//! row groups with the file's record numbers.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
-use deltalake::arrow::datatypes::{DataType, TimeUnit};
+use bytes::Bytes;
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use deltalake::parquet::errors::ParquetError;
+use deltalake::parquet::file::metadata::ParquetMetaData;
+use deltalake::parquet::file::reader::{ChunkReader, Length};
 
 use super::conform::conform;
-use super::plan::make_plan;
+use super::part::{HeadPlan, ParquetSlice};
+use super::plan::{make_plan, Plan};
 use super::{ReadSpec, ReadSummary, BATCH_ROWS};
 use crate::error::{Error, Position, Result};
 
@@ -30,6 +42,46 @@ fn delta_type(data_type: &DataType) -> DataType {
     }
 }
 
+fn not_parquet(spec: &ReadSpec<'_>, e: &dyn std::fmt::Display) -> Error {
+    Error::malformed(spec.file, None, format!("not a readable Parquet file: {e}"))
+}
+
+/// The file's columns, in file order, within the feed's limit.
+fn file_columns(spec: &ReadSpec<'_>, file_schema: &SchemaRef) -> Result<Vec<String>> {
+    super::limits::check_columns(
+        spec.file,
+        &spec.feed.limits,
+        file_schema.fields().len(),
+        None,
+    )?;
+    Ok(file_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
+/// The staging plan of a file with these columns (the whole read makes it at its first row).
+fn plan_for(spec: &ReadSpec<'_>, columns: &[String], file_schema: &SchemaRef) -> Result<Plan> {
+    let new_column_type = |name: &str| -> Result<DataType> {
+        let field = file_schema
+            .field_with_name(name)
+            .map_err(|e| not_parquet(spec, &e))?;
+        Ok(delta_type(field.data_type()))
+    };
+    make_plan(spec, columns, true, &new_column_type)
+}
+
+/// The plan a split file's chunks are read with, from its footer's `metadata` alone: the one
+/// the whole read makes at its first row.
+pub(crate) fn footer_head(metadata: Arc<ParquetMetaData>, spec: &ReadSpec<'_>) -> Result<HeadPlan> {
+    let arrow = ArrowReaderMetadata::try_new(metadata, ArrowReaderOptions::new())
+        .map_err(|e| not_parquet(spec, &e))?;
+    let columns = file_columns(spec, arrow.schema())?;
+    let plan = plan_for(spec, &columns, arrow.schema())?;
+    Ok(HeadPlan { plan, columns })
+}
+
 pub(crate) fn read(
     mut input: impl Read,
     spec: &ReadSpec<'_>,
@@ -41,36 +93,51 @@ pub(crate) fn read(
     if size == 0 {
         return Ok(ReadSummary::default()); // an empty file
     }
-    let not_parquet = |e: &dyn std::fmt::Display| {
-        Error::malformed(spec.file, None, format!("not a readable Parquet file: {e}"))
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(spool).map_err(|e| not_parquet(&e))?;
+    match spec.part.parquet_slice() {
+        None => read_spooled(spool, None, spec, sink),
+        Some(slice) => {
+            let expected = slice.stream_bytes();
+            if size != expected {
+                return Err(Error::internal(format!(
+                    "{}: a chunk's stream held {size} bytes, not {expected}",
+                    spec.file
+                )));
+            }
+            let row_groups = Some(slice.row_groups.clone());
+            let sliced = SlicedSpool {
+                file: spool,
+                slice: slice.clone(),
+            };
+            read_spooled(sliced, row_groups, spec, sink)
+        }
+    }
+}
+
+/// Reads the spooled file (its `row_groups` only, when given), numbering its records from the
+/// spec's part on.
+fn read_spooled<R: ChunkReader + 'static>(
+    spool: R,
+    row_groups: Option<Vec<usize>>,
+    spec: &ReadSpec<'_>,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<ReadSummary> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(spool).map_err(|e| not_parquet(spec, &e))?;
     let file_schema = builder.schema().clone();
-    super::limits::check_columns(
-        spec.file,
-        &spec.feed.limits,
-        file_schema.fields().len(),
-        None,
-    )?;
-    let columns: Vec<String> = file_schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let columns = file_columns(spec, &file_schema)?;
+    let builder = match row_groups {
+        Some(row_groups) => builder.with_row_groups(row_groups),
+        None => builder,
+    };
     let reader = builder
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| not_parquet(&e))?;
+        .map_err(|e| not_parquet(spec, &e))?;
 
-    let new_column_type = |name: &str| -> Result<DataType> {
-        let field = file_schema
-            .field_with_name(name)
-            .map_err(|e| not_parquet(&e))?;
-        Ok(delta_type(field.data_type()))
-    };
-    let mut plan = None;
-    // Records read (they number the positions), and those loaded (not set aside).
-    let (mut rows, mut loaded) = (0u64, 0u64);
+    let mut plan = spec.part.fixed().map(|head| head.plan.clone());
+    // The last record read (they number the positions: a chunk starts after its file's earlier
+    // row groups), and the records loaded (not set aside).
+    let (mut rows, mut loaded) = (spec.part.lines_before(), 0u64);
     let mut positions = Vec::with_capacity(BATCH_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| {
@@ -80,7 +147,7 @@ pub(crate) fn read(
             continue;
         }
         if plan.is_none() {
-            plan = Some(make_plan(spec, &columns, true, &new_column_type)?);
+            plan = Some(plan_for(spec, &columns, &file_schema)?);
         }
         positions.clear();
         positions.extend((rows + 1)..=(rows + batch.num_rows() as u64));
@@ -97,13 +164,80 @@ pub(crate) fn read(
         loaded += conformed.num_rows() as u64;
         sink(conformed)?;
     }
-    Ok(ReadSummary {
-        rows: loaded,
-        columns,
-        new_columns: plan
+    let new_columns = match (&plan, spec.part.fixed()) {
+        // A chunk without rows reports the columns the file's footer fixed.
+        (None, Some(head)) => head.plan.new_columns.clone(),
+        (plan, _) => plan
             .as_ref()
             .map(|p| p.new_columns.clone())
             .unwrap_or_default(),
+    };
+    Ok(ReadSummary {
+        rows: loaded,
+        columns,
+        new_columns,
         ..Default::default()
     })
+}
+
+impl ParquetSlice {
+    /// The bytes of the chunk's stream: its row groups', then the footer's.
+    pub(crate) fn stream_bytes(&self) -> u64 {
+        (self.data.1 - self.data.0) + (self.size - self.footer_start)
+    }
+
+    /// Where the file's byte `offset` is in the stream, and how many of the file's bytes from
+    /// there the stream holds.
+    fn locate(&self, offset: u64) -> std::result::Result<(u64, u64), ParquetError> {
+        let (start, end) = self.data;
+        if (self.footer_start..self.size).contains(&offset) {
+            Ok((
+                (end - start) + (offset - self.footer_start),
+                self.size - offset,
+            ))
+        } else if (start..end).contains(&offset) {
+            Ok((offset - start, end - offset))
+        } else {
+            Err(ParquetError::General(format!(
+                "byte {offset} is outside the chunk's row groups ({start}..{end}) and the footer"
+            )))
+        }
+    }
+}
+
+/// A chunk's spool, read at the file's offsets: a read that would leave the chunk's bytes
+/// fails rather than read another part of the spool.
+struct SlicedSpool {
+    file: File,
+    slice: ParquetSlice,
+}
+
+impl Length for SlicedSpool {
+    fn len(&self) -> u64 {
+        self.slice.size
+    }
+}
+
+impl ChunkReader for SlicedSpool {
+    type T = io::Take<BufReader<File>>;
+
+    fn get_read(&self, start: u64) -> std::result::Result<Self::T, ParquetError> {
+        let (at, held) = self.slice.locate(start)?;
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(at))?;
+        Ok(BufReader::new(file).take(held))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> std::result::Result<Bytes, ParquetError> {
+        let (at, held) = self.slice.locate(start)?;
+        if length as u64 > held {
+            return Err(ParquetError::General(format!(
+                "bytes {start}..{} run past the chunk's bytes",
+                start + length as u64
+            )));
+        }
+        let mut bytes = vec![0u8; length];
+        self.file.read_exact_at(&mut bytes, at)?;
+        Ok(bytes.into())
+    }
 }

@@ -8,18 +8,22 @@ use std::sync::Arc;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Add;
+use deltalake::parquet::file::metadata::ParquetMetaData;
 use deltalake::writer::DeltaWriter;
 use deltalake::DeltaTable;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use super::ranges::{count_lines, AlignedLines, RangeLines};
+use super::row_groups::{self, FOOTER_TAIL_BYTES};
 use crate::config::{Compression, Feed, FileFormat};
 use crate::delta::TableLocation;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
-use crate::read::{read_file, read_head, ChunkSpec, HeadPlan, Part, ReadSpec, SetAside};
+use crate::read::{
+    read_file, read_head, ChunkSpec, HeadPlan, ParquetSlice, Part, ReadSpec, SetAside,
+};
 use crate::steps::stage::write::StagingLayout;
 use crate::steps::RunInput;
 
@@ -28,7 +32,7 @@ pub(super) struct FileToSplit {
     pub(super) env: Environment,
     pub(super) run: RunInput,
     pub(super) feed: Arc<Feed>,
-    format: FileFormat,
+    pub(super) format: FileFormat,
     /// The target table's columns when the file's plan was made: every chunk types its rows
     /// against them.
     pub(super) target_schema: Option<SchemaRef>,
@@ -48,7 +52,8 @@ pub(super) enum Header {
     OverSeveralLines,
 }
 
-/// One chunk: the lines that start in the bytes `start..end` of a file of `size` bytes.
+/// One chunk: the lines that start in the bytes `start..end` of a file of `size` bytes, or a
+/// Parquet file's row groups in those bytes.
 pub(super) struct Chunk {
     /// Its place in the file (0 first).
     pub index: usize,
@@ -56,8 +61,10 @@ pub(super) struct Chunk {
     pub end: u64,
     pub size: u64,
     pub header: Option<Vec<u8>>,
-    /// The file line of the chunk's first line.
+    /// The file line (Parquet: record) of the chunk's first line.
     pub first_line: u64,
+    /// A Parquet chunk's row groups and the bytes its stream holds.
+    pub parquet: Option<ParquetSlice>,
 }
 
 /// What one chunk's worker did.
@@ -158,6 +165,38 @@ impl FileToSplit {
         })
     }
 
+    /// A Parquet file's footer metadata, and where it starts; or why the file is read whole.
+    pub(super) async fn footer(
+        &self,
+        size: u64,
+    ) -> Result<std::result::Result<(Arc<ParquetMetaData>, u64), String>> {
+        let Some(tail_start) = size.checked_sub(FOOTER_TAIL_BYTES) else {
+            return Ok(Err(
+                "it is too short to be Parquet: the whole read reports it".into(),
+            ));
+        };
+        let tail = self.read_bytes(tail_start, size).await?;
+        let footer_start = match row_groups::footer_start(&tail, size) {
+            Ok(start) => start,
+            Err(why) => return Ok(Err(why)),
+        };
+        let metadata = self.read_bytes(footer_start, tail_start).await?;
+        Ok(row_groups::decode(&metadata).map(|metadata| (metadata, footer_start)))
+    }
+
+    /// The file's bytes `start..end`.
+    async fn read_bytes(&self, start: u64, end: u64) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.env
+            .storage
+            .range_reader(&self.run.key, &self.run.upload, start, end)
+            .await?
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::storage(self.env.storage.display(&self.run.key), e))?;
+        Ok(bytes)
+    }
+
     /// The first pass: the newlines of the bytes `start..end`.
     pub(super) async fn count_lines(&self, (start, end): (u64, u64)) -> Result<RangeLines> {
         let reader = self
@@ -200,19 +239,11 @@ impl FileToSplit {
         head: &HeadPlan,
         chunk: Chunk,
     ) -> Result<ChunkOutput> {
-        let stream_start = AlignedLines::<std::io::Empty>::stream_start(chunk.start);
-        let reader = self
-            .env
-            .storage
-            .range_reader(&self.run.key, &self.run.upload, stream_start, chunk.size)
-            .await?;
-        let lines = AlignedLines::new(SyncIoBridge::new(reader), chunk.start, chunk.end);
-        // The stream's first line is the header when one is put before the chunk.
-        let stream_lines_before_chunk = if chunk.header.is_some() { 2 } else { 1 };
-        let bytes = Cursor::new(chunk.header.unwrap_or_default()).chain(lines);
+        let (bytes, lines_before) = self.chunk_stream(&chunk).await?;
         let spec = self.spec(Part::Chunk(ChunkSpec {
             head: head.clone(),
-            lines_before: chunk.first_line - stream_lines_before_chunk,
+            lines_before,
+            parquet: chunk.parquet,
         }));
 
         let (sender, mut receiver) = mpsc::channel::<RecordBatch>(2);
@@ -252,13 +283,42 @@ impl FileToSplit {
             error: None,
         })
     }
+
+    /// The stream a chunk is read from, and what to add to a line (record) of it to get its
+    /// number in the file: the header line and the lines that start in the chunk's bytes, or a
+    /// Parquet chunk's row groups and the footer.
+    async fn chunk_stream(&self, chunk: &Chunk) -> Result<(Box<dyn Read + Send>, u64)> {
+        let storage = &self.env.storage;
+        let (key, upload) = (&self.run.key, &self.run.upload);
+        if let Some(slice) = &chunk.parquet {
+            let (start, end) = slice.data;
+            let data = storage.range_reader(key, upload, start, end).await?;
+            let footer = storage
+                .range_reader(key, upload, slice.footer_start, slice.size)
+                .await?;
+            let stream = SyncIoBridge::new(data.chain(footer));
+            return Ok((Box::new(stream), chunk.first_line - 1));
+        }
+        let stream_start = AlignedLines::<std::io::Empty>::stream_start(chunk.start);
+        let reader = storage
+            .range_reader(key, upload, stream_start, chunk.size)
+            .await?;
+        let lines = AlignedLines::new(SyncIoBridge::new(reader), chunk.start, chunk.end);
+        // The stream's first line is the header when one is put before the chunk.
+        let stream_lines_before_chunk = if chunk.header.is_some() { 2 } else { 1 };
+        let header = Cursor::new(chunk.header.clone().unwrap_or_default());
+        Ok((
+            Box::new(Read::chain(header, lines)),
+            chunk.first_line - stream_lines_before_chunk,
+        ))
+    }
 }
 
 /// A [`ReadSpec`]'s parts, owned, to move into a blocking reader.
 pub(super) struct OwnedSpec {
     key: String,
     feed: Arc<Feed>,
-    format: FileFormat,
+    pub(super) format: FileFormat,
     target: Option<SchemaRef>,
     part: Part,
 }

@@ -10,7 +10,11 @@
 //! them all. The staging table holds the same rows, types and lines as the one-worker stage
 //! writes, and an error names the same line (tests/pipeline/split.rs).
 //!
-//! Only what splits at line ends is split: an uncompressed CSV or JSON lines file with an upload
+//! A Parquet file is cut between its row groups instead ([`row_groups`]): its footer gives each
+//! row group's bytes and records, so no counting pass is needed, and every chunk reads its row
+//! groups with the plan the footer fixes and the file's record numbers.
+//!
+//! Only what splits is split: an uncompressed CSV, JSON lines or Parquet file with an upload
 //! id (a content hash cannot be computed in parts), of a feed without a `unique` expectation
 //! (which needs every value of the file). The file is read whole instead when a chunk finds a
 //! record over several lines (a quoted CSV field with a line break: `Unsplittable`), or when the
@@ -20,6 +24,7 @@
 
 mod chunk;
 mod ranges;
+mod row_groups;
 mod settle;
 pub mod steps;
 
@@ -30,6 +35,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::chunk::{Chunk, ChunkOutput, FileToSplit, Header};
 use self::ranges::{byte_ranges, first_lines, RangeLines};
+use self::row_groups::RowGroupLayout;
 use self::settle::{Finished, Finishing};
 use super::write::staging_commit_info;
 use super::StageOutput;
@@ -37,7 +43,7 @@ use crate::config::{Compression, Feed, FileFormat};
 use crate::delta::arrow_schema;
 use crate::environment::{Environment, Split};
 use crate::error::{Error, Result};
-use crate::read::HeadPlan;
+use crate::read::{read_parquet_head, HeadPlan, Part};
 use crate::steps::RunInput;
 
 pub use crate::route::MAX_CHUNKS;
@@ -60,12 +66,18 @@ pub async fn stage_in_chunks(
         }
     };
     let file = &prepared.file;
-    let counts: Vec<RangeLines> = stream::iter(prepared.ranges.iter().copied())
-        .map(|range| file.count_lines(range))
-        .buffered(split.workers)
-        .try_collect()
-        .await?;
-    let chunks: Vec<Chunk> = first_lines(&counts)
+    let first_lines = match &prepared.row_groups {
+        Some(layout) => layout.first_records(),
+        None => {
+            let counts: Vec<RangeLines> = stream::iter(prepared.ranges.iter().copied())
+                .map(|range| file.count_lines(range))
+                .buffered(split.workers)
+                .try_collect()
+                .await?;
+            first_lines(&counts)
+        }
+    };
+    let chunks: Vec<Chunk> = first_lines
         .into_iter()
         .enumerate()
         .map(|(index, first_line)| prepared.chunk(index, first_line))
@@ -109,6 +121,8 @@ pub(super) struct Prepared {
     size: u64,
     /// The chunks' byte ranges, in file order.
     ranges: Vec<(u64, u64)>,
+    /// A Parquet file's chunks: which row groups, and where the footer is.
+    row_groups: Option<RowGroupLayout>,
 }
 
 /// Whether a file is split.
@@ -131,6 +145,9 @@ async fn prepare(env: &Environment, run: &RunInput, chunk_bytes: u64) -> Result<
         None => None,
     };
     let file = Arc::new(FileToSplit::new(env, run, feed, target_schema)?);
+    if file.format == FileFormat::Parquet {
+        return prepare_row_groups(file, size, chunk_bytes).await;
+    }
     // A head that cannot be read (or a file without records) is the whole read's to report;
     // a storage error is the step's, to retry.
     let head = match file.head().await {
@@ -157,6 +174,39 @@ async fn prepare(env: &Environment, run: &RunInput, chunk_bytes: u64) -> Result<
         header,
         size,
         ranges: byte_ranges(size, chunk_bytes),
+        row_groups: None,
+    }))
+}
+
+/// A Parquet file: its footer fixes the plan and where it is cut.
+async fn prepare_row_groups(
+    file: Arc<FileToSplit>,
+    size: u64,
+    chunk_bytes: u64,
+) -> Result<Decision> {
+    let (metadata, footer_start) = match file.footer(size).await? {
+        Ok(footer) => footer,
+        Err(why) => return Ok(Decision::ReadWhole(why)),
+    };
+    let layout = match row_groups::cut(&metadata, footer_start, chunk_bytes, MAX_CHUNKS) {
+        Ok(layout) => layout,
+        Err(why) => return Ok(Decision::ReadWhole(why)),
+    };
+    let head = file
+        .spec(Part::Whole)
+        .read(|spec| read_parquet_head(metadata, &spec));
+    let Ok(head) = head else {
+        return Ok(Decision::ReadWhole(
+            "its columns do not fix a plan: the whole read reports why".into(),
+        ));
+    };
+    Ok(Decision::Split(Prepared {
+        file,
+        head,
+        header: None,
+        size,
+        ranges: layout.chunks.iter().map(|run| run.data).collect(),
+        row_groups: Some(layout),
     }))
 }
 
@@ -173,6 +223,10 @@ impl Prepared {
             // put before their lines.
             header: (index > 0).then(|| self.header.clone()).flatten(),
             first_line,
+            parquet: self
+                .row_groups
+                .as_ref()
+                .map(|layout| layout.slice(index, self.size)),
         }
     }
 
@@ -208,8 +262,8 @@ async fn splittable_size(
     chunk_bytes: u64,
 ) -> Result<std::result::Result<u64, String>> {
     let format = feed.format_for(&run.key)?;
-    let why_not = if !matches!(format, FileFormat::Csv | FileFormat::Jsonl) {
-        Some("only CSV and JSON lines files split at line ends")
+    let why_not = if format == FileFormat::Json {
+        Some("a JSON array is one value: only CSV, JSON lines and Parquet files split")
     } else if Compression::from_key(&run.key) != Compression::None {
         Some("a compressed file is read from its start")
     } else if run.upload.id().is_empty() {

@@ -4,7 +4,9 @@
 //!
 //! PlanChunks ([`plan_chunks`]) decides, reads the head and creates the staging table;
 //! CountLines, a Distributed Map, counts each byte range's newlines ([`count_chunk_lines`]);
-//! NumberChunks ([`number_chunks`]) turns the counts into each chunk's first line; StageChunks,
+//! NumberChunks ([`number_chunks`]) turns the counts into each chunk's first line (a Parquet
+//! file skips both: its footer numbers its row groups' records, and PlanChunks answers the
+//! chunks already numbered); StageChunks,
 //! a Distributed Map, reads and writes each chunk without a commit ([`stage_chunk`]); and
 //! CommitChunks ([`commit_chunks`]) puts them together in one commit, as the local stage does.
 //!
@@ -22,6 +24,7 @@ pub use super::ranges::RangeLines;
 
 use super::chunk::{ChunkOutput, FileToSplit};
 use super::ranges::first_lines;
+use super::row_groups::RowGroupLayout;
 use super::settle::{Finished, Finishing};
 use super::{prepare, Decision, Prepared};
 use crate::environment::Environment;
@@ -53,6 +56,16 @@ pub enum ChunkPlan {
         chunks: u64,
         /// Each chunk's bytes, in file order.
         ranges: Vec<ByteRange>,
+    },
+    /// A Parquet file split between row groups: its footer numbered the chunks' records, so
+    /// StageChunks maps over `items` at once.
+    Numbered {
+        /// The file's size.
+        bytes: u64,
+        /// How many chunks.
+        chunks: u64,
+        /// Every chunk, in file order.
+        items: Vec<ChunkItem>,
     },
     /// The file is read whole by the Stage state, for this reason.
     ReadWhole {
@@ -127,6 +140,8 @@ struct StoredPlan {
     head: HeadPlan,
     header: Option<Vec<u8>>,
     target_schema: Option<Schema>,
+    #[serde(default)]
+    row_groups: Option<RowGroupLayout>,
 }
 
 /// What one chunk's invocation stores for CommitChunks.
@@ -156,8 +171,16 @@ pub async fn plan_chunks(env: &Environment, run: &RunInput) -> Result<ChunkPlan>
         head: prepared.head.clone(),
         header: prepared.header.clone(),
         target_schema: prepared.file.target_schema.as_deref().cloned(),
+        row_groups: prepared.row_groups.clone(),
     };
     put_json(env, &plan_key(env, run), &stored).await?;
+    if let Some(layout) = &prepared.row_groups {
+        return Ok(ChunkPlan::Numbered {
+            bytes: prepared.size,
+            chunks: layout.chunks.len() as u64,
+            items: numbered(layout.first_records()),
+        });
+    }
     Ok(ChunkPlan::Split {
         bytes: prepared.size,
         chunks: prepared.ranges.len() as u64,
@@ -209,12 +232,18 @@ pub async fn number_chunks(
             }
         }
     }
-    let items = first_lines(&lines)
+    Ok(NumberedChunks {
+        items: numbered(first_lines(&lines)),
+    })
+}
+
+/// The chunks that start on these lines (records), in file order.
+fn numbered(first_lines: Vec<u64>) -> Vec<ChunkItem> {
+    first_lines
         .into_iter()
         .enumerate()
         .map(|(index, first_line)| ChunkItem { index, first_line })
-        .collect();
-    Ok(NumberedChunks { items })
+        .collect()
 }
 
 /// A child of StageChunks: reads one chunk and writes its rows as uncommitted files of the
@@ -404,6 +433,7 @@ async fn load(env: &Environment, run: &RunInput) -> Result<Prepared> {
         header: stored.header,
         size: stored.size,
         ranges: stored.ranges,
+        row_groups: stored.row_groups,
     })
 }
 
