@@ -112,7 +112,7 @@ pub async fn a_compressed_large_file_is_staged_by_the_container_tier(world: &Wor
     );
 
     // Each file's stage was one task of the feed's size, and the MERGE one more; each answered
-    // its state and exited 0.
+    // its state and exited 0, told its memory (the MERGE's pool is half of it).
     let ended = world.containers.ended();
     assert_eq!(ended.len(), 4);
     for task in ended {
@@ -121,5 +121,12 @@ pub async fn a_compressed_large_file_is_staged_by_the_container_tier(world: &Wor
             (&task.overrides["cpu"], &task.overrides["memory"]),
             (&json!("2048"), &json!("8192"))
         );
+        let told = task.overrides["containerOverrides"][0]["environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == deltadrop::environment::TASK_MEMORY_VARIABLE)
+            .map(|v| v["value"].clone());
+        assert_eq!(told, Some(json!("8192")), "{:#}", task.overrides);
     }
 }

@@ -390,8 +390,12 @@ fn the_container_state_hands_the_task_its_run_and_token_and_ends_as_the_stage_st
             .unwrap()
             .clone()
     };
-    assert_eq!(environment.len(), 3);
+    assert_eq!(environment.len(), 4);
     assert_eq!(value(STEP_VARIABLE), "stage");
+    assert_eq!(
+        value(deltadrop::environment::TASK_MEMORY_VARIABLE),
+        "$.route.task.memory"
+    );
     assert_eq!(value(RUN_VARIABLE), "States.JsonToString($.run)");
     assert_eq!(value(TOKEN_VARIABLE), "$$.Task.Token");
     for field in ["ResultPath", "Catch", "Next"] {

@@ -1137,6 +1137,12 @@ def test_the_container_tier_runs_the_image_binary_under_the_name_the_state_machi
     (container,) = definition["ContainerDefinitions"]
     assert container["Name"] == override["Name"]
     assert definition["RequiresCompatibilities"] == ["FARGATE"] and definition["NetworkMode"] == "awsvpc"
+    # The task knows its memory (its MERGE's pool is half of it): the definition's own, and the
+    # size the state overrides it with.
+    environment = {v["Name"]: v["Value"] for v in container["Environment"]}
+    assert environment["DELTADROP_TASK_MEMORY_MB"] == definition["Memory"]
+    told = {v["Name"]: v.get("Value.$") for v in override["Environment"]}
+    assert told["DELTADROP_TASK_MEMORY_MB"] == state["Parameters"]["Overrides"]["Memory.$"]
     assert state["Parameters"]["LaunchType"] == "FARGATE"
     # The image's entrypoint is the binary crates/deltadrop-aws declares, built for the task's CPU.
     cargo = tomllib.loads((ROOT / "crates/deltadrop-aws/Cargo.toml").read_text())

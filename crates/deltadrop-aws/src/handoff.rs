@@ -129,6 +129,11 @@ pub async fn hand_over(
         .name(crate::task::CONTAINER_NAME)
         .environment(variable(crate::task::STEP_VARIABLE, "upsert"))
         .environment(variable(crate::task::HANDOFF_VARIABLE, &key))
+        // The MERGE's memory pool is a share of the task's memory (as a function's is of its).
+        .environment(variable(
+            deltadrop::environment::TASK_MEMORY_VARIABLE,
+            &size.memory,
+        ))
         .build();
     let started = ctx
         .ecs

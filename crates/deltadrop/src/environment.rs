@@ -66,19 +66,32 @@ pub struct MergeMemory {
     pub source: String,
 }
 
-/// The share of a Lambda function's memory that the pool gets: the rest is for what no pool
-/// sees (the Parquet reader's row groups, the writer's buffers and upload parts, the runtime).
-pub const LAMBDA_POOL_SHARE_PERCENT: u64 = 50;
+/// The share of a Lambda function's (or a container task's) memory that the pool gets: the rest
+/// is for what no pool sees (the Parquet reader's row groups, the writer's buffers and upload
+/// parts, the runtime).
+pub const POOL_SHARE_PERCENT: u64 = 50;
+
+/// A container task's memory in MB, as the RunTask that started it sized it (the task definition
+/// sets it too): the container tier's pool is a share of it.
+pub const TASK_MEMORY_VARIABLE: &str = "DELTADROP_TASK_MEMORY_MB";
 
 impl MergeMemory {
     /// From the process's environment: `DELTADROP_MERGE_MEMORY_MB` (the pool itself, a setting
     /// for the local runner and for tests), else half of `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (the
-    /// function's memory in MB, set by Lambda); `None` without either.
+    /// function's memory in MB, set by Lambda), else half of [`TASK_MEMORY_VARIABLE`] (a
+    /// container task's); `None` without any.
     pub fn from_env() -> Result<Option<MergeMemory>> {
+        MergeMemory::from_variables(|name| std::env::var(name).ok())
+    }
+
+    /// As [`MergeMemory::from_env`], with the variables `variable` gives.
+    pub fn from_variables(
+        variable: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<MergeMemory>> {
         let megabytes = |name: &str| -> Result<Option<u64>> {
-            match std::env::var(name) {
-                Err(_) => Ok(None),
-                Ok(text) => match text.trim().parse::<u64>() {
+            match variable(name) {
+                None => Ok(None),
+                Some(text) => match text.trim().parse::<u64>() {
                     Ok(mb) if mb > 0 => Ok(Some(mb)),
                     _ => Err(crate::error::Error::config(
                         name,
@@ -93,15 +106,27 @@ impl MergeMemory {
                 source: format!("DELTADROP_MERGE_MEMORY_MB = {mb}"),
             }));
         }
-        Ok(megabytes("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?.map(MergeMemory::of_lambda_function))
+        if let Some(mb) = megabytes("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")? {
+            return Ok(Some(MergeMemory::of_lambda_function(mb)));
+        }
+        Ok(megabytes(TASK_MEMORY_VARIABLE)?.map(MergeMemory::of_container_task))
     }
 
     /// The pool of a Lambda function with `mb` of memory.
     pub fn of_lambda_function(mb: u64) -> MergeMemory {
-        let pool = mb * LAMBDA_POOL_SHARE_PERCENT / 100;
+        MergeMemory::share_of(mb, "the function's")
+    }
+
+    /// The pool of a container task with `mb` of memory.
+    pub fn of_container_task(mb: u64) -> MergeMemory {
+        MergeMemory::share_of(mb, "the container task's")
+    }
+
+    fn share_of(mb: u64, whose: &str) -> MergeMemory {
+        let pool = mb * POOL_SHARE_PERCENT / 100;
         MergeMemory {
             bytes: pool * 1024 * 1024,
-            source: format!("{pool} MB, {LAMBDA_POOL_SHARE_PERCENT}% of the function's {mb} MB"),
+            source: format!("{pool} MB, {POOL_SHARE_PERCENT}% of {whose} {mb} MB"),
         }
     }
 }
@@ -140,5 +165,42 @@ impl Environment {
     #[cfg(feature = "delta")]
     pub fn staging_table(&self, run_id: &str) -> Result<TableLocation> {
         self.table(&self.staging_prefix(run_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool set outright wins; else a function's memory, else a container task's, halved.
+    #[test]
+    fn the_pool_is_a_share_of_the_function_or_the_task() {
+        let pool = |variables: &[(&str, &str)]| {
+            let variables: Vec<(String, String)> = variables
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            MergeMemory::from_variables(|name| {
+                variables
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(pool(&[]).unwrap(), None);
+        let task = pool(&[(TASK_MEMORY_VARIABLE, "16384")]).unwrap().unwrap();
+        assert_eq!(task.bytes, 8192 * 1024 * 1024);
+        assert_eq!(task.source, "8192 MB, 50% of the container task's 16384 MB");
+        let function = pool(&[
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008"),
+            (TASK_MEMORY_VARIABLE, "16384"),
+        ]);
+        assert_eq!(function.unwrap().unwrap().bytes, 1504 * 1024 * 1024);
+        let set = pool(&[
+            ("DELTADROP_MERGE_MEMORY_MB", "512"),
+            (TASK_MEMORY_VARIABLE, "16384"),
+        ]);
+        assert_eq!(set.unwrap().unwrap().bytes, 512 * 1024 * 1024);
+        assert!(pool(&[(TASK_MEMORY_VARIABLE, "lots")]).is_err());
     }
 }
