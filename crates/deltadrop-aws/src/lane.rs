@@ -177,7 +177,7 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
     }
     // The files before a hand-over in their group first: the task must be the table's only
     // writer, and come after them.
-    let unanswered = merge_and_answer(ctx, in_arrival_order(files)).await;
+    let unanswered = merge_and_answer(ctx, in_arrival_order(files), Heartbeats::WhileMerging).await;
     for file in handed {
         let behind_an_unanswered = delivered_before(&file, &unanswered, messages);
         if behind_an_unanswered || hand_over(ctx, &file).await {
@@ -199,16 +199,30 @@ pub async fn merge_batch(ctx: &AwsContext, messages: &[SqsMessage]) -> SqsBatchR
     }
 }
 
-/// Merges the files (with heartbeats), answers each file's execution and sends the digests;
-/// the message ids of those whose answer may not have arrived.
-pub(crate) async fn merge_and_answer(ctx: &AwsContext, files: Vec<Delivered>) -> Vec<String> {
+/// Who heartbeats the files' tokens while they merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heartbeats {
+    /// The merge itself, for every file.
+    WhileMerging,
+    /// The caller already does (a container task, whose own loop also stops it when its state
+    /// no longer waits): a second loop would send each heartbeat twice.
+    ByTheCaller,
+}
+
+/// Merges the files, answers each file's execution and sends the digests; the message ids of
+/// those whose answer may not have arrived.
+pub(crate) async fn merge_and_answer(
+    ctx: &AwsContext,
+    files: Vec<Delivered>,
+    heartbeats: Heartbeats,
+) -> Vec<String> {
     let mut retry = Vec::new();
     if files.is_empty() {
         return retry;
     }
     let started = std::time::Instant::now();
     let (results, env) = match ctx.environment().await {
-        Ok(env) => (merge(ctx, &env, &files).await, Some(env)),
+        Ok(env) => (merge(ctx, &env, &files, heartbeats).await, Some(env)),
         Err(e) => (files.iter().map(|_| Err(e.clone())).collect(), None),
     };
     let merged_ms = started.elapsed().as_millis() as f64;
@@ -345,15 +359,18 @@ async fn send_digests(
     }
 }
 
-/// Merges the files with heartbeats for each of them until it is done.
+/// Merges the files, with heartbeats for each of them until it is done unless the caller sends
+/// them.
 async fn merge(
     ctx: &AwsContext,
     env: &Environment,
     files: &[Delivered],
+    heartbeats: Heartbeats,
 ) -> Vec<Result<UpsertOutput, Error>> {
     let tokens: Vec<String> = files.iter().map(|f| f.token.clone()).collect();
     // A file whose execution goes while it merges is merged anyway: its answer is dropped.
-    let _heartbeats = callback::keep_alive(ctx.sfn.clone(), tokens, None, |_| {});
+    let _heartbeats = (heartbeats == Heartbeats::WhileMerging)
+        .then(|| callback::keep_alive(ctx.sfn.clone(), tokens, None, |_| {}));
     let pending: Vec<Pending> = files.iter().map(|f| f.file.clone()).collect();
     steps::upsert::upsert_files(env, &pending).await
 }

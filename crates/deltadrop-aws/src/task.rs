@@ -27,7 +27,7 @@ use crate::callback::{heartbeat, keep_alive, AbortOnDrop, Liveness, HEARTBEAT_IN
 use crate::context::{AwsContext, Settings};
 use crate::handlers::{handle_json, StageHandler};
 use crate::handoff::{self, Handoff};
-use crate::lane::{merge_and_answer, Delivered};
+use crate::lane::{merge_and_answer, Delivered, Heartbeats};
 
 /// The state's task token (`$$.Task.Token`), for the stage.
 pub const TOKEN_VARIABLE: &str = "DELTADROP_TASK_TOKEN";
@@ -209,7 +209,9 @@ async fn upsert(ctx: &AwsContext, key: &str) -> ExitCode {
         None => true,
         Some(_heartbeats) => {
             let _held = keep_holding(ctx.sqs.clone(), handoff.clone());
-            merge_and_answer(ctx, vec![Delivered::handed(&handoff)])
+            // `_heartbeats` sends the token's heartbeats: the merge sends none of its own.
+            let handed = vec![Delivered::handed(&handoff)];
+            merge_and_answer(ctx, handed, Heartbeats::ByTheCaller)
                 .await
                 .is_empty()
         }
