@@ -642,6 +642,34 @@ async fn a_parquet_file_staged_by_row_group_equals_the_file_read_whole() {
     assert_eq!(stage_with_workers(&h, key).await.unwrap_err(), whole);
     assert_eq!(stage_by_steps(&h, key).await.unwrap_err(), whole);
 
+    // A page that does not decode, in a late row group: the chunks hand the file to the whole
+    // read, whose error names the records it names.
+    let key = "incoming/pq/corrupt.parquet";
+    let mut corrupt = random_parquet(&mut rng, 12_000, &[]);
+    let page = {
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &corrupt).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let metadata = reader.metadata();
+        let late = metadata.row_group(metadata.num_row_groups() - 2);
+        late.column(2).byte_range().0 as usize
+    };
+    corrupt[page..page + 16].fill(0xff);
+    h.put(key, &corrupt).await;
+    let whole = stage(&h.env, &h.run_input(key).await)
+        .await
+        .map_err(|e| format!("{}: {e}", e.name()))
+        .unwrap_err();
+    assert!(whole.starts_with("MalformedFile"), "{whole}");
+    let (_, split) = stage_both(&h, key).await;
+    assert!(
+        split.unwrap().is_none(),
+        "a page that does not decode: read whole"
+    );
+    assert_eq!(stage_by_steps(&h, key).await, Ok(None));
+    assert_eq!(stage_with_workers(&h, key).await.unwrap_err(), whole);
+
     // One row group: nothing to cut.
     let key = "incoming/pq/one.parquet";
     h.put(

@@ -234,9 +234,10 @@ pub enum Error {
 
     /// A part of a file split into chunks cannot be read on its own: a record runs over
     /// several lines (a quoted CSV field holds a line break), so the file's lines are not its
-    /// records. The file is read whole instead ([`crate::split`]); it is not at fault.
+    /// records; or a Parquet chunk cannot be read alone. The file is read whole instead
+    /// ([`crate::split`]), which reports whatever is wrong with it.
     #[error(
-        "{}: {message}; the file cannot be split at line ends and is read whole",
+        "{}: {message}; the file is read whole rather than in chunks",
         at(file, position)
     )]
     Unsplittable {
@@ -436,7 +437,7 @@ impl ErrorKind {
             UploadReplaced => "Nothing to do for this run: the upload that replaced the file is loaded by its own run. To keep every upload, turn on bucket versioning (the SAM template does).",
             WaitingForEarlierFile => "The file named in the message arrived earlier and was never merged: load it (or move it out of the incoming prefix, or delete its orphaned staging table), then replay this file.",
             TooLargeForFunction => "The file is fine; the table's layout makes its MERGE too big: partition the table by a key-derived column (partition_by), let maintenance order its files by the keys, or, if the function's time allows it, raise the feed's max_rewrite_gb; then replay the file from quarantine. The target table was not changed.",
-            Unsplittable => "Nothing to do: a quoted field holds a line break, so the file is read whole rather than in chunks.",
+            Unsplittable => "Nothing to do: a quoted field holds a line break (or a Parquet chunk cannot be read alone), so the file is read whole rather than in chunks.",
             MergeInContainer => "Not a failure: the MERGE was larger than the upsert function takes, and the state machine hands it to the container tier. Seen in a failure, it means the container state itself failed: see the execution's next error.",
             ChunkStopped => "A chunk's Lambda invocation stopped without an error of deltadrop's (the name in the message: a timeout, a crash). The file was not loaded; look at the chunk's logs, give the feed smaller chunks ([feeds.route] chunk_mb) if it timed out, and replay the file.",
             CommitConflict => "Other writers kept changing the table; drop the file again when the load is lower.",

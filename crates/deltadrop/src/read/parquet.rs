@@ -22,7 +22,7 @@ use super::conform::conform;
 use super::part::{HeadPlan, ParquetSlice};
 use super::plan::{make_plan, Plan};
 use super::{ReadSpec, ReadSummary, BATCH_ROWS};
-use crate::error::{Error, Position, Result};
+use crate::error::{Error, ErrorKind, Position, Result};
 
 /// The Delta-compatible type a Parquet column is stored as when it is new to the table.
 fn delta_type(data_type: &DataType) -> DataType {
@@ -90,26 +90,38 @@ pub(crate) fn read(
     let mut spool = tempfile::tempfile().map_err(|e| Error::storage("temporary file", e))?;
     let size =
         std::io::copy(&mut input, &mut spool).map_err(|e| super::io_error(spec.file, None, e))?;
-    if size == 0 {
-        return Ok(ReadSummary::default()); // an empty file
-    }
-    match spec.part.parquet_slice() {
-        None => read_spooled(spool, None, spec, sink),
-        Some(slice) => {
-            let expected = slice.stream_bytes();
-            if size != expected {
-                return Err(Error::internal(format!(
-                    "{}: a chunk's stream held {size} bytes, not {expected}",
-                    spec.file
-                )));
-            }
-            let row_groups = Some(slice.row_groups.clone());
-            let sliced = SlicedSpool {
-                file: spool,
-                slice: slice.clone(),
-            };
-            read_spooled(sliced, row_groups, spec, sink)
+    let Some(slice) = spec.part.parquet_slice() else {
+        if size == 0 {
+            return Ok(ReadSummary::default()); // an empty file
         }
+        return read_spooled(spool, None, spec, sink);
+    };
+    let expected = slice.stream_bytes();
+    if size != expected {
+        return Err(read_whole(
+            spec,
+            format!("a chunk's stream held {size} bytes, not {expected}"),
+        ));
+    }
+    let sliced = SlicedSpool {
+        file: spool,
+        slice: slice.clone(),
+    };
+    // Whatever stops a chunk's own read (a page that does not decode, a byte outside its
+    // slice, a footer whose record counts its pages do not hold) is the whole read's to
+    // report: its errors name the records the whole read names.
+    read_spooled(sliced, Some(slice.row_groups.clone()), spec, sink).map_err(|e| match e.kind() {
+        ErrorKind::MalformedFile => read_whole(spec, e.to_string()),
+        _ => e,
+    })
+}
+
+/// A Parquet chunk that must be read with its whole file.
+fn read_whole(spec: &ReadSpec<'_>, message: String) -> Error {
+    Error::Unsplittable {
+        file: spec.file.to_string(),
+        position: None,
+        message,
     }
 }
 
@@ -125,6 +137,15 @@ fn read_spooled<R: ChunkReader + 'static>(
         ParquetRecordBatchReaderBuilder::try_new(spool).map_err(|e| not_parquet(spec, &e))?;
     let file_schema = builder.schema().clone();
     let columns = file_columns(spec, &file_schema)?;
+    // The records a chunk's row groups hold, as its footer counts them: the chunks after it
+    // were numbered by those counts.
+    let footer_records: Option<u64> = row_groups.as_ref().map(|groups| {
+        let metadata = builder.metadata();
+        groups
+            .iter()
+            .map(|&g| u64::try_from(metadata.row_group(g).num_rows()).unwrap_or(0))
+            .sum()
+    });
     let builder = match row_groups {
         Some(row_groups) => builder.with_row_groups(row_groups),
         None => builder,
@@ -163,6 +184,16 @@ fn read_spooled<R: ChunkReader + 'static>(
         rows += batch.num_rows() as u64;
         loaded += conformed.num_rows() as u64;
         sink(conformed)?;
+    }
+    if let Some(counted) = footer_records {
+        let read = rows - spec.part.lines_before();
+        if read != counted {
+            return Err(Error::malformed(
+                spec.file,
+                None,
+                format!("a chunk's row groups held {read} records, its footer says {counted}"),
+            ));
+        }
     }
     let new_columns = match (&plan, spec.part.fixed()) {
         // A chunk without rows reports the columns the file's footer fixed.
@@ -229,6 +260,9 @@ impl ChunkReader for SlicedSpool {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> std::result::Result<Bytes, ParquetError> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
         let (at, held) = self.slice.locate(start)?;
         if length as u64 > held {
             return Err(ParquetError::General(format!(

@@ -291,12 +291,12 @@ impl FileToSplit {
         let storage = &self.env.storage;
         let (key, upload) = (&self.run.key, &self.run.upload);
         if let Some(slice) = &chunk.parquet {
+            // The footer first, in memory (a second GET left open while the row groups stream
+            // could time out idle).
+            let footer = self.read_bytes(slice.footer_start, slice.size).await?;
             let (start, end) = slice.data;
             let data = storage.range_reader(key, upload, start, end).await?;
-            let footer = storage
-                .range_reader(key, upload, slice.footer_start, slice.size)
-                .await?;
-            let stream = SyncIoBridge::new(data.chain(footer));
+            let stream = SyncIoBridge::new(data.chain(Cursor::new(footer)));
             return Ok((Box::new(stream), chunk.first_line - 1));
         }
         let stream_start = AlignedLines::<std::io::Empty>::stream_start(chunk.start);

@@ -188,7 +188,8 @@ async fn prepare_row_groups(
         Ok(footer) => footer,
         Err(why) => return Ok(Decision::ReadWhole(why)),
     };
-    let layout = match row_groups::cut(&metadata, footer_start, chunk_bytes, MAX_CHUNKS) {
+    let largest = row_groups::MAX_CHUNK_BYTES;
+    let layout = match row_groups::cut(&metadata, footer_start, chunk_bytes, MAX_CHUNKS, largest) {
         Ok(layout) => layout,
         Err(why) => return Ok(Decision::ReadWhole(why)),
     };

@@ -14,6 +14,11 @@ use crate::read::ParquetSlice;
 /// The Parquet file's closing magic.
 const MAGIC: &[u8; 4] = b"PAR1";
 
+/// The most bytes of row groups one chunk reads: it spools them whole, to a Lambda's 10 GB of
+/// `/tmp` at most, and reads them in its 15 minutes. A chunk closes once it reaches its target
+/// size, so only a row group this large makes one this large.
+pub(super) const MAX_CHUNK_BYTES: u64 = 4 << 30;
+
 /// The footer's last bytes: the metadata's length (4 bytes, little-endian) and the magic.
 pub(super) const FOOTER_TAIL_BYTES: u64 = 8;
 
@@ -78,13 +83,15 @@ pub(super) fn decode(metadata: &[u8]) -> Result<Arc<ParquetMetaData>, String> {
 }
 
 /// The file's row groups in chunks of about `chunk_bytes` (at most `max_chunks`), or why it is
-/// read whole: fewer than two chunks, no records, or row groups whose bytes are not laid out
-/// one after the other before the footer (a chunk reads only its own bytes).
+/// read whole: fewer than two chunks, no records, a chunk over `largest_chunk` bytes (one large
+/// row group), or row groups whose bytes are not laid out one after the other before the
+/// footer (a chunk reads only its own bytes).
 pub(super) fn cut(
     metadata: &ParquetMetaData,
     footer_start: u64,
     chunk_bytes: u64,
     max_chunks: u64,
+    largest_chunk: u64,
 ) -> Result<RowGroupLayout, String> {
     let magic = MAGIC.len() as u64;
     let mut groups = Vec::with_capacity(metadata.num_row_groups());
@@ -130,6 +137,18 @@ pub(super) fn cut(
     }
     if records_before == 0 {
         return Err("its row groups hold no records".into());
+    }
+    // A row group too large for one chunk makes the file the whole read's (the container
+    // tier's, where it is deployed).
+    if let Some(run) = chunks
+        .iter()
+        .find(|run| run.data.1 - run.data.0 > largest_chunk)
+    {
+        return Err(format!(
+            "its row group {} holds {} bytes, over the {largest_chunk} a chunk reads whole",
+            run.row_groups[0],
+            run.data.1 - run.data.0
+        ));
     }
     if chunks.len() < 2 {
         return Err(format!(
@@ -199,7 +218,7 @@ mod tests {
         let size = bytes.len() as u64;
         let start = footer_start(&bytes[bytes.len() - 8..], size)?;
         let metadata = decode(&bytes[start as usize..bytes.len() - 8])?;
-        cut(&metadata, start, chunk_bytes, max_chunks)
+        cut(&metadata, start, chunk_bytes, max_chunks, MAX_CHUNK_BYTES)
     }
 
     #[test]
@@ -231,6 +250,19 @@ mod tests {
             .flat_map(|c| c.row_groups.clone())
             .collect();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
+
+        // A row group over what a chunk reads whole.
+        let (start, end) = (one.footer_start as usize, bytes.len() - 8);
+        let metadata = decode(&bytes[start..end]).unwrap();
+        let group = one
+            .chunks
+            .iter()
+            .map(|c| c.data.1 - c.data.0)
+            .max()
+            .unwrap();
+        let why = cut(&metadata, one.footer_start, 1, 500, group - 1).unwrap_err();
+        assert!(why.contains("over the"), "{why}");
+        assert!(cut(&metadata, one.footer_start, 1, 500, group).is_ok());
 
         let why = layout(&bytes, bytes.len() as u64, 500).unwrap_err();
         assert!(why.contains("fewer than two chunks"), "{why}");

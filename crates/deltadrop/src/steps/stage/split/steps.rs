@@ -268,6 +268,17 @@ async fn write_chunk(env: &Environment, run: &RunInput, item: ChunkItem) -> Resu
             ),
         });
     }
+    if let Some(layout) = &prepared.row_groups {
+        let first = layout.first_records()[item.index];
+        if item.first_line != first {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "chunk {} starts on record {first}, not {}",
+                    item.index, item.first_line
+                ),
+            });
+        }
+    }
     let table = prepared.open_staging().await?;
     let chunk = prepared.chunk(item.index, item.first_line);
     let output = prepared
