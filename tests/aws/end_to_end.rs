@@ -604,7 +604,16 @@ async fn an_execution_stopped_by_an_operator_leaves_its_file_archived(world: &Wo
         .send()
         .await
         .unwrap();
-    assert_eq!(world.status(&stopped).await, "ABORTED");
+    // moto's executor thread marks the execution stopped a moment after StopExecution answers.
+    let mut status = world.status(&stopped).await;
+    for _ in 0..50 {
+        if status != "RUNNING" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        status = world.status(&stopped).await;
+    }
+    assert_eq!(status, "ABORTED");
     let first = world.deliver(&earlier).await.remove(0);
     assert_eq!(first.status, "SUCCEEDED", "{:#}", first.output);
     assert!(
