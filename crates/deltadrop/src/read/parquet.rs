@@ -188,9 +188,8 @@ fn read_spooled<R: ChunkReader + 'static>(
     if let Some(counted) = footer_records {
         let read = rows - spec.part.lines_before();
         if read != counted {
-            return Err(Error::malformed(
-                spec.file,
-                None,
+            return Err(read_whole(
+                spec,
                 format!("a chunk's row groups held {read} records, its footer says {counted}"),
             ));
         }

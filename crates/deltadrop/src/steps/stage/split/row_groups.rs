@@ -69,7 +69,8 @@ pub(super) fn footer_start(tail: &[u8], size: u64) -> Result<u64, String> {
     if &tail[4..] != MAGIC {
         return Err("it does not end as a Parquet file: the whole read reports it".into());
     }
-    let metadata = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    let [a, b, c, d, ..] = *tail;
+    let metadata = u64::from(u32::from_le_bytes([a, b, c, d]));
     size.checked_sub(FOOTER_TAIL_BYTES + metadata)
         .filter(|&start| start >= MAGIC.len() as u64)
         .ok_or_else(|| "its footer is longer than the file: the whole read reports it".into())
