@@ -25,13 +25,21 @@ const SPLIT: Split = Split {
 /// What staging one file gave: its output, or its error's name and message.
 type Staged = Result<StageOutput, String>;
 
+/// An error as the tests compare them: its name and message.
+fn named(e: deltadrop::Error) -> String {
+    format!("{}: {e}", e.name())
+}
+
+/// Stages `key` read whole.
+async fn stage_whole(h: &Harness, key: &str) -> Staged {
+    stage(&h.env, &h.run_input(key).await).await.map_err(named)
+}
+
 /// Stages `key` read whole, and in chunks: `None` when the chunked stage leaves the file to be
 /// read whole.
 async fn stage_both(h: &Harness, key: &str) -> (Staged, Result<Option<StageOutput>, String>) {
-    let message = |e: deltadrop::Error| format!("{}: {e}", e.name());
-    let whole = stage(&h.env, &h.run_input(key).await).await;
     let split = stage_in_chunks(&h.env, &h.run_input(key).await, &SPLIT).await;
-    (whole.map_err(message), split.map_err(message))
+    (stage_whole(h, key).await, split.map_err(named))
 }
 
 /// Stages `key` with the environment's split set, as `deltadrop run --workers` does.
@@ -40,9 +48,7 @@ async fn stage_with_workers(h: &Harness, key: &str) -> Staged {
         split: Some(SPLIT),
         ..h.env.clone()
     };
-    stage(&env, &h.run_input(key).await)
-        .await
-        .map_err(|e| format!("{}: {e}", e.name()))
+    stage(&env, &h.run_input(key).await).await.map_err(named)
 }
 
 /// A random value that CSV must quote now and then (commas, quotes), never a line break.
@@ -379,7 +385,7 @@ async fn stage_by_steps(h: &Harness, key: &str) -> Result<Option<StageOutput>, S
             .await
             .unwrap();
     }
-    staged.map_err(|e| format!("{}: {e}", e.name()))
+    staged.map_err(named)
 }
 
 async fn chunk_steps(h: &Harness, run: &RunInput) -> deltadrop::Result<Option<StageOutput>> {
@@ -410,7 +416,7 @@ async fn chunk_steps(h: &Harness, run: &RunInput) -> deltadrop::Result<Option<St
     let retried = chunks::commit_chunks(env, &run, results).await;
     let text = |r: &deltadrop::Result<ChunksCommitted>| match r {
         Ok(committed) => serde_json::to_string(committed).unwrap(),
-        Err(e) => format!("{}: {e}", e.name()),
+        Err(e) => named(e.clone()),
     };
     assert_eq!(text(&retried), text(&committed), "CommitChunks retried");
     if let Ok(ChunksCommitted::Staged(output)) = &committed {
@@ -480,10 +486,7 @@ async fn the_state_machines_chunk_steps_stage_a_file_as_the_whole_read() {
     let line_start = csv[..csv.len() * 9 / 10].rfind('\n').unwrap() + 1;
     csv.insert_str(line_start, "17,late,not a number,2026-01-01\n");
     h.put("incoming/csv/bad.csv", &csv).await;
-    let whole = stage(&h.env, &h.run_input("incoming/csv/bad.csv").await)
-        .await
-        .map_err(|e| format!("{}: {e}", e.name()))
-        .unwrap_err();
+    let whole = stage_whole(&h, "incoming/csv/bad.csv").await.unwrap_err();
     assert!(whole.starts_with("InvalidValue: "), "{whole}");
     assert_eq!(
         stage_by_steps(&h, "incoming/csv/bad.csv")
@@ -634,10 +637,7 @@ async fn a_parquet_file_staged_by_row_group_equals_the_file_read_whole() {
     let key = "incoming/pq/bad.parquet";
     h.put(key, random_parquet(&mut rng, 12_000, &[10_500]))
         .await;
-    let whole = stage(&h.env, &h.run_input(key).await)
-        .await
-        .map_err(|e| format!("{}: {e}", e.name()))
-        .unwrap_err();
+    let whole = stage_whole(&h, key).await.unwrap_err();
     assert!(whole.contains("record 10501"), "{whole}");
     assert_eq!(stage_with_workers(&h, key).await.unwrap_err(), whole);
     assert_eq!(stage_by_steps(&h, key).await.unwrap_err(), whole);
@@ -657,10 +657,7 @@ async fn a_parquet_file_staged_by_row_group_equals_the_file_read_whole() {
     };
     corrupt[page..page + 16].fill(0xff);
     h.put(key, &corrupt).await;
-    let whole = stage(&h.env, &h.run_input(key).await)
-        .await
-        .map_err(|e| format!("{}: {e}", e.name()))
-        .unwrap_err();
+    let whole = stage_whole(&h, key).await.unwrap_err();
     assert!(whole.starts_with("MalformedFile"), "{whole}");
     let (_, split) = stage_both(&h, key).await;
     assert!(
