@@ -5,6 +5,7 @@ mod cloudwatch;
 mod containers;
 mod emulator;
 mod lane;
+mod map_bench;
 mod recorder;
 mod split;
 mod statemachine;

@@ -176,6 +176,8 @@ pub struct World {
     pub sfn: aws_sdk_sfn::Client,
     pub queue_url: String,
     pub state_machine_arn: String,
+    /// The state machine's definition as deployed (the substitutions made).
+    pub definition: String,
     pub contexts: Contexts,
     pub recorder: Arc<Recorder>,
     pub faults: Arc<Faults>,
@@ -316,7 +318,7 @@ impl World {
         let state_machine_arn = sfn
             .create_state_machine()
             .name("deltadrop-pipeline")
-            .definition(definition)
+            .definition(&definition)
             .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/deltadrop-pipeline"))
             .send()
             .await
@@ -384,6 +386,7 @@ impl World {
             sfn,
             queue_url,
             state_machine_arn,
+            definition,
             contexts,
             recorder,
             faults,
