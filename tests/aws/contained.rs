@@ -5,6 +5,8 @@
 
 use std::io::Write;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::end_to_end::{
@@ -129,4 +131,99 @@ pub async fn a_compressed_large_file_is_staged_by_the_container_tier(world: &Wor
             .map(|v| v["value"].clone());
         assert_eq!(told, Some(json!("8192")), "{:#}", task.overrides);
     }
+}
+
+/// Random files (ids repeated within and across files, quoted text, nulls, dates, booleans;
+/// plain or gzipped) loaded one after another into a feed whose stage and MERGE both run in
+/// container tasks, and into a feed the functions load: the two tables, read by the Python
+/// `deltalake` package, are the same row for row and hold one row per id. `DELTADROP_SEED`
+/// replays a failure.
+pub async fn random_files_give_the_same_table_in_a_container_as_in_the_functions(world: &World) {
+    let seed: u64 = std::env::var("DELTADROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tasks_before = world.containers.ended().len();
+    let mut ids = std::collections::BTreeSet::new();
+    for file in 0..3 {
+        let csv = random_csv(&mut rng, 3000, &mut ids);
+        let (name, body) = if rng.gen_bool(0.5) {
+            (format!("file-{file}.csv.gz"), gzip(&csv))
+        } else {
+            (format!("file-{file}.csv"), csv.into_bytes())
+        };
+        let contained = world
+            .drop_file(&format!("incoming/random-contained/{name}"), &body)
+            .await;
+        let context = format!("seed {seed}, {name}: {:#}", contained.output);
+        assert_eq!(contained.status, "SUCCEEDED", "{context}");
+        assert_eq!(contained.output["route"]["stage"], "container", "{context}");
+        // The first file makes the table; the MERGE of each later one is handed to a task.
+        assert_eq!(
+            contained.output["lane"].get("handed_over").is_some(),
+            file > 0,
+            "{context}"
+        );
+        let functions = world
+            .drop_file(&format!("incoming/random-functions/{name}"), &body)
+            .await;
+        assert_eq!(
+            functions.status, "SUCCEEDED",
+            "seed {seed}: {:#}",
+            functions.output
+        );
+        assert_eq!(functions.output["route"]["stage"], "function");
+    }
+    // Three stages and two MERGEs ran in tasks, each exiting 0.
+    let tasks = &world.containers.ended()[tasks_before..];
+    assert_eq!(tasks.len(), 5, "seed {seed}");
+    assert!(tasks.iter().all(|t| t.exit_code == Some(0)), "seed {seed}");
+    let contained = world.read_with_python("tables/random-contained", "id");
+    assert_eq!(
+        contained["rows"].as_array().unwrap().len(),
+        ids.len(),
+        "seed {seed}: one row per id"
+    );
+    assert_eq!(
+        contained,
+        world.read_with_python("tables/random-functions", "id"),
+        "seed {seed}"
+    );
+}
+
+/// `rows` random rows; the ids used are added to `ids`. The first row has every column set, so
+/// that the first file fixes the table's types.
+fn random_csv(rng: &mut StdRng, rows: u64, ids: &mut std::collections::BTreeSet<u64>) -> String {
+    let mut csv = String::from("id,name,amount,day,flag\n");
+    for row in 0..rows {
+        let id = rng.gen_range(0..3 * rows);
+        ids.insert(id);
+        let blank = |rng: &mut StdRng| row > 0 && rng.gen_bool(0.1);
+        let name = match rng.gen_range(0..4) {
+            _ if blank(rng) => String::new(),
+            0 => format!("\"{}, {}\"", rng.gen::<u16>(), rng.gen::<u8>()),
+            1 => format!("\"says \"\"{}\"\"\"", rng.gen::<u16>()),
+            _ => format!("n{}", rng.gen::<u32>()),
+        };
+        let amount = if blank(rng) {
+            String::new()
+        } else {
+            format!("{:.2}", rng.gen_range(-1e6..1e6))
+        };
+        let day = format!(
+            "2026-{:02}-{:02}",
+            rng.gen_range(1..=12),
+            rng.gen_range(1..=28)
+        );
+        let flag = if blank(rng) {
+            ""
+        } else if rng.gen_bool(0.5) {
+            "true"
+        } else {
+            "false"
+        };
+        csv.push_str(&format!("{id},{name},{amount},{day},{flag}\n"));
+    }
+    csv
 }

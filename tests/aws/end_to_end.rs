@@ -53,6 +53,11 @@ async fn files_dropped_in_the_bucket_become_a_delta_table_through_the_real_state
     ));
     // After the chunks' scenario: it compares with the table that one loaded whole.
     scenario!(crate::contained::a_compressed_large_file_is_staged_by_the_container_tier(&world));
+    scenario!(
+        crate::contained::random_files_give_the_same_table_in_a_container_as_in_the_functions(
+            &world
+        )
+    );
     scenario!(a_large_parquet_file_is_staged_by_row_group(&world));
     scenario!(crate::catalog::tables_are_registered_in_the_glue_catalog(
         &world

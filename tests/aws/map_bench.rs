@@ -91,7 +91,9 @@ async fn bench_the_distributed_maps_on_moto() {
             "{:#}",
             chunked.output
         );
-        let chunks = chunked.output["stage"]["chunks"].as_u64().unwrap();
+        let chunks = chunked.output["stage"]["chunks"]
+            .as_u64()
+            .expect("staged in chunks");
         let same = same_tables(&world, "tables/whole", &format!("tables/chunks-{workers}"));
         let stage_pass = chunked.states["StageChunks"];
         record(

@@ -121,6 +121,26 @@ incoming = "incoming/unchunked/"
 table = "tables/unchunked"
 keys = ["order_id"]
 
+# Random files (tests/aws/contained.rs): every stage and MERGE in a container task, and the
+# same files through the functions.
+[[feeds]]
+name = "random-contained"
+incoming = "incoming/random-contained/"
+table = "tables/random-contained"
+keys = ["id"]
+
+[feeds.route]
+container_from_mb = 0.01
+container_merge_from_gb = 0.000001
+container_vcpu = 2
+container_memory_gb = 8
+
+[[feeds]]
+name = "random-functions"
+incoming = "incoming/random-functions/"
+table = "tables/random-functions"
+keys = ["id"]
+
 [[feeds]]
 name = "Catalogued-Orders"
 incoming = "incoming/catalogued/"
