@@ -82,7 +82,7 @@ pub async fn tables_are_registered_in_the_glue_catalog(world: &World) {
     let email = emails
         .iter()
         .map(|e| e.to_string())
-        .find(|e| e.contains("2.csv loaded"))
+        .find(|e| e.contains("Catalogued-Orders: 2.csv loaded"))
         .expect("the second file's email");
     assert!(
         email.contains("id=2: qty 20 → 21; note null → late"),
@@ -116,7 +116,7 @@ pub async fn tables_are_registered_in_the_glue_catalog(world: &World) {
     let email = emails
         .iter()
         .map(|e| e.to_string())
-        .find(|e| e.contains("3.csv loaded, catalog not updated"))
+        .find(|e| e.contains("Catalogued-Orders: 3.csv loaded, catalog not updated"))
         .expect("an email that says the catalog was not updated");
     assert!(email.contains("not updated, the load stands"), "{email}");
     let stale = glue_table(world).await;

@@ -148,10 +148,11 @@ pub async fn random_files_give_the_same_table_in_a_container_as_in_the_functions
     let mut ids = std::collections::BTreeSet::new();
     for file in 0..3 {
         let csv = random_csv(&mut rng, 3000, &mut ids);
+        // Named apart from other scenarios' files, whose emails they look up by name.
         let (name, body) = if rng.gen_bool(0.5) {
-            (format!("file-{file}.csv.gz"), gzip(&csv))
+            (format!("random-{file}-of-three.csv.gz"), gzip(&csv))
         } else {
-            (format!("file-{file}.csv"), csv.into_bytes())
+            (format!("random-{file}-of-three.csv"), csv.into_bytes())
         };
         let contained = world
             .drop_file(&format!("incoming/random-contained/{name}"), &body)
