@@ -1578,11 +1578,11 @@ async fn every_call_is_one_the_function_policy_allows(world: &World) {
 
 /// Runs one of tests/iam's checkers on template.yaml with `args`; fails with its report.
 fn check_against_the_template(checker: &str, args: &[String], failure: &str) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let checked = std::process::Command::new(python)
-        .arg(format!("{root}/tests/iam/{checker}"))
-        .args(["--template", &format!("{root}/template.yaml")])
+    let checked = crate::world::python(&format!("tests/iam/{checker}"))
+        .args([
+            "--template",
+            &format!("{}/template.yaml", crate::world::REPO_ROOT),
+        ])
         .args(args)
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use std::io::Write;
 use aws_sdk_sfn::types::HistoryEvent;
 use serde_json::{json, Value};
 
-use crate::world::{reader_options, World, BUCKET};
+use crate::world::{python, reader_options, World, BUCKET};
 
 const KEY_COLUMN: &str = "o_orderkey";
 
@@ -210,10 +210,7 @@ async fn with_map_concurrency(world: &World, workers: u32) {
 /// bench/same_tables.py on two tables in moto's bucket.
 fn same_tables(world: &World, first: &str, second: &str) -> Value {
     let location = |table: &str| format!("s3://{BUCKET}/{table}");
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = std::process::Command::new(python)
-        .arg(format!("{root}/bench/same_tables.py"))
+    let output = python("bench/same_tables.py")
         .args([location(first), location(second), KEY_COLUMN.to_string()])
         .arg(serde_json::to_string(&reader_options(&world.moto)).unwrap())
         .output()

@@ -905,10 +905,7 @@ pub fn reader_options(moto: &Moto) -> HashMap<String, String> {
 /// columns and rows as `a|b|c`, ordered by `order_by` (tests/crosscheck.py).
 pub fn read_with_python(moto: &Moto, url: &str, order_by: &str) -> Value {
     let options = reader_options(moto);
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let python = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = std::process::Command::new(python)
-        .arg(format!("{root}/tests/crosscheck.py"))
+    let output = python("tests/crosscheck.py")
         .arg(url)
         .arg(order_by)
         .arg(serde_json::to_string(&options).unwrap())
@@ -920,4 +917,16 @@ pub fn read_with_python(moto: &Moto, url: &str, order_by: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The repository's root, where the tests' Python scripts and template.yaml are.
+pub const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// A command running `script` (a path from the repository's root) with the tests' Python
+/// (`DELTADROP_PYTHON`, which ./scripts/test sets to its virtual environment's).
+pub fn python(script: &str) -> std::process::Command {
+    let interpreter = std::env::var("DELTADROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = std::process::Command::new(interpreter);
+    command.arg(format!("{REPO_ROOT}/{script}"));
+    command
 }
